@@ -1,0 +1,281 @@
+"""Typed, frozen settings: UNSUBD_* environment variables over an optional TOML file.
+
+`load(env, path)` is the only entry point. Tests pass a dict as `env` instead of
+patching `os.environ`. Environment variables win over the file; nested values use a
+double underscore (`UNSUBD_CONSUMER__MAX_ATTEMPTS=8`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+ENV_PREFIX = "UNSUBD_"
+UNIT_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+LOCAL_PART = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message names the setting."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UnitNames(_Frozen):
+    sv: str
+    nb: str
+    en: str
+
+
+class Unit(_Frozen):
+    """A sender unit: a department, office or project that sends communication."""
+
+    key: str
+    names: UnitNames
+    aliases: tuple[str, ...] = ()            # other names people use for it in text
+    from_addresses: tuple[str, ...] = ()     # addresses its mail is sent from
+    reply_addresses: tuple[str, ...] = ()    # addresses that take replies for it
+    list_ids: tuple[str, ...] = ()           # List-Id values its mailings carry
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not UNIT_KEY.match(v):
+            raise ValueError("a unit key is lowercase letters, digits and '-', e.g. 'research-news'")
+        return v
+
+    @field_validator("from_addresses", "reply_addresses")
+    @classmethod
+    def _addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for a in v:
+            local, at, domain = a.strip().rpartition("@")
+            if not at or not LOCAL_PART.match(local) or not DOMAIN.match(domain):
+                raise ValueError(f"not a plain address: {a!r}")
+            out.append(f"{local.lower()}@{domain.lower()}")
+        return tuple(out)
+
+
+class SmtpSettings(_Frozen):
+    max_message_size: int = Field(10 * 1024 * 1024, ge=1024)   # bytes; 552 beyond
+    max_sessions: int = Field(200, ge=1)                          # concurrent connections; 421 beyond
+    idle_timeout: float = Field(60.0, gt=0)                       # seconds without a command
+    hostname: str = "unsubd.localdomain"                          # banner and HELO name
+
+
+class ConsumerSettings(_Frozen):
+    concurrency: int = Field(4, ge=1)             # items in flight at once
+    max_attempts: int = Field(5, ge=1)            # then the item is parked as failed
+    retry_base: float = Field(1.0, gt=0)          # seconds; doubles per attempt, with jitter
+    retry_max: float = Field(300.0, gt=0)
+    poll_interval: float = Field(0.5, gt=0)       # embedded queue: seconds between polls when idle
+    lease: float = Field(120.0, gt=0)             # embedded queue: seconds an item is claimed for
+
+
+class ParseSettings(_Frozen):
+    workers: int = Field(2, ge=1)                 # sandboxed parser processes
+    cpu_seconds: float = Field(5.0, gt=0)         # CPU time one message may take
+    wall_seconds: float = Field(15.0, gt=0)       # wall time one message may take
+    memory_mb: int = Field(1024, ge=64)           # address space of one parser process
+
+
+class RelaySettings(_Frozen):
+    poll_interval: float = Field(0.2, gt=0)
+    batch: int = Field(100, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything unsubd reads from its environment. Frozen once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./unsubd.db"
+    amqp_url: str | None = None                   # unset: the embedded queue in the database
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(2525, ge=0, le=65535)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8025, ge=0, le=65535)
+    api_keys: tuple[str, ...] = ()                # bearer keys for /v1/; none: /v1/ only on loopback
+    log_level: str = "INFO"
+
+    organisation: str = "Example organisation"
+    dpo_contact: str = "dpo@example.org"
+
+    mail_domain: str = "localhost"                # where reply@, bounces@, fbl@ and unsubscribe@ live
+    bounce_domain: str | None = None              # the VERP return-path domain; default mail_domain
+    reply_local: str = "reply"
+    bounce_local: str = "bounces"
+    fbl_local: str = "fbl"
+    unsubscribe_local: str = "unsubscribe"
+
+    units: dict[str, Unit] = {}
+
+    smtp: SmtpSettings = SmtpSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    parse: ParseSettings = ParseSettings()
+    relay: RelaySettings = RelaySettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unit_keys(cls, data: Any) -> Any:
+        # A unit's key is its table name in TOML; fill it in so each Unit knows its key.
+        if isinstance(data, dict) and isinstance(data.get("units"), dict):
+            units = {}
+            for key, unit in data["units"].items():
+                if isinstance(unit, dict):
+                    unit = {"key": key, **unit}
+                units[key] = unit
+            data = {**data, "units": units}
+        return data
+
+    @field_validator("mail_domain", "bounce_domain")
+    @classmethod
+    def _domain(cls, v: str | None) -> str | None:
+        if v is not None and not DOMAIN.match(v):
+            raise ValueError(f"not a domain name: {v!r}")
+        return v.lower() if v else v
+
+    @field_validator("reply_local", "bounce_local", "fbl_local", "unsubscribe_local")
+    @classmethod
+    def _local(cls, v: str) -> str:
+        if not LOCAL_PART.match(v) or "+" in v:
+            raise ValueError(f"not a plain local part: {v!r}")
+        return v.lower()
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> Settings:
+        for key, unit in self.units.items():
+            if unit.key != key:
+                raise ValueError(f"unit {key!r} has key {unit.key!r}")
+        if not self.api_keys and not _is_loopback(self.http_host):
+            raise ValueError(
+                "api_keys: the JSON API would be open on a non-loopback address; set UNSUBD_API_KEYS"
+            )
+        return self
+
+    @property
+    def effective_bounce_domain(self) -> str:
+        return self.bounce_domain or self.mail_domain
+
+    @property
+    def embedded_queue(self) -> bool:
+        return self.amqp_url is None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _MappingEnvSource(settings_cls, _ENV.get())]
+        path = _TOML.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+_ENV: ContextVar[Mapping[str, str]] = ContextVar("unsubd_env", default={})
+_TOML: ContextVar[Path | None] = ContextVar("unsubd_toml", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source, reading a given mapping instead of `os.environ`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = dict(env)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._mapping, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _setting_name(loc: tuple[Any, ...]) -> str:
+    keys = [str(p) for p in loc if not isinstance(p, int)]
+    dotted = ".".join(keys) or "(settings)"
+    env = ENV_PREFIX + "__".join(keys).upper() if keys else ""
+    return f"{dotted} ({env})" if env else dotted
+
+
+def load(env: Mapping[str, str] | None = None, path: str | Path | None = None) -> Settings:
+    """Load settings from `env` (default: os.environ) and an optional TOML file.
+
+    `UNSUBD_CONFIG` in `env` names the file when `path` is not given. Raises
+    ConfigError with a message that names the offending setting.
+    """
+    env = dict(os.environ if env is None else env)
+    if path is None and env.get("UNSUBD_CONFIG"):
+        path = env["UNSUBD_CONFIG"]
+    env = {k: v for k, v in env.items() if k.upper() != "UNSUBD_CONFIG"}
+    toml_path: Path | None = None
+    if path is not None:
+        toml_path = Path(path)
+        if not toml_path.is_file():
+            raise ConfigError(f"config file not found: {toml_path}")
+        try:
+            with toml_path.open("rb") as fh:
+                tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {toml_path} is not valid TOML: {exc}") from None
+    t_env, t_toml = _ENV.set(env), _TOML.set(toml_path)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"invalid setting {_setting_name(err['loc'])}: {msg}")
+        raise ConfigError("; ".join(problems)) from None
+    finally:
+        _ENV.reset(t_env)
+        _TOML.reset(t_toml)
