@@ -1,0 +1,44 @@
+"""Address normalisation and hashing: the one way unsubd turns text into an `address`."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+from email_validator import EmailNotValidError, validate_email
+
+
+@lru_cache(maxsize=65536)
+def normalise(raw: str | None) -> str | None:
+    """Return the canonical form of one email address, or None if it is not one.
+
+    Uses email-validator with `check_deliverability=False` (never a DNS lookup).
+    The domain is lowercased and IDNA-decoded to Unicode, so `user@xn--bcher-kva.example`
+    and `user@bücher.example` are the same address; the local part is lowercased
+    too, because every mailbox provider we send to treats it case-insensitively
+    (RFC 5321 section 2.4 allows that choice to the receiving domain). Angle brackets,
+    surrounding whitespace and an RFC 3464 `rfc822;` address-type prefix are removed
+    first. Quoted local parts and domain literals are refused: no newsletter is sent there.
+    """
+    if not raw:
+        return None
+    text = raw.strip()
+    if text[:7].lower() == "rfc822;":
+        text = text[7:].strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    if not text or len(text) > 320 or any(c in text for c in " \t\r\n<>\"\\\x00"):
+        return None
+    try:
+        valid = validate_email(text, check_deliverability=False, allow_smtputf8=True,
+                               allow_quoted_local=False, allow_domain_literal=False)
+    except (EmailNotValidError, UnicodeError, ValueError):
+        return None
+    return valid.normalized.lower()
+
+
+def address_hash(address: str | None) -> str:
+    """A short stable hash for logs: personal data stays out of them."""
+    if not address:
+        return "-"
+    return "h:" + hashlib.sha256(address.encode("utf-8")).hexdigest()[:12]

@@ -1,0 +1,56 @@
+"""The one place a decision is written: event + state rows + outbox rows, in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from handlers.model import Decision
+from handlers.plan import CurrentState, Plan, addresses_of, plan
+
+
+class UnitOfWork(Protocol):
+    """One database transaction. `async with uow:` begins; leaving without commit rolls back.
+
+    Implemented with SQLAlchemy in worker/db.py; any implementation must make
+    `record` + `commit` atomic and make `event_exists` see committed events of
+    every process (the dedupe check).
+    """
+
+    async def __aenter__(self) -> UnitOfWork: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    async def event_exists(self, item_id: str) -> bool: ...
+    async def load_state(self, addresses: list[str]) -> CurrentState: ...
+    async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None: ...
+    async def commit(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Applied:
+    item_id: str
+    event_id: str | None
+    duplicate: bool
+    updates: int
+
+    @classmethod
+    def dup(cls, item_id: str) -> Applied:
+        return cls(item_id=item_id, event_id=None, duplicate=True, updates=0)
+
+
+async def apply(decision: Decision, uow: UnitOfWork, now: datetime) -> Applied:
+    """Write `decision` once. A decision whose item was already applied changes nothing.
+
+    Raises only for infrastructure failures (the transaction is rolled back and the
+    caller retries the whole unit of work); the decision itself is never rejected.
+    """
+    async with uow:
+        if await uow.event_exists(decision.item_id):
+            return Applied.dup(decision.item_id)
+        event_id = str(uuid.uuid4())
+        state = await uow.load_state(addresses_of(decision.actions))
+        changes = plan(decision, state, event_id, now)
+        await uow.record(decision, event_id, changes, now)
+        await uow.commit()
+    return Applied(item_id=decision.item_id, event_id=event_id, duplicate=False, updates=len(changes.updates))

@@ -1,0 +1,59 @@
+"""classify: one inbound item in, one Decision out. Pure, and never raises.
+
+Readers are tried in order; the first that recognises the message decides. Adding a
+format (ARF complaints, auto-replies, emailed opt-outs) means adding a row to READERS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from handlers.dsn import decide_bounce, read_dsn
+from handlers.message import describe_defects, is_unreadable, parse_message
+from handlers.model import Decision, Inbound, Kind
+
+Reader = Callable[[Any], Any | None]
+Decider = Callable[[Inbound, Any, Any, datetime], Decision]
+
+# Ordered: ARF (also a multipart/report) will go before DSN when it is added.
+READERS: tuple[tuple[Reader, Decider], ...] = (
+    (read_dsn, decide_bounce),
+)
+
+
+def classify(item: Inbound, settings: Any, now: datetime) -> Decision:
+    """Decide what one inbound item means; never raises.
+
+    Returns the first reader's decision; if no reader recognises the message, an
+    UNKNOWN ignore decision (ordinary mail is recorded, not queued for review); if
+    the bytes are not a readable message at all (empty, no header fields, parser
+    failure), an unreadable decision for review. Any unexpected exception gives an
+    unreadable decision whose reason names the exception type. Every decision
+    carries `source=item.source`.
+    """
+    try:
+        msg = parse_message(item.raw)
+        for read, decide in READERS:
+            report = read(msg)
+            if report is not None:
+                decision = decide(item, report, settings, now)
+                return _with_source(decision, item)
+        if not item.raw.strip():
+            return Decision.unreadable(item.id, reason="empty message", source=item.source)
+        if is_unreadable(msg):
+            return Decision.unreadable(item.id, reason=f"unreadable: {describe_defects(msg)}",
+                                       source=item.source)
+        return Decision.ignore(item.id, Kind.UNKNOWN, reason="not a recognised report or request",
+                               source=item.source)
+    except Exception as exc:  # noqa: BLE001 - bad input is data; a person looks at it
+        return Decision.unreadable(item.id, reason=f"classifier error: {type(exc).__name__}",
+                                   source=getattr(item, "source", "smtp"))
+
+
+def _with_source(decision: Decision, item: Inbound) -> Decision:
+    if decision.source == item.source:
+        return decision
+    return replace(decision, source=item.source)

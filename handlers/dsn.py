@@ -1,0 +1,704 @@
+"""Delivery status notifications: RFC 3464 reports (and RFC 6533 global ones) to bounce decisions.
+
+`read_dsn` turns a parsed message into a `DsnReport`, or None if the message carries
+no delivery-status part. `decide_bounce` turns a report into a `Decision`.
+
+The parser is deliberately tolerant: real MTAs write CR LF or bare LF, fold long
+lines, forget the blank line between recipient groups, prefix addresses with
+`rfc822;` in any case, and leave junk lines in the report. None of that raises;
+it either still reads or yields a recipient without an address, which never leads
+to an action.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import quopri
+import re
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import datetime
+from email.message import Message
+from email import policy as email_policy
+from email.parser import BytesParser
+from typing import Any
+
+from handlers.addresses import normalise
+from handlers.message import (
+    clean_text,
+    content_type,
+    decode_bytes,
+    header_text,
+    iter_parts,
+    payload_bytes,
+    payload_parts,
+    raw_items,
+)
+from handlers.model import Action, ActionType, Decision, Inbound, Kind
+
+# Content types that carry the machine-readable report (RFC 3464 section 2.1,
+# RFC 6533 section 6.2 for the UTF-8 variant).
+STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+# Content types that carry the returned message or its headers (RFC 6522 section 3,
+# RFC 3462, RFC 6532/6533 for the global variants).
+ORIGINAL_TYPES = ("message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers")
+
+# Fields that begin or belong to a per-recipient group (RFC 3464 section 2.3).
+RECIPIENT_FIELDS = frozenset({
+    "original-recipient", "final-recipient", "action", "status", "remote-mta",
+    "diagnostic-code", "last-attempt-date", "final-log-id", "will-retry-until",
+})
+# Per-message fields (RFC 3464 section 2.2).
+MESSAGE_FIELDS = frozenset({
+    "original-envelope-id", "reporting-mta", "dsn-gateway", "received-from-mta", "arrival-date",
+})
+
+# Action values seen in the wild that are not RFC 3464 section 2.3.3 keywords.
+# "deliverable"/"undeliverable" are Postfix address-verification reports
+# (sisimai rfc3464-28); "failure" is in flufl dsn_03. Other unknown words are
+# treated like a missing Action.
+ACTION_ALIASES = {"failure": "failed", "undeliverable": "failed", "deliverable": "delivered",
+                  "delay": "delayed"}
+ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
+
+# No single DSN we would ever receive reports on this many recipients (unsubd sends
+# one recipient per message); beyond it groups are dropped and a note says so.
+MAX_RECIPIENTS = 1000
+MAX_VALUE = 1000        # characters kept of any one field value (diagnostics run long)
+MAX_EXTRA = 20          # non-standard fields kept per group, for evidence
+
+_FIELD = re.compile(r"([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)\Z", re.DOTALL)
+_TYPED = re.compile(r"\s*([A-Za-z][A-Za-z0-9.+_-]*)\s*;\s*(.*)\Z", re.DOTALL)
+# An RFC 3463 enhanced status code: class.subject.detail. The syntax allows a 1-3
+# digit subject, but only subjects 0-7 are defined (and registered with IANA), so one
+# digit is required: that keeps version numbers like "Exim 4.97.1" out. The
+# look-arounds keep it from matching inside IP addresses ("192.0.2.66") while
+# allowing "550-5.1.1", "(#5.1.1)" and a sentence-ending "5.1.1.".
+_STATUS_CODE = re.compile(r"(?<!\d)(?<!\d\.)([245])\.([0-7])\.(\d{1,3})(?!\d|\.\d)")
+# An RFC 5321 reply code at the start of an smtp diagnostic: "550 ...", "550-...".
+_REPLY_CODE = re.compile(r"\s*([245])\d\d(?:[ \t-]|\Z)")
+# RFC 6533 section 3: non-ASCII in a utf-8 address type is written \x{HHHH}.
+_UTF8_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+
+
+class BounceReason(enum.StrEnum):
+    """Why a recipient bounced, in one word; derived from the RFC 3463 status code."""
+
+    USER_UNKNOWN = "user_unknown"
+    HOST_UNKNOWN = "host_unknown"
+    HAS_MOVED = "has_moved"
+    NOT_ACCEPTING = "not_accepting"
+    MAILBOX_FULL = "mailbox_full"
+    MESSAGE_TOO_BIG = "message_too_big"
+    SENDER_ADDRESS = "sender_address"
+    POLICY = "policy"
+    SYSTEM_ERROR = "system_error"
+    NETWORK_ERROR = "network_error"
+    PROTOCOL_ERROR = "protocol_error"
+    CONTENT_ERROR = "content_error"
+    EXPIRED = "expired"
+    OTHER = "other"
+
+
+R = BounceReason
+# RFC 3463 section 3 (and RFC 7505 for X.1.10), keyed by "subject.detail", then by
+# "subject". Each row is (reason, concerns_address): True when the code says the
+# recipient address itself is bad, which together with class 5 makes a hard bounce.
+# X.1.7 and X.1.8 are about *our* sender address, X.1.5 and X.1.9 are not failures
+# of the address, so they are not hard. X.2.1 "mailbox disabled" is the one mailbox
+# code that concerns the address; X.2.2 "mailbox full" is temporary by nature.
+# X.4.4 "unable to route" is the one network code that concerns the address: RFC 3463
+# gives "a DNS lookup returning only an SOA record" as its example, i.e. the domain
+# has no mail host (Postfix and Exchange use 5.4.4 for a domain that does not exist).
+STATUS_TABLE: dict[str, tuple[BounceReason, bool]] = {
+    "1.0": (R.USER_UNKNOWN, True),
+    "1.1": (R.USER_UNKNOWN, True),
+    "1.2": (R.HOST_UNKNOWN, True),
+    "1.3": (R.USER_UNKNOWN, True),
+    "1.4": (R.USER_UNKNOWN, True),
+    "1.5": (R.OTHER, False),
+    "1.6": (R.HAS_MOVED, True),
+    "1.7": (R.SENDER_ADDRESS, False),
+    "1.8": (R.SENDER_ADDRESS, False),
+    "1.9": (R.OTHER, False),
+    "1.10": (R.HOST_UNKNOWN, True),
+    "2.1": (R.NOT_ACCEPTING, True),
+    "2.2": (R.MAILBOX_FULL, False),
+    "2.3": (R.MESSAGE_TOO_BIG, False),
+    "2.4": (R.SYSTEM_ERROR, False),
+    "3.4": (R.MESSAGE_TOO_BIG, False),
+    "4.4": (R.HOST_UNKNOWN, True),
+    "4.7": (R.EXPIRED, False),
+    "0": (R.OTHER, False),
+    "1": (R.USER_UNKNOWN, True),
+    "2": (R.OTHER, False),
+    "3": (R.SYSTEM_ERROR, False),
+    "4": (R.NETWORK_ERROR, False),
+    "5": (R.PROTOCOL_ERROR, False),
+    "6": (R.CONTENT_ERROR, False),
+    "7": (R.POLICY, False),
+}
+del R
+
+
+@dataclass(frozen=True)
+class DsnRecipient:
+    """One per-recipient group of a report (RFC 3464 section 2.3), values as written.
+
+    Values are unfolded and trimmed to MAX_VALUE characters; a missing field is None.
+    `address_type` and `raw_address` come from Final-Recipient, or from
+    Original-Recipient when Final-Recipient is absent (`address_field` says which).
+    """
+
+    final_recipient: str | None = None
+    original_recipient: str | None = None
+    action: str | None = None
+    status: str | None = None
+    diagnostic_code: str | None = None
+    remote_mta: str | None = None
+    last_attempt_date: str | None = None
+    will_retry_until: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def address_field(self) -> str | None:
+        """The field the recipient's address is read from, or None if neither is present."""
+        if self.final_recipient is not None:
+            return "final-recipient"
+        if self.original_recipient is not None:
+            return "original-recipient"
+        return None
+
+
+@dataclass(frozen=True)
+class ReturnedOriginal:
+    """Headers of the returned message (RFC 3464 section 2, third part), as plain strings."""
+
+    message_id: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    list_id: str | None = None
+    recipient_id: str | None = None     # X-NV-Recipient-Id, set on everything unsubd's senders send
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"message_id": self.message_id, "from": self.from_, "to": self.to,
+                "list_id": self.list_id, "recipient_id": self.recipient_id}
+
+
+@dataclass(frozen=True)
+class DsnReport:
+    """A delivery-status report: per-message fields, recipient groups, returned headers.
+
+    `notes` lists tolerated oddities ("junk lines ignored", "recipient groups truncated").
+    """
+
+    report_type: str
+    reporting_mta: str | None = None
+    arrival_date: str | None = None
+    original_envelope_id: str | None = None
+    dsn_gateway: str | None = None
+    received_from_mta: str | None = None
+    recipients: tuple[DsnRecipient, ...] = ()
+    original: ReturnedOriginal | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_dsn(msg: Message) -> DsnReport | None:
+    """Read an RFC 3464 delivery-status report from a parsed message, or return None.
+
+    Looks for a `message/delivery-status` part (RFC 3464 section 2.1) or a
+    `message/global-delivery-status` part (RFC 6533 section 6.2) anywhere in the
+    message's multipart tree, not inside attached messages: normally the second
+    part of a `multipart/report; report-type=delivery-status` (RFC 6522), but some
+    MTAs wrap it in `multipart/mixed`, so the container type is not checked. A
+    message without such a part returns None, including a multipart/report that
+    lacks one. A status part with no readable recipient group returns a report
+    with no recipients. Never raises.
+    """
+    try:
+        found = _find_status_part(msg)
+        if found is None:
+            return None
+        part, parent = found
+        text, notes = _status_text(part)
+        report = _parse_status_text(text, report_type=content_type(part).split("/", 1)[1], notes=notes)
+        original = _returned_original(parent if parent is not None else msg, part)
+        if original is not None:
+            report = replace(report, original=original)
+        return report
+    except RecursionError:
+        return None
+
+
+def _find_status_part(msg: Message) -> tuple[Message, Message | None] | None:
+    if content_type(msg) in STATUS_TYPES:      # a bare report without the multipart wrapper
+        return msg, None
+    if not content_type(msg).startswith("multipart/"):
+        return None
+    for part, parent in iter_parts(msg):
+        if content_type(part) in STATUS_TYPES:
+            return part, parent
+    return None
+
+
+def _status_text(part: Message) -> tuple[str, list[str]]:
+    """The report part as text, whichever way the `email` package stored it.
+
+    For `message/delivery-status` the parser splits the body at blank lines and
+    stores each block as a header-only sub-message; a block whose lines stop looking
+    like headers keeps the rest as its body. `message/global-delivery-status` is
+    treated as an ordinary `message/*`: one sub-message whose headers are the first
+    block and whose body is everything after it. Both are turned back into text here.
+    """
+    notes: list[str] = []
+    blocks = payload_parts(part)
+    if not blocks:
+        return decode_bytes(payload_bytes(part)), notes
+    is_ds = content_type(part) == "message/delivery-status"
+    texts = []
+    for block in blocks:
+        lines = [f"{name}: {value}" for name, value in raw_items(block)]
+        body = _block_body(block)
+        if body:
+            # Inside a delivery-status block the body is whatever followed a line that
+            # was not a header, up to the next blank line: same block, no blank line.
+            lines.append(("" if is_ds else "\n") + body if lines else body)
+        texts.append("\n".join(lines))
+    text = clean_text("\n\n".join(texts))
+    cte = (header_text(part, "Content-Transfer-Encoding") or "").lower()
+    if cte in ("base64", "quoted-printable"):
+        # The parser does not undo the transfer encoding of message/* parts before
+        # splitting them (RFC 2046 forbids encoding them, RFC 6533 allows it for the
+        # global variant), so undo it on the reconstructed text.
+        decoded = _undo_transfer_encoding(text, cte)
+        if decoded is not None:
+            notes.append(f"{cte} transfer encoding undone")
+            text = decoded
+    return text, notes
+
+
+def _block_body(block: Message) -> str:
+    # get_payload() without decode would turn 8-bit bytes (UTF-8 in a global report)
+    # into U+FFFD; the bytes themselves decode correctly.
+    if payload_parts(block):
+        return ""
+    return decode_bytes(payload_bytes(block)).strip("\r\n")
+
+
+def _undo_transfer_encoding(text: str, cte: str) -> str | None:
+    raw = text.encode("utf-8", "replace")
+    try:
+        data = base64.b64decode(b"".join(raw.split())) if cte == "base64" else quopri.decodestring(raw)
+    except (binascii.Error, ValueError):
+        return None
+    return decode_bytes(data)
+
+
+def _parse_status_text(text: str, *, report_type: str, notes: list[str]) -> DsnReport:
+    """Parse the report body: header-like blocks separated by blank lines.
+
+    RFC 3464 section 2.1: one per-message block, then one block per recipient. This
+    reads line by line instead: continuation lines (leading white space) extend the
+    previous field; per-message fields are recognised by name wherever they are, so
+    a missing blank line after them does no harm; a recipient field that already
+    occurs in the current group starts a new group, so a missing blank line between
+    recipients does no harm either. Lines that are not fields are counted and
+    ignored. CR LF, bare LF and bare CR line ends are all accepted.
+    """
+    per_message: dict[str, list[str]] = {}  # each field is a mutable [name, value]
+    message_extra: list[list[str]] = []
+    groups: list[list[list[str]]] = []
+    current: list[list[str]] | None = None
+    last: list[str] | None = None
+    junk = 0
+    split_groups = 0
+    for line in text.splitlines():
+        if not line.strip():
+            current, last = None, None
+            continue
+        if line[0] in " \t":
+            if last is not None:
+                last[1] = f"{last[1]} {line.strip()}" if last[1] else line.strip()
+            else:
+                junk += 1
+            continue
+        match = _FIELD.match(line)
+        if match is None:
+            junk += 1
+            last = None
+            continue
+        field = [match.group(1).lower(), match.group(2).strip()]
+        name = field[0]
+        if name in RECIPIENT_FIELDS:
+            if current is None or any(f[0] == name for f in current):
+                if current is not None:
+                    split_groups += 1
+                current = _new_group(current, name)
+                groups.append(current)
+            current.append(field)
+        elif name in MESSAGE_FIELDS and name not in per_message:
+            per_message[name] = field
+        elif current is not None:
+            current.append(field)
+        else:
+            message_extra.append(field)
+        last = field
+    if junk:
+        notes.append(f"{junk} line(s) that are not fields ignored")
+    if split_groups:
+        notes.append(f"{split_groups} recipient group(s) not separated by a blank line")
+    if len(groups) > MAX_RECIPIENTS:
+        notes.append(f"only the first {MAX_RECIPIENTS} of {len(groups)} recipient groups read")
+        groups = groups[:MAX_RECIPIENTS]
+
+    def message_field(name: str) -> str | None:
+        return _cut(per_message[name][1]) if name in per_message else None
+
+    return DsnReport(
+        report_type=report_type,
+        reporting_mta=message_field("reporting-mta"),
+        arrival_date=message_field("arrival-date"),
+        original_envelope_id=message_field("original-envelope-id"),
+        dsn_gateway=message_field("dsn-gateway"),
+        received_from_mta=message_field("received-from-mta"),
+        recipients=tuple(_recipient(group) for group in groups),
+        extra=tuple((n, _cut(v) or "") for n, v in message_extra[:MAX_EXTRA]),
+        notes=tuple(notes),
+    )
+
+
+def _new_group(current: list[list[str]] | None, name: str) -> list[list[str]]:
+    """Start a recipient group, taking over a stray Original-Recipient from `current`.
+
+    "Original-Recipient: B" written after group A's fields and just before
+    "Final-Recipient: B" (no blank line between) belongs to B: RFC 3464 section 2.3
+    puts Original-Recipient before Final-Recipient in a group.
+    """
+    new: list[list[str]] = []
+    if (current and name == "final-recipient" and current[-1][0] == "original-recipient"
+            and any(f[0] == "final-recipient" for f in current[:-1])):
+        new.append(current.pop())
+    return new
+
+
+def _recipient(group: list[list[str]]) -> DsnRecipient:
+    values: dict[str, str] = {}
+    extra: list[tuple[str, str]] = []
+    for name, value in group:
+        if name in RECIPIENT_FIELDS and name not in values:
+            values[name] = value
+        elif len(extra) < MAX_EXTRA:
+            extra.append((name, _cut(value) or ""))
+    return DsnRecipient(
+        final_recipient=_cut(values.get("final-recipient")),
+        original_recipient=_cut(values.get("original-recipient")),
+        action=_cut(values.get("action")),
+        status=_cut(values.get("status")),
+        diagnostic_code=_cut(values.get("diagnostic-code")),
+        remote_mta=_cut(values.get("remote-mta")),
+        last_attempt_date=_cut(values.get("last-attempt-date")),
+        will_retry_until=_cut(values.get("will-retry-until")),
+        extra=tuple(extra),
+    )
+
+
+def _returned_original(container: Message, status_part: Message) -> ReturnedOriginal | None:
+    """Headers of the returned message: the first message/rfc822 or headers part.
+
+    Looked for among the parts of the report's container (RFC 6522 section 3: the
+    optional third part). Returns None when there is none, or when it has no header
+    that identifies the message.
+    """
+    for part, _parent in iter_parts(container):
+        if part is status_part or content_type(part) not in ORIGINAL_TYPES:
+            continue
+        headers = _original_headers(part)
+        if headers is None:
+            continue
+        original = ReturnedOriginal(
+            message_id=_cut(header_text(headers, "Message-ID")),
+            from_=_cut(header_text(headers, "From")),
+            to=_cut(header_text(headers, "To")),
+            list_id=_cut(header_text(headers, "List-Id")),
+            recipient_id=_cut(header_text(headers, "X-NV-Recipient-Id")),
+        )
+        if any(original.to_json().values()):
+            return original
+    return None
+
+
+def _original_headers(part: Message) -> Message | None:
+    if content_type(part).endswith("-headers"):
+        try:
+            return BytesParser(policy=email_policy.default).parsebytes(payload_bytes(part), headersonly=True)
+        except Exception:  # noqa: BLE001 - unreadable headers are simply not evidence
+            return None
+    inner = payload_parts(part)
+    return inner[0] if inner else None
+
+
+def _cut(value: str | None, limit: int = MAX_VALUE) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value if len(value) <= limit else value[:limit]
+
+
+
+
+# --------------------------------------------------------------------------- deciding
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What one recipient group means to unsubd; its `to_json` is the evidence row."""
+
+    address: str | None             # normalised, or None if the field is not an address
+    address_type: str | None        # "rfc822", "utf-8", ... as written, lower-cased
+    action: str                     # failed | delayed | delivered | relayed | expanded | unknown
+    status: str | None              # the effective RFC 3463 code (see effective_status)
+    status_source: str              # status | diagnostic | reply_code | none
+    reason: BounceReason | None
+    hard: bool
+    outcome: ActionType | None      # SUPPRESS, SOFT_BOUNCE or None
+    why_none: str | None            # when outcome is None for a failed recipient
+    recipient: DsnRecipient
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.recipient
+        return {
+            "address": self.address,
+            "address_type": self.address_type,
+            "final_recipient": r.final_recipient,
+            "original_recipient": r.original_recipient,
+            "original_address": original_address(r),
+            "action": self.action,
+            "dsn_action": r.action,
+            "status": self.status,
+            "dsn_status": r.status,
+            "status_source": self.status_source,
+            "reason": self.reason.value if self.reason else None,
+            "hard": self.hard,
+            "outcome": self.outcome.value if self.outcome else None,
+            "why_none": self.why_none,
+            "diagnostic_code": r.diagnostic_code,
+            "remote_mta": r.remote_mta,
+            "last_attempt_date": r.last_attempt_date,
+            "will_retry_until": r.will_retry_until,
+        }
+
+
+def split_typed(value: str | None) -> tuple[str | None, str | None]:
+    """Split an RFC 3464 typed value ("rfc822; a@b", "smtp; 550 ...") into (type, text).
+
+    The type is lower-cased; a value without a `type;` prefix gives (None, value).
+    None gives (None, None).
+    """
+    if value is None:
+        return None, None
+    match = _TYPED.match(value)
+    if match is None:
+        return None, value.strip()
+    return match.group(1).lower(), match.group(2).strip()
+
+
+def recipient_address(recipient: DsnRecipient) -> tuple[str | None, str | None]:
+    """The normalised address of a recipient group and its address type.
+
+    RFC 3464 section 2.3.2: Final-Recipient is the address the report is about;
+    Original-Recipient (section 2.3.1) is used only when Final-Recipient is absent.
+    A Final-Recipient that is present but not an address gives (None, type): the
+    Original-Recipient is then not trusted in its place. RFC 6533 section 3 `utf-8`
+    addresses have their \\x{HHHH} escapes undone first.
+    """
+    field = recipient.final_recipient if recipient.final_recipient is not None else recipient.original_recipient
+    address_type, text = split_typed(field)
+    if not text:
+        return None, address_type
+    return _address(text, address_type), address_type
+
+
+def _address(text: str, address_type: str | None) -> str | None:
+    if address_type == "utf-8":
+        text = _UTF8_ESCAPE.sub(_unescape_utf8, text)
+    # One stray angle bracket is an MTA typo, not a different address
+    # ("RFC822; user@example.jp>" in sisimai err/make-test-31).
+    if text.startswith("<") != text.endswith(">"):
+        text = text.strip("<>")
+    return normalise(text)
+
+
+def original_address(recipient: DsnRecipient) -> str | None:
+    """The normalised Original-Recipient (RFC 3464 section 2.3.1), for evidence only.
+
+    It is the address as the sender gave it, before forwarding; it never replaces a
+    Final-Recipient that is present (see `recipient_address`). None if absent or not
+    an address.
+    """
+    address_type, text = split_typed(recipient.original_recipient)
+    return _address(text, address_type) if text else None
+
+
+def _unescape_utf8(match: re.Match[str]) -> str:
+    code = int(match.group(1), 16)
+    return chr(code) if 0x80 <= code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else match.group(0)
+
+
+def effective_status(raw_status: str | None, diagnostic_code: str | None) -> tuple[str | None, str]:
+    """The most specific RFC 3463 status code for a recipient, and where it came from.
+
+    Returns (code, source) with source one of "status", "diagnostic", "reply_code",
+    "none":
+
+    * a specific Status field (RFC 3464 section 2.3.4) wins;
+    * a generic X.0.0 Status, or a missing one, is refined by the first enhanced code
+      of the same class in the Diagnostic-Code text (section 2.3.6), e.g. Exim's
+      "Status: 5.0.0" with "550 5.1.1 ..." or "550-5.1.1 ...";
+    * with no Status and no enhanced code, an RFC 5321 reply code at the start of the
+      Status or the diagnostic gives its class only ("550 ..." gives "5.0.0");
+    * otherwise (None, "none").
+    """
+    status = _first_code(raw_status or "")
+    _dtype, diag = split_typed(diagnostic_code)
+    if status is not None and not status.endswith(".0.0"):
+        return status, "status"
+    refined = _first_code(diag or "", klass=status[0] if status else None)
+    if refined is not None and refined != status:
+        return refined, "diagnostic"
+    if status is not None:
+        return status, "status"
+    # Some MTAs put the SMTP reply in Status ("Status: 553 Exceeded ...", flufl dsn_03).
+    reply = _REPLY_CODE.match(raw_status or "") or _REPLY_CODE.match(diag or "")
+    if reply is not None:
+        return f"{reply.group(1)}.0.0", "reply_code"
+    return None, "none"
+
+
+def _first_code(text: str, klass: str | None = None) -> str | None:
+    for match in _STATUS_CODE.finditer(text):
+        if klass is None or match.group(1) == klass:
+            return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}"
+    return None
+
+
+def status_meaning(status: str | None) -> tuple[BounceReason, bool]:
+    """(reason, hard) for an RFC 3463 code, from STATUS_TABLE; hard needs class 5.
+
+    None or an unknown code gives (OTHER, False).
+    """
+    if not status:
+        return BounceReason.OTHER, False
+    klass, _, rest = status.partition(".")
+    subject = rest.partition(".")[0]
+    reason, concerns_address = STATUS_TABLE.get(rest) or STATUS_TABLE.get(subject) or (BounceReason.OTHER, False)
+    return reason, concerns_address and klass == "5"
+
+
+def assess(recipient: DsnRecipient) -> Assessment:
+    """Decide what one recipient group asks for (RFC 3464 section 2.3.3, RFC 3463).
+
+    * Action `failed` with a hard code (class 5 and a code about the address: 5.1.x
+      except sender-side 5.1.7/5.1.8, 5.2.1, 5.4.4) gives SUPPRESS;
+    * any other `failed` (4.x.x, 5.2.2, 5.3.x, 5.7.x, no status...) gives SOFT_BOUNCE;
+    * `delayed`, `delivered`, `relayed`, `expanded` give nothing;
+    * a missing Action with a 5.x.x status is read as `failed`; any other missing or
+      unrecognised Action gives nothing;
+    * a group without a usable address gives nothing, whatever it says.
+    """
+    address, address_type = recipient_address(recipient)
+    status, source = effective_status(recipient.status, recipient.diagnostic_code)
+    action = _action_word(recipient.action)
+    if action is None:
+        # RFC 3464 requires Action; without a usable one, a permanent status can only
+        # mean failure (flufl dsn_18 says "Action: error", Status 5.0.0).
+        action = "failed" if status and status.startswith("5.") else "unknown"
+    reason: BounceReason | None = None
+    hard = False
+    outcome: ActionType | None = None
+    why_none: str | None = None
+    if action == "failed":
+        reason, hard = status_meaning(status)
+        if address is None:
+            why_none, hard = "no usable address", False
+        else:
+            outcome = ActionType.SUPPRESS if hard else ActionType.SOFT_BOUNCE
+    return Assessment(address=address, address_type=address_type, action=action, status=status,
+                      status_source=source, reason=reason, hard=hard, outcome=outcome,
+                      why_none=why_none, recipient=recipient)
+
+
+def _action_word(value: str | None) -> str | None:
+    words = (value or "").split(maxsplit=1)
+    if not words:
+        return None
+    word = words[0].strip(";,.()").lower()
+    word = ACTION_ALIASES.get(word, word)
+    return word if word in ACTIONS else None
+
+
+def decide_bounce(item: Inbound, report: DsnReport, settings: Any, now: datetime) -> Decision:
+    """Turn a delivery-status report into a BOUNCE decision (RFC 3464, RFC 3463).
+
+    One action per distinct failed address (see `assess`): SUPPRESS with hard=True or
+    SOFT_BOUNCE with hard=False, for all units on the email channel (unit attribution
+    comes later; the returned original's List-Id and From are kept in evidence). When
+    one address appears in several groups, the hard outcome wins. A report with no
+    recipient groups, or with only delayed, delivered or unaddressable ones, gives a
+    decision with no actions. `verified` stays False: nothing here proves the report
+    answers mail we sent. `settings` and `now` are not used yet.
+    """
+    del settings, now  # part of every decide_* signature; not needed for RFC 3464 alone
+    assessments = [assess(r) for r in report.recipients]
+    by_address: dict[str, Action] = {}
+    for a in assessments:
+        if a.outcome is None or a.address is None:
+            continue
+        previous = by_address.get(a.address)
+        if previous is not None and (previous.hard or not a.hard):
+            continue
+        diagnostic = split_typed(a.recipient.diagnostic_code)[1]
+        by_address[a.address] = Action(
+            type=a.outcome, address=a.address, status=a.status,
+            reason=a.reason.value if a.reason else None, hard=a.hard,
+            channels=("email",), diagnostic=diagnostic or None,
+        )
+    evidence: dict[str, Any] = {
+        "report_type": report.report_type,
+        "reporting_mta": report.reporting_mta,
+        "arrival_date": report.arrival_date,
+        "original_envelope_id": report.original_envelope_id,
+        "recipients": [a.to_json() for a in assessments],
+        "original": report.original.to_json() if report.original else None,
+        "notes": list(report.notes),
+    }
+    return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=tuple(by_address.values()),
+                    reason=_summary(assessments), review=False, verified=False,
+                    source=item.source, evidence=evidence)
+
+
+def _summary(assessments: list[Assessment]) -> str:
+    """E.g. "dsn: 2 failed (5.1.1 user_unknown, 5.2.2 mailbox_full), 1 delayed"."""
+    if not assessments:
+        return "dsn: no recipient groups"
+    counts = Counter(a.action for a in assessments)
+    failed = Counter(f"{a.status or 'no status'} {a.reason.value if a.reason else ''}".strip()
+                     for a in assessments if a.action == "failed")
+    unaddressed = sum(1 for a in assessments if a.action == "failed" and a.address is None)
+    parts = []
+    for action in ("failed", "delayed", "delivered", "relayed", "expanded", "unknown"):
+        if not counts[action]:
+            continue
+        if action == "failed":
+            details = [k for k, _n in failed.most_common(3)] + (["..."] if len(failed) > 3 else [])
+            if unaddressed:
+                details.append(f"{unaddressed} without a usable address")
+            parts.append(f"{counts[action]} failed ({', '.join(details)})")
+        else:
+            parts.append(f"{counts[action]} {action if action != 'unknown' else 'with no usable Action'}")
+    return "dsn: " + ", ".join(parts)

@@ -1,0 +1,155 @@
+"""Plain values that flow through unsubd: what came in, and what was decided about it.
+
+Nothing here does I/O. Every type is immutable and picklable, because decisions are
+made in a sandboxed worker process and sent back to the event loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Mapping
+
+ALL: Literal["all"] = "all"
+WILDCARD = "*"
+
+
+class Kind(enum.StrEnum):
+    """What an inbound item turned out to be (the `kind` of `unsubd classify --json`)."""
+
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    OPTOUT = "optout"
+    AUTOREPLY = "autoreply"
+    REPLY = "reply"
+    CLICK = "click"
+    UNKNOWN = "unknown"
+
+
+class ActionType(enum.StrEnum):
+    SUPPRESS = "suppress"          # the address must not be mailed (deliverability)
+    SOFT_BOUNCE = "soft_bounce"    # a temporary or sender-side failure: counted, no state change yet
+    UNSUBSCRIBE = "unsubscribe"    # consent withdrawn for (units, channels)
+    SUBSCRIBE = "subscribe"        # consent given again (needs proof: see DESIGN promise 6)
+
+
+class Channel(enum.StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PHONE = "phone"
+    LETTER = "letter"
+    WEB = "web"
+
+
+class State(enum.StrEnum):
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+    SUPPRESSED = "suppressed"
+    RELEASED = "released"
+
+
+Scope = tuple[str, ...] | Literal["all"]
+
+
+def item_key(*parts: bytes | str | None) -> str:
+    """A stable dedupe key: the same envelope and bytes always give the same key.
+
+    An SMTP client that resends a message after losing our 250 produces the same key,
+    so the second copy is recognised instead of being applied twice.
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part if isinstance(part, bytes) else (part or "").encode("utf-8", "surrogateescape")
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One received item, exactly as it arrived. `raw` is never modified."""
+
+    id: str
+    raw: bytes
+    mail_from: str | None
+    rcpt_tos: tuple[str, ...]
+    received_at: datetime
+    source: str = "smtp"
+
+    @classmethod
+    def from_smtp(
+        cls, raw: bytes, mail_from: str | None, rcpt_tos: tuple[str, ...] | list[str], received_at: datetime
+    ) -> Inbound:
+        rcpts = tuple(rcpt_tos)
+        key = item_key("smtp", mail_from, "\n".join(rcpts), raw)
+        return cls(id=key, raw=raw, mail_from=mail_from, rcpt_tos=rcpts, received_at=received_at)
+
+    @classmethod
+    def from_file(cls, raw: bytes, name: str, received_at: datetime) -> Inbound:
+        """An item read from disk by `unsubd classify`: no envelope."""
+        return cls(id=item_key("file", raw), raw=raw, mail_from=None, rcpt_tos=(), received_at=received_at,
+                   source="file")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One state change a decision asks for. `address` is normalised (see handlers.addresses)."""
+
+    type: ActionType
+    address: str
+    status: str | None = None          # RFC 3463 enhanced status code, e.g. "5.1.1"
+    reason: str | None = None          # a word from the reason taxonomy, e.g. "user_unknown"
+    hard: bool | None = None           # for bounces: a permanent problem with the address itself
+    units: Scope = ALL
+    channels: Scope = ALL
+    diagnostic: str | None = None      # the remote server's own words, kept as evidence
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type.value,
+            "address": self.address,
+            "status": self.status,
+            "reason": self.reason,
+            "hard": self.hard,
+            "units": self.units if self.units == ALL else list(self.units),
+            "channels": self.channels if self.channels == ALL else list(self.channels),
+            "diagnostic": self.diagnostic,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one inbound item means. An empty `actions` tuple means "ignore".
+
+    `reason` is written for a person reviewing the item ("dsn 5.1.1 user unknown").
+    `evidence` is a JSON-able mapping kept with the event row.
+    """
+
+    item_id: str
+    kind: Kind
+    actions: tuple[Action, ...] = ()
+    reason: str = ""
+    review: bool = False
+    verified: bool = False
+    source: str = "smtp"
+    evidence: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def ignore(cls, item_id: str, kind: Kind, reason: str, **kw: Any) -> Decision:
+        return cls(item_id=item_id, kind=kind, actions=(), reason=reason, **kw)
+
+    @classmethod
+    def unreadable(cls, item_id: str, reason: str, **kw: Any) -> Decision:
+        """Nothing we can act on, but a person should look at it."""
+        return cls(item_id=item_id, kind=Kind.UNKNOWN, actions=(), reason=reason, review=True, **kw)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "actions": [a.to_json() for a in self.actions],
+            "review": self.review,
+            "verified": self.verified,
+            "why": self.reason,
+        }

@@ -1,0 +1,107 @@
+"""plan(): the precedence rule, idempotence, suppression, and per-contact sequences."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from handlers.model import ALL, Action, ActionType, Decision, Kind, State
+from handlers.plan import ContactState, CurrentState, PreferenceRow, effective_state, plan
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+U, S = State.UNSUBSCRIBED, State.SUBSCRIBED
+
+
+def rows(*specs):
+    """specs: (unit, channel, state, minutes after T0)."""
+    return {(u, c): PreferenceRow(u, c, st, T0 + timedelta(minutes=m)) for u, c, st, m in specs}
+
+
+@pytest.mark.parametrize("prefs, unit, channel, expected", [
+    ((), "alumni", "email", S),                                                    # nothing: subscribed
+    ((("alumni", "email", U, 0),), "alumni", "email", U),
+    ((("alumni", "email", U, 0),), "alumni", "sms", S),                            # other channel untouched
+    ((("alumni", "email", U, 0),), "events", "email", S),                          # other unit untouched
+    ((("*", "*", U, 0),), "events", "sms", U),                                     # all of everything
+    ((("*", "email", U, 0),), "events", "email", U),
+    ((("alumni", "*", U, 0),), "alumni", "letter", U),
+    ((("*", "*", U, 0), ("alumni", "email", S, 5)), "alumni", "email", S),         # opted back in later
+    ((("*", "*", U, 5), ("alumni", "email", S, 0)), "alumni", "email", U),         # newer global opt-out wins
+    ((("alumni", "*", S, 9), ("*", "email", U, 3)), "alumni", "email", S),
+    ((("alumni", "*", S, 3), ("*", "email", U, 9)), "alumni", "email", U),
+    ((("alumni", "email", S, 0), ("*", "*", U, 0)), "alumni", "email", U),         # tie: broader, then opt-out
+    ((("alumni", "email", U, 0),), "*", "email", S),                               # a narrow row says nothing of all units
+    ((("*", "email", U, 0),), "*", "*", S),
+])
+def test_precedence_most_recent_matching_row_wins(prefs, unit, channel, expected):
+    assert effective_state(rows(*prefs), unit, channel) is expected
+
+
+def decision(*actions, kind=Kind.OPTOUT, review=False):
+    return Decision(item_id="item-1", kind=kind, actions=tuple(actions), reason="test", review=review)
+
+
+def unsub(address="a@example.se", units=ALL, channels=("email",)):
+    return Action(ActionType.UNSUBSCRIBE, address, units=units, channels=channels)
+
+
+def test_unknown_address_gets_a_contact_and_numbered_updates():
+    p = plan(decision(unsub(units=("alumni", "events"))), CurrentState(), "ev1", T0)
+    assert p.new_contacts == ["a@example.se"]
+    assert [(c.unit, c.channel, c.state) for c in p.preferences] == [("alumni", "email", U), ("events", "email", U)]
+    assert [u.sequence for u in p.updates] == [1, 2]
+    assert [u.routing_key for u in p.updates] == ["preference.alumni.email", "preference.events.email"]
+    assert p.updates[0].payload["state"] == "unsubscribed" and p.updates[0].payload["event_id"] == "ev1"
+
+
+def test_sequences_continue_from_the_contact_and_the_input_state_is_not_mutated():
+    state = CurrentState(contacts={"a@example.se": ContactState(contact_id=7, seq=41)})
+    p = plan(decision(unsub(units=ALL, channels=ALL)), state, "ev", T0)
+    assert [u.sequence for u in p.updates] == [42]
+    assert p.updates[0].routing_key == "preference.all.all" and p.new_contacts == []
+    assert state.contacts["a@example.se"].seq == 41 and state.contacts["a@example.se"].preferences == {}
+
+
+def test_an_opt_out_already_in_effect_plans_nothing():
+    state = CurrentState(contacts={"a@example.se": ContactState(7, 3, rows(("*", "*", U, 0)))})
+    p = plan(decision(unsub(units=("alumni",))), state, "ev", T0 + timedelta(hours=1))
+    assert p.empty and p.updates == []
+
+
+def test_opting_back_in_writes_a_newer_row():
+    state = CurrentState(contacts={"a@example.se": ContactState(7, 3, rows(("*", "*", U, 0)))})
+    act = Action(ActionType.SUBSCRIBE, "a@example.se", units=("alumni",), channels=("email",))
+    p = plan(decision(act, kind=Kind.CLICK), state, "ev", T0 + timedelta(hours=1))
+    assert [(c.unit, c.channel, c.state) for c in p.preferences] == [("alumni", "email", S)]
+    assert p.updates[0].sequence == 4
+
+
+def test_subscribing_when_already_subscribed_plans_nothing():
+    act = Action(ActionType.SUBSCRIBE, "a@example.se", units=("alumni",), channels=("email",))
+    assert plan(decision(act), CurrentState(), "ev", T0).empty
+
+
+def test_hard_bounce_suppresses_once():
+    act = Action(ActionType.SUPPRESS, "a@example.se", status="5.1.1", reason="user_unknown", hard=True)
+    p = plan(decision(act, act, kind=Kind.BOUNCE), CurrentState(), "ev", T0)
+    assert [(s.address, s.reason) for s in p.suppressions] == [("a@example.se", "hard_bounce")]
+    assert [u.routing_key for u in p.updates] == ["suppression.hard_bounce"]
+    assert p.updates[0].payload["source"] == "bounce" and p.updates[0].payload["unit"] is None
+    again = plan(decision(act, kind=Kind.BOUNCE), CurrentState(suppressed={"a@example.se": "hard_bounce"}), "e2", T0)
+    assert again.empty
+
+
+def test_soft_bounce_changes_no_state():
+    act = Action(ActionType.SOFT_BOUNCE, "a@example.se", status="4.2.2", hard=False)
+    p = plan(decision(act, kind=Kind.BOUNCE), CurrentState(), "ev", T0)
+    assert p.empty and p.new_contacts == []
+
+
+def test_a_decision_under_review_changes_nothing():
+    assert plan(decision(unsub(), review=True), CurrentState(), "ev", T0).empty
+
+
+def test_complaint_suppression_has_its_own_reason():
+    act = Action(ActionType.SUPPRESS, "a@example.se")
+    p = plan(decision(act, kind=Kind.COMPLAINT), CurrentState(), "ev", T0)
+    assert p.suppressions[0].reason == "complaint"
+    assert p.updates[0].routing_key == "suppression.complaint"
