@@ -1,0 +1,207 @@
+"""Database engine and the SQLAlchemy unit of work that handlers.apply writes through."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from handlers.model import Decision, State
+from handlers.plan import ContactState, CurrentState, Plan, PreferenceRow
+from worker.errors import DatabaseUnavailable
+from worker.models import Address, Contact, Event, EventAddress, Outbox, Preference, Suppression
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An engine for `url`. SQLite gets WAL, synchronous=FULL and BEGIN IMMEDIATE.
+
+    BEGIN IMMEDIATE takes SQLite's write lock when a transaction starts, so two
+    writers queue on the busy timeout instead of failing with "database is locked"
+    when a read transaction tries to upgrade. synchronous=FULL makes a commit durable
+    before it returns, which is what an SMTP 250 promises.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None    # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=30000"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error is worth retrying (lost connection, lock, serialisation)."""
+    if isinstance(exc, DatabaseUnavailable | OperationalError | ConnectionError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        text = str(exc.orig)
+        return bool(re.search(r"deadlock|could not serialize|database is locked|unique|duplicate key", text, re.I))
+    return False
+
+
+def redact_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class SqlUnitOfWork:
+    """handlers.apply.UnitOfWork on SQLAlchemy: one session, one transaction."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._factory = factory
+        self._session: AsyncSession | None = None
+        self._committed = False
+
+    @property
+    def session(self) -> AsyncSession:
+        assert self._session is not None, "use `async with uow:`"
+        return self._session
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        self._session = self._factory()
+        self._committed = False
+        await self._session.begin()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._session is not None
+        try:
+            if not self._committed:
+                await self._session.rollback()
+        finally:
+            await self._session.close()
+            self._session = None
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        self._committed = True
+
+    async def event_exists(self, item_id: str) -> bool:
+        found = await self.session.scalar(select(Event.id).where(Event.item_id == item_id))
+        return found is not None
+
+    async def load_state(self, addresses: list[str]) -> CurrentState:
+        state = CurrentState()
+        if not addresses:
+            return state
+        rows = (await self.session.execute(
+            select(Address.address, Contact.id, Contact.seq)
+            .join(Contact, Contact.id == Address.contact_id)
+            .where(Address.address.in_(addresses))
+            .with_for_update(of=Contact)         # serialises sequence numbers per contact (PostgreSQL)
+        )).all()
+        by_contact: dict[int, list[ContactState]] = {}
+        for address, contact_id, seq in rows:
+            cs = ContactState(contact_id=contact_id, seq=seq)
+            state.contacts[address] = cs
+            by_contact.setdefault(contact_id, []).append(cs)
+        if by_contact:
+            prefs = (await self.session.scalars(
+                select(Preference).where(Preference.contact_id.in_(by_contact)))).all()
+            for p in prefs:
+                for cs in by_contact[p.contact_id]:
+                    cs.preferences[(p.unit, p.channel)] = PreferenceRow(p.unit, p.channel, State(p.state),
+                                                                        p.changed_at)
+        for address, reason in (await self.session.execute(
+                select(Suppression.address, Suppression.reason)
+                .where(Suppression.address.in_(addresses), Suppression.active.is_(True)))).all():
+            state.suppressed[address] = reason
+        return state
+
+    async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None:
+        s = self.session
+        s.add(Event(id=event_id, item_id=decision.item_id, kind=decision.kind.value, source=decision.source,
+                    reason=decision.reason, review=decision.review, verified=decision.verified,
+                    actions=[a.to_json() for a in decision.actions], evidence=dict(decision.evidence),
+                    occurred_at=now))
+        await s.flush()
+        contact_ids = await self._contact_ids(decision, changes, now)
+        for address in dict.fromkeys(a.address for a in decision.actions):
+            s.add(EventAddress(event_id=event_id, address=address, contact_id=contact_ids.get(address)))
+        for sup in changes.suppressions:
+            row = await s.scalar(select(Suppression).where(Suppression.address == sup.address))
+            if row is None:
+                s.add(Suppression(address=sup.address, contact_id=contact_ids.get(sup.address), reason=sup.reason,
+                                  active=True, event_id=event_id, created_at=now))
+            else:
+                row.active, row.reason, row.event_id, row.created_at, row.released_at = (
+                    True, sup.reason, event_id, now, None)
+        for pref in changes.preferences:
+            contact_id = contact_ids[pref.address]
+            row = await s.scalar(select(Preference).where(
+                Preference.contact_id == contact_id, Preference.unit == pref.unit, Preference.channel == pref.channel))
+            if row is None:
+                row = Preference(contact_id=contact_id, unit=pref.unit, channel=pref.channel)
+                s.add(row)
+            row.state, row.reason, row.source, row.event_id, row.changed_at = (
+                pref.state.value, pref.reason, decision.source, event_id, now)
+        last_seq: dict[int, int] = {}
+        for upd in changes.updates:
+            contact_id = contact_ids[upd.address]
+            s.add(Outbox(event_id=event_id, contact_id=contact_id, sequence=upd.sequence,
+                         routing_key=upd.routing_key, payload={**upd.payload, "contact_id": contact_id},
+                         created_at=now))
+            last_seq[contact_id] = max(last_seq.get(contact_id, 0), upd.sequence)
+        for contact_id, seq in last_seq.items():
+            await s.execute(update(Contact).where(Contact.id == contact_id).values(seq=seq, updated_at=now))
+        await s.flush()
+
+    async def _contact_ids(self, decision: Decision, changes: Plan, now: datetime) -> dict[str, int]:
+        addresses = list(dict.fromkeys(a.address for a in decision.actions))
+        found = dict((await self.session.execute(
+            select(Address.address, Address.contact_id).where(Address.address.in_(addresses)))).all()
+        ) if addresses else {}
+        for address in changes.new_contacts:
+            if address in found:
+                continue
+            contact = Contact(name=None, origin=decision.kind.value, seq=0, created_at=now, updated_at=now)
+            self.session.add(contact)
+            await self.session.flush()
+            self.session.add(Address(contact_id=contact.id, channel="email", address=address, created_at=now))
+            found[address] = contact.id
+        await self.session.flush()
+        return found
+
+
+@dataclass(frozen=True)
+class Database:
+    """The engine and session factory, built once by worker/app.py."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def connect(cls, url: str) -> Database:
+        engine = create_engine(url)
+        return cls(engine=engine, sessions=sessionmaker(engine))
+
+    def unit_of_work(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.sessions)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
