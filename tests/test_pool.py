@@ -1,0 +1,148 @@
+"""worker.pool: one hostile message costs one worker process, never the event loop or the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import datetime, timezone
+
+import pytest
+
+from handlers.classify import classify as real_classify
+from handlers.model import Decision, Inbound, Kind
+from tests.hostile import pathological_message
+from tests.pool_fns import act
+from worker.pool import ClassifyCrashed, ClassifyFailed, ClassifyPool, ClassifyTimeout
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+# Bound on every await: a test that would hang fails instead. Worker start-up
+# (forkserver, then importing pydantic and the settings) is included.
+BOUND = 30
+
+
+def inbound(raw: bytes) -> Inbound:
+    return Inbound.from_smtp(raw, "sender@example.net", ["bounces@example.org"], NOW)
+
+
+async def run(pool: ClassifyPool, raw: bytes) -> Decision:
+    return await asyncio.wait_for(pool.classify(inbound(raw), NOW), BOUND)
+
+
+@pytest.fixture
+def settings(settings_factory):
+    return settings_factory()
+
+
+@pytest.fixture
+async def pool(settings):
+    async with ClassifyPool(settings, classify_fn=act, workers=1, cpu_seconds=1, wall_seconds=8,
+                            memory_mb=256) as pool:
+        yield pool
+
+
+async def test_returns_the_decision_made_in_the_worker(pool, settings):
+    decision = await run(pool, b"hello")
+    assert decision == Decision.ignore(inbound(b"hello").id, Kind.UNKNOWN, reason="ok hello")
+    assert decision.evidence == {"mail_domain": settings.mail_domain}   # settings reached the worker
+    assert int((await run(pool, b"pid")).reason) != os.getpid()
+
+
+async def test_cpu_bound_item_times_out_and_the_pool_goes_on(pool):
+    with pytest.raises(ClassifyTimeout, match="cpu time limit"):
+        await run(pool, b"busy")
+    assert (await run(pool, b"after")).reason == "ok after"
+
+
+async def test_memory_hog_fails_and_the_pool_goes_on(pool):
+    with pytest.raises(ClassifyFailed, match="memory") as caught:
+        await run(pool, b"hog")
+    assert isinstance(caught.value, ClassifyCrashed)
+    assert (await run(pool, b"after")).reason == "ok after"
+
+
+@pytest.mark.parametrize("raw, reason", [(b"segv", "SIGSEGV"), (b"exit", "exited with code 3")])
+async def test_dying_worker_is_a_crash_and_is_replaced(pool, raw, reason):
+    with pytest.raises(ClassifyCrashed, match=reason):
+        await run(pool, raw)
+    assert (await run(pool, b"after")).reason == "ok after"
+
+
+async def test_sleeping_item_hits_the_wall_clock_limit(settings):
+    async with ClassifyPool(settings, classify_fn=act, workers=1, cpu_seconds=5, wall_seconds=1) as pool:
+        with pytest.raises(ClassifyTimeout, match="wall time limit"):
+            await run(pool, b"sleep")
+        assert (await run(pool, b"after")).reason == "ok after"
+
+
+async def test_classifier_exception_is_named_by_type(pool):
+    with pytest.raises(ClassifyFailed, match=r"^ValueError: no header named X-Test$") as caught:
+        await run(pool, b"raise")
+    assert type(caught.value) is ClassifyFailed
+    assert (await run(pool, b"after")).reason == "ok after"
+
+
+async def test_worker_killed_while_idle_does_not_break_the_pool(pool):
+    pid = int((await run(pool, b"pid")).reason)
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.5)        # pebble notices the dead idle worker and gives up its pool
+    assert (await run(pool, b"after")).reason == "ok after"
+
+
+async def test_quick_items_finish_while_another_is_stuck(settings):
+    async with ClassifyPool(settings, classify_fn=act, workers=2, cpu_seconds=3, wall_seconds=8) as pool:
+        await asyncio.gather(run(pool, b"warm"), run(pool, b"up"))     # both workers started
+        stuck = asyncio.create_task(run(pool, b"busy"))
+        quick = [await run(pool, f"quick {i}".encode()) for i in range(5)]
+        assert [d.reason for d in quick] == [f"ok quick {i}" for i in range(5)]
+        assert not stuck.done()                                         # still burning its budget
+        with pytest.raises(ClassifyTimeout):
+            await stuck
+
+
+async def test_burst_waits_for_a_free_worker(pool):
+    decisions = await asyncio.gather(*(run(pool, f"item {i}".encode()) for i in range(10)))
+    assert [d.reason for d in decisions] == [f"ok item {i}" for i in range(10)]
+
+
+async def test_close_stops_a_running_item_and_is_idempotent(settings):
+    pool = ClassifyPool(settings, classify_fn=act, workers=1, wall_seconds=60)
+    await run(pool, b"warm")
+    stuck = asyncio.create_task(pool.classify(inbound(b"sleep"), NOW))
+    await asyncio.sleep(0.5)
+    await asyncio.wait_for(pool.close(), BOUND)
+    await asyncio.wait_for(pool.close(), BOUND)
+    with pytest.raises(ClassifyFailed, match="stopped while classifying"):
+        await asyncio.wait_for(stuck, BOUND)
+    with pytest.raises(ClassifyFailed, match="closed"):
+        await pool.classify(inbound(b"late"), NOW)
+
+
+async def beat(lateness: list[float]) -> None:
+    """Record how late the event loop wakes up from 10 ms sleeps."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(0.01)
+        lateness.append(loop.time() - start - 0.01)
+
+
+async def test_real_classifier_on_a_pathological_message(settings):
+    """The real parser needs ~25 s of CPU for this 25 kB message; the pool stops it at ~1 s."""
+    normal = (b"From: Anna <anna@example.net>\r\nTo: reply@example.org\r\nSubject: hello\r\n"
+              b"Message-ID: <n1@example.net>\r\n\r\nJust saying hello.\r\n")
+    lateness: list[float] = []
+    heartbeat = asyncio.create_task(beat(lateness))
+    try:
+        async with ClassifyPool(settings, workers=2, cpu_seconds=1, wall_seconds=20) as pool:
+            hostile = asyncio.create_task(run(pool, pathological_message()))
+            decision = await run(pool, normal)
+            assert decision == real_classify(inbound(normal), settings, NOW)
+            with pytest.raises(ClassifyTimeout, match="cpu time limit"):
+                await hostile
+            assert await run(pool, normal) == decision
+    finally:
+        heartbeat.cancel()
+    # Starting workers, parsing and killing all happen off the loop: it never stalls
+    # (the bound is loose on purpose; a blocked loop would be late by seconds).
+    assert max(lateness) < 1.0
