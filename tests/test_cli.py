@@ -1,0 +1,146 @@
+"""The `unsubd` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from handlers.addresses import normalise
+from tests import corpus
+from tests.conftest import EXAMPLE_TOML, REPO
+from tests.messages import dsn
+from tests.test_classify_corpus import NOT_REACHABLE, NOT_REACHABLE_LINES, RFC3464_LINES
+
+
+def unsubd(*args: str, db: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "UNSUBD_CONFIG": str(EXAMPLE_TOML), **env}
+    if db is not None:
+        full_env["UNSUBD_DATABASE_URL"] = f"sqlite+aiosqlite:///{db}"
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+ACTION_KEYS = {"type", "address", "status", "reason", "hard", "units", "channels"}
+
+# flufl samples whose Final-Recipient is not the labelled address: the report names
+# something else, and an RFC 3464 reader acts on Final-Recipient or on nothing.
+FINAL_RECIPIENT_DIFFERS = {
+    "flufl/dsn_01.txt": "Final-Recipient is a local mailbox without a domain (userx@sims-ms-daemon)",
+    "flufl/dsn_02.txt": "Final-Recipient is an X.400 address",
+    "flufl/dsn_04.txt": "forwarded: Final-Recipient is the forward target",
+    "flufl/dsn_09.txt": "Final-Recipient is an X.400 address",
+}
+
+
+def test_classify_json_walks_the_bounce_corpus_and_agrees_on_rfc3464_recipients():
+    bounces = corpus.require("bounces")
+    result = unsubd("classify", "--json", str(bounces / "sisimai"), str(bounces / "flufl"))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    files = {Path(x["file"]).relative_to(bounces).as_posix(): x for x in lines}
+    assert len(lines) == len(files) >= 825
+    for x in lines:
+        assert {"file", "kind", "actions", "review", "verified", "why"} <= set(x)
+        assert x["kind"] in {"bounce", "complaint", "optout", "autoreply", "reply", "unknown"}
+        for a in x["actions"]:
+            assert ACTION_KEYS <= set(a) and (a["units"] == "all" or isinstance(a["units"], list))
+    checked = agreed = 0
+    for line in RFC3464_LINES:
+        if line["file"] in NOT_REACHABLE or (line["file"], line["recipient"]) in NOT_REACHABLE_LINES:
+            continue
+        if line["kind"] != "bounce" or line.get("permanent") is None:
+            continue
+        out = files[line["file"]]
+        acted = {a["address"]: a for a in out["actions"]}
+        want = normalise(line["recipient"])
+        checked += 1
+        if line["permanent"] is False:
+            assert acted.get(want, {}).get("type") != "suppress", line["file"]
+            agreed += 1
+        elif line["file"] in FINAL_RECIPIENT_DIFFERS:
+            assert want not in acted, line["file"]            # never acted on an address the report does not name
+        else:
+            assert want in acted, f"{line['file']}: {want} not acted on: {out['why']}"
+            agreed += 1
+    print(f"\nclassify --json: {agreed}/{checked} RFC 3464 recipient lines agree "
+          f"({len(FINAL_RECIPIENT_DIFFERS)} name another Final-Recipient)")
+    assert checked >= 30 and agreed == checked - len(FINAL_RECIPIENT_DIFFERS)
+
+
+def test_classify_human_output_and_unreadable_paths(tmp_path: Path):
+    f = tmp_path / "b.eml"
+    f.write_bytes(dsn("someone@kommun-vast.example"))
+    ok = unsubd("classify", str(f))
+    assert ok.returncode == 0 and "bounce" in ok.stdout and "suppress someone@kommun-vast.example 5.1.1" in ok.stdout
+    missing = unsubd("classify", "--json", str(f), str(tmp_path / "nope.eml"))
+    assert missing.returncode == 2
+    out = [json.loads(x) for x in missing.stdout.splitlines()]
+    assert out[0]["kind"] == "bounce" and "error" in out[1]
+
+
+def test_import_show_and_a_bounce_seen_through_the_cli(tmp_path: Path):
+    db = tmp_path / "u.db"
+    csv = tmp_path / "c.csv"
+    csv.write_text("address,name,units\nAnna.Berg@Example.se,Anna Berg,alumni;events\nbo@example.no,,research-news\n")
+    imp = unsubd("contacts", "import", str(csv), db=db)
+    assert imp.returncode == 0, imp.stderr
+    assert "2 new" in imp.stdout
+    again = unsubd("contacts", "import", str(csv), db=db)
+    assert "0 new" in again.stdout and "2 unchanged" in again.stdout
+
+    shown = unsubd("contacts", "show", "anna.berg@example.se", "--json", db=db)
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)
+    assert view["name"] == "Anna Berg" and view["suppressions"] == []
+    assert {"unit": "alumni", "channel": "email", "state": "subscribed"} in view["preferences"]
+    assert view["events"][0]["kind"] == "import"
+
+    human = unsubd("contacts", "show", "ANNA.BERG@example.se", db=db)
+    assert human.returncode == 0 and "not suppressed" in human.stdout and "alumni:" in human.stdout
+
+    unknown = unsubd("contacts", "show", "nobody@example.se", "--json", db=db)
+    assert unknown.returncode == 1 and json.loads(unknown.stdout)["found"] is False
+    bad = unsubd("contacts", "show", "not an address", db=db)
+    assert bad.returncode == 2 and "not an email address" in bad.stderr
+
+
+def test_import_refuses_a_bad_file_whole(tmp_path: Path):
+    db = tmp_path / "u.db"
+    csv = tmp_path / "c.csv"
+    csv.write_text("address,units\nok@example.se,alumni\nnot-an-address,alumni\nx@example.se,no-such-unit\n"
+                   "OK@example.se,\n")
+    res = unsubd("contacts", "import", str(csv), db=db)
+    assert res.returncode == 2
+    for expected in ("line 3: not an email address", "line 4: unknown unit(s) no-such-unit",
+                     "line 5: ok@example.se already on line 2", "nothing imported"):
+        assert expected in res.stderr
+    assert unsubd("contacts", "show", "ok@example.se", db=db).returncode == 1
+    nohead = tmp_path / "n.csv"
+    nohead.write_text("email\nx@example.se\n")
+    res = unsubd("contacts", "import", str(nohead), db=db)
+    assert res.returncode == 2 and "'address' column" in res.stderr
+
+
+def test_db_upgrade_reports_the_revision(tmp_path: Path):
+    res = unsubd("db", "upgrade", db=tmp_path / "u.db")
+    assert res.returncode == 0 and "schema at revision 0001" in res.stdout
+    assert (tmp_path / "u.db").exists()
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"UNSUBD_SMTP_PORT": "many"}, "UNSUBD_SMTP_PORT"),
+    ({"UNSUBD_AMQP_URL": "amqp://guest:guest@127.0.0.1/"}, "UNSUBD_AMQP_URL"),
+])
+def test_serve_refuses_bad_settings_naming_the_key(tmp_path: Path, env, named):
+    res = unsubd("serve", db=tmp_path / "u.db", **env)
+    assert res.returncode == 2 and named in res.stderr
+
+
+def test_serve_refuses_an_unknown_role(tmp_path: Path):
+    res = unsubd("serve", "--role", "smtp,teapot", db=tmp_path / "u.db")
+    assert res.returncode == 2 and "teapot" in res.stderr

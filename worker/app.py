@@ -1,0 +1,160 @@
+"""The composition root: builds every part from one Settings and runs the chosen roles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from config import ConfigError, Settings
+from worker import migrate
+from worker.consumer import Consumer
+from worker.db import Database, redact_url
+from worker.http import HttpServer, build_app
+from worker.models import Unit
+from worker.pool import ClassifyPool
+from worker.queue import EmbeddedQueue
+from worker.relay import FeedPublisher, Relay
+from worker.smtp import SmtpIngress, SmtpServer
+
+log = logging.getLogger("unsubd")
+
+ROLES = ("smtp", "http", "consumer", "relay")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_roles(text: str | Iterable[str]) -> tuple[str, ...]:
+    roles = [r.strip() for r in (text.split(",") if isinstance(text, str) else text) if r.strip()]
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise ConfigError(f"--role takes a comma-separated list of {', '.join(ROLES)}; got {','.join(roles) or 'nothing'}")
+    return tuple(dict.fromkeys(roles))
+
+
+async def prepare_database(settings: Settings, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+    """Embedded (SQLite): migrate to the newest schema. PostgreSQL: refuse to run on an old one,
+    since many processes starting at once must not race to migrate it (`unsubd db upgrade` does)."""
+    if db.engine.dialect.name == "sqlite":
+        await migrate.upgrade(db.engine)
+    elif await migrate.current(db.engine) != migrate.head():
+        raise ConfigError(f"the database {redact_url(settings.database_url)} is not at the newest schema; "
+                          "run `unsubd db upgrade` first")
+    await sync_units(settings, db, clock())
+
+
+async def sync_units(settings: Settings, db: Database, now: datetime) -> None:
+    """Mirror the configured units into the `unit` table (the settings are the source)."""
+    if not settings.units:
+        return
+    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    async with db.sessions() as s, s.begin():
+        for unit in settings.units.values():
+            values = {"key": unit.key, "name_sv": unit.names.sv, "name_nb": unit.names.nb,
+                      "name_en": unit.names.en, "updated_at": now}
+            stmt = insert(Unit).values(**values)
+            await s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=values))
+
+
+class Worker:
+    """One `unsubd serve` process: SMTP, HTTP, consumer and relay, or a subset of them."""
+
+    def __init__(self, settings: Settings, roles: Iterable[str] = ROLES,
+                 clock: Callable[[], datetime] = utcnow, pool: ClassifyPool | None = None) -> None:
+        if settings.amqp_url is not None:
+            raise ConfigError("amqp_url (UNSUBD_AMQP_URL): production mode with RabbitMQ is not available in "
+                              "this version; unset it to use the embedded queue")
+        self.settings = settings
+        self.roles = parse_roles(roles)
+        self.clock = clock
+        self.db = Database.connect(settings.database_url)
+        self.queue = EmbeddedQueue(self.db.sessions, settings, clock)
+        self.relay = Relay(settings, self.db.sessions, FeedPublisher(), clock)
+        self.pool = pool
+        self.consumer: Consumer | None = None
+        self.smtp: SmtpServer | None = None
+        self.http: HttpServer | None = None
+        self._stopping = asyncio.Event()
+        self._relay_stopping = asyncio.Event()     # set only once the consumer has finished
+        self._consumer_task: asyncio.Task[None] | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self.smtp_address: tuple[str, int] | None = None
+        self.http_address: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        await prepare_database(self.settings, self.db, self.clock)
+        if "consumer" in self.roles:
+            if self.pool is None:
+                self.pool = ClassifyPool(self.settings)
+            self.consumer = Consumer(self.settings, self.queue, self.pool.classify, self.db.unit_of_work,
+                                     self.clock, on_applied=self.relay.wake.set)
+            self._consumer_task = asyncio.create_task(self.consumer.run(self._stopping), name="consumer")
+        if "relay" in self.roles:
+            self._relay_task = asyncio.create_task(self.relay.run(self._relay_stopping), name="relay")
+        if "http" in self.roles:
+            self.http = HttpServer(self.settings, build_app(self.settings, self.db.sessions, self.metrics))
+            self.http_address = await self.http.start()
+        if "smtp" in self.roles:
+            self.smtp = SmtpServer(self.settings, SmtpIngress(self.settings, self.queue.put, self.clock))
+            self.smtp_address = await self.smtp.start()
+        log.info("unsubd started", extra={"roles": ",".join(self.roles),
+                                          "database": redact_url(self.settings.database_url)})
+
+    async def stop(self) -> None:
+        """Stop accepting, finish the items in flight, publish what was committed, close."""
+        if self.smtp is not None:
+            await self.smtp.stop()
+        self._stopping.set()
+        # The consumer finishes its items first, so the relay's last drain publishes their updates.
+        if self._consumer_task is not None:
+            await asyncio.gather(self._consumer_task, return_exceptions=True)
+        self._relay_stopping.set()
+        if self._relay_task is not None:
+            await asyncio.gather(self._relay_task, return_exceptions=True)
+        if self.http is not None:
+            await self.http.stop()
+        if self.pool is not None:
+            await self.pool.close()
+        await self.db.close()
+        log.info("unsubd stopped")
+
+    async def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f"inbound_{k}": v for k, v in (await self.queue.counts()).items()}
+        out["outbox_backlog"] = await self.relay.backlog()
+        out["outbox_published_total"] = self.relay.published
+        if self.smtp is not None:
+            out["smtp_accepted_total"] = self.smtp.ingress.accepted
+            out["smtp_deferred_total"] = self.smtp.ingress.deferred
+            out["smtp_sessions"] = self.smtp.sessions
+        if self.consumer is not None:
+            c = self.consumer.counters
+            out.update(consumer_applied_total=c.applied, consumer_duplicates_total=c.duplicates,
+                       consumer_retried_total=c.retried, consumer_parked_total=c.parked,
+                       consumer_updates_total=c.updates)
+        return out
+
+
+async def serve(settings: Settings, roles: Iterable[str] = ROLES) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit status."""
+    worker = Worker(settings, roles)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.start()
+    except BaseException:
+        await worker.stop()
+        raise
+    print(f"unsubd serving: smtp {worker.smtp_address}, http {worker.http_address}", flush=True)
+    await stop.wait()
+    log.info("signal received, shutting down")
+    await worker.stop()
+    return 0

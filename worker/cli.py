@@ -1,0 +1,209 @@
+"""The `unsubd` command line. Exit status: 0 ok, 1 not found / nothing to do, 2 bad input or settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from config import ConfigError, Settings, load
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+MAX_CLASSIFY_BYTES = 64 * 1024 * 1024
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load(os.environ, args.config)
+
+
+def _files(paths: Sequence[str]) -> Iterator[Path]:
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        else:
+            yield p
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Classify files offline with the same function the consumer uses; writes nothing."""
+    from handlers.classify import classify
+    from handlers.model import Inbound
+
+    settings = _settings(args)
+    now = datetime.now(timezone.utc)
+    status = EXIT_OK
+    for path in _files(args.paths):
+        try:
+            if path.stat().st_size > MAX_CLASSIFY_BYTES:
+                raise OSError(f"larger than {MAX_CLASSIFY_BYTES} bytes")
+            raw = path.read_bytes()
+        except OSError as exc:
+            print(json.dumps({"file": str(path), "error": str(exc)}) if args.json
+                  else f"{path}: cannot read: {exc}", file=sys.stdout if args.json else sys.stderr)
+            status = EXIT_USAGE
+            continue
+        decision = classify(Inbound.from_file(raw, str(path), now), settings, now)
+        if args.json:
+            print(json.dumps({"file": str(path), **decision.to_json()}, ensure_ascii=False))
+        else:
+            acts = ", ".join(f"{a.type.value} {a.address}" + (f" {a.status}" if a.status else "")
+                             for a in decision.actions) or "no action"
+            flag = " [review]" if decision.review else ""
+            print(f"{path}: {decision.kind.value}{flag}: {acts} ({decision.reason})")
+    return status
+
+
+async def _with_db(settings: Settings, fn: Any) -> Any:
+    from worker.app import prepare_database
+    from worker.db import Database
+
+    db = Database.connect(settings.database_url)
+    try:
+        await prepare_database(settings, db)
+        return await fn(db)
+    finally:
+        await db.close()
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from worker import migrate
+    from worker.db import Database, redact_url
+
+    settings = _settings(args)
+
+    async def run() -> str | None:
+        db = Database.connect(settings.database_url)
+        try:
+            await migrate.upgrade(db.engine)
+            return await migrate.current(db.engine)
+        finally:
+            await db.close()
+
+    revision = asyncio.run(run())
+    print(f"{redact_url(settings.database_url)}: schema at revision {revision}")
+    return EXIT_OK
+
+
+def cmd_contacts_import(args: argparse.Namespace) -> int:
+    from worker.contacts import ImportError_, import_rows, parse_csv
+
+    settings = _settings(args)
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"cannot read {args.file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        rows = parse_csv(text, settings)
+    except ImportError_ as exc:
+        print(f"{args.file}: nothing imported; fix these rows:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    now = datetime.now(timezone.utc)
+    result = asyncio.run(_with_db(settings, lambda db: import_rows(db.sessions, rows, now, Path(args.file).name)))
+    print(f"imported {len(rows)} rows: {result.created} new, {result.updated} updated, "
+          f"{result.unchanged} unchanged, {result.kept_opt_out} unit memberships not added (opted out)")
+    return EXIT_OK
+
+
+def cmd_contacts_show(args: argparse.Namespace) -> int:
+    from worker.contacts import show
+
+    settings = _settings(args)
+    try:
+        view = asyncio.run(_with_db(settings, lambda db: show(db.sessions, settings, args.address)))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if view is None:
+        if args.json:
+            print(json.dumps({"address": args.address, "found": False}))
+        else:
+            print(f"no contact, suppression or event for {args.address}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if args.json:
+        print(json.dumps(view.to_json(), ensure_ascii=False, indent=2))
+        return EXIT_OK
+    print(f"{view.address}" + (f" (contact {view.contact_id}" + (f", {view.name}" if view.name else "") + ")"
+                               if view.contact_id else " (no contact)"))
+    if len(view.addresses) > 1:
+        print("  addresses: " + ", ".join(view.addresses))
+    if view.suppressions:
+        for s in view.suppressions:
+            print(f"  SUPPRESSED {s['address']}: {s['reason']} since {s['since']}")
+    else:
+        print("  not suppressed")
+    by_unit: dict[str, list[str]] = {}
+    for p in view.preferences:
+        by_unit.setdefault(p["unit"], []).append(f"{p['channel']}={p['state']}")
+    for unit, states in by_unit.items():
+        print(f"  {unit}: {' '.join(states)}")
+    if view.events:
+        print("  last events:")
+        for e in view.events:
+            print(f"    {e['occurred_at']}  {e['kind']:<10} {e['reason']}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from worker import logs
+    from worker.app import parse_roles, serve
+
+    settings = _settings(args)
+    roles = parse_roles(args.role)
+    logs.setup(settings.log_level)
+    return asyncio.run(serve(settings, roles))
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="TOML settings file (default: $UNSUBD_CONFIG)")
+    p = argparse.ArgumentParser(prog="unsubd", description="Unsubscribe-and-bounce worker.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", parents=[common], help="run the worker (SMTP, HTTP, consumer, relay)")
+    s.add_argument("--role", default="smtp,http,consumer,relay",
+                   help="comma-separated roles to run (default: all)")
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("classify", parents=[common], help="classify message files offline; writes nothing")
+    c.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (walked)")
+    c.add_argument("--json", action="store_true", help="one JSON object per message")
+    c.set_defaults(func=cmd_classify)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True,
+                                                                     metavar="ACTION")
+    u = db.add_parser("upgrade", parents=[common], help="migrate the database to the newest schema")
+    u.set_defaults(func=cmd_db_upgrade)
+
+    ct = sub.add_parser("contacts", help="contacts").add_subparsers(dest="contacts_command", required=True,
+                                                                    metavar="ACTION")
+    i = ct.add_parser("import", parents=[common], help="import contacts from CSV (address,name,units)")
+    i.add_argument("file", metavar="FILE.csv")
+    i.set_defaults(func=cmd_contacts_import)
+    sh = ct.add_parser("show", parents=[common], help="effective preferences, suppressions and events")
+    sh.add_argument("address")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_contacts_show)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"unsubd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The consumer: claims inbound items, classifies them in the sandbox, applies the decision.
+
+Promise 2: an item is marked done (acknowledged) only after its decision is committed;
+a redelivered item finds its event and changes nothing twice.
+Promise 4: an item that cannot be handled is retried with backoff and, after
+`max_attempts`, parked as `failed` with its error; the worker keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Awaitable, Callable, Protocol
+
+from config import Settings
+from handlers.apply import UnitOfWork, apply
+from handlers.model import Decision, Inbound
+from worker.pool import ClassifyFailed, ClassifyTimeout
+from worker.queue import Claimed
+
+log = logging.getLogger("unsubd.consumer")
+
+Classify = Callable[[Inbound, datetime], Awaitable[Decision]]
+
+
+class InboundQueue(Protocol):
+    arrived: asyncio.Event
+
+    async def claim(self, limit: int) -> list[Claimed]: ...
+    async def done(self, item_id: str) -> None: ...
+    async def retry(self, item_id: str, error: str, attempts: int) -> float: ...
+    async def park(self, item_id: str, error: str) -> None: ...
+
+
+@dataclass
+class Counters:
+    applied: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    parked: int = 0
+    updates: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class Consumer:
+    def __init__(self, settings: Settings, queue: InboundQueue, classify: Classify,
+                 unit_of_work: Callable[[], UnitOfWork], clock: Callable[[], datetime],
+                 on_applied: Callable[[], None] | None = None) -> None:
+        self._settings = settings.consumer
+        self._queue = queue
+        self._classify = classify
+        self._uow = unit_of_work
+        self._clock = clock
+        self._on_applied = on_applied or (lambda: None)
+        self.counters = Counters()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Process items until `stopping` is set, then finish the ones in flight."""
+        in_flight: set[asyncio.Task[None]] = set()
+        finished = asyncio.Event()
+
+        def _done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            finished.set()
+
+        while not stopping.is_set():
+            room = self._settings.concurrency - len(in_flight)
+            claimed: list[Claimed] = []
+            if room > 0:
+                self._queue.arrived.clear()
+                try:
+                    claimed = await self._queue.claim(room)
+                except Exception as exc:      # noqa: BLE001 - the database may be briefly away
+                    log.warning("claim failed: %s", type(exc).__name__)
+            for c in claimed:
+                task = asyncio.create_task(self.process(c))
+                in_flight.add(task)
+                task.add_done_callback(_done)
+            if claimed and len(in_flight) < self._settings.concurrency:
+                continue
+            finished.clear()
+            waiters = [asyncio.create_task(e.wait()) for e in (stopping, self._queue.arrived, finished)]
+            await asyncio.wait(waiters, timeout=self._settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def process(self, claimed: Claimed) -> None:
+        item, attempts = claimed.item, claimed.attempts
+        try:
+            decision = await self._classify(item, self._clock())
+        except ClassifyTimeout as exc:
+            # The same bytes hit the same limit again: retrying only burns CPU.
+            await self._park(item.id, f"classify: {exc}")
+            return
+        except ClassifyFailed as exc:
+            await self._failed(item.id, f"classify: {exc}", attempts)
+            return
+        try:
+            applied = await apply(decision, self._uow(), self._clock())
+        except Exception as exc:              # noqa: BLE001 - any failure is retried, then parked
+            await self._failed(item.id, f"apply: {type(exc).__name__}: {exc}", attempts)
+            return
+        try:
+            await self._queue.done(item.id)
+        except Exception as exc:              # noqa: BLE001 - the lease runs out and apply dedupes
+            log.warning("marking done failed, item will be redelivered: %s", type(exc).__name__,
+                        extra={"item_id": item.id})
+        c = self.counters
+        if applied.duplicate:
+            c.duplicates += 1
+        else:
+            c.applied += 1
+            c.updates += applied.updates
+            c.by_kind[decision.kind.value] = c.by_kind.get(decision.kind.value, 0) + 1
+            if applied.updates:
+                self._on_applied()
+        log.info("applied", extra={"item_id": item.id, "kind": decision.kind.value, "reason": decision.reason,
+                                   "updates": applied.updates, "duplicate": applied.duplicate})
+
+    async def _failed(self, item_id: str, error: str, attempts: int) -> None:
+        if attempts >= self._settings.max_attempts:
+            await self._park(item_id, f"{error} (after {attempts} attempts)")
+            return
+        try:
+            delay = await self._queue.retry(item_id, error, attempts)
+        except Exception as exc:              # noqa: BLE001 - the lease runs out and it is claimed again
+            log.warning("scheduling retry failed: %s", type(exc).__name__, extra={"item_id": item_id})
+            return
+        self.counters.retried += 1
+        log.warning("will retry in %.1fs: %s", delay, error[:200], extra={"item_id": item_id})
+
+    async def _park(self, item_id: str, error: str) -> None:
+        try:
+            await self._queue.park(item_id, error)
+        except Exception as exc:              # noqa: BLE001
+            log.error("parking failed: %s", type(exc).__name__, extra={"item_id": item_id})
+            return
+        self.counters.parked += 1
+        log.error("parked: %s", error[:200], extra={"item_id": item_id})

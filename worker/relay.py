@@ -1,0 +1,103 @@
+"""The outbox relay: publishes committed updates and marks them published.
+
+Promise 3: every state change is published at least once, in order per contact,
+from the transactional outbox. Rows are claimed in id order with SKIP LOCKED (on
+PostgreSQL), handed to a Publisher, and marked published in the same transaction
+only after the publisher returned: a crash in between publishes them again, with
+the same event_id and sequence, which consumers deduplicate on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from config import Settings
+from worker.models import Outbox
+
+log = logging.getLogger("unsubd.relay")
+
+
+@dataclass(frozen=True)
+class OutboundUpdate:
+    id: int
+    routing_key: str
+    payload: dict[str, Any]
+
+
+class Publisher(Protocol):
+    async def publish(self, updates: list[OutboundUpdate]) -> None:
+        """Return only when every update is accepted downstream; raise otherwise."""
+
+
+class FeedPublisher:
+    """Embedded mode: marking a row published is what makes it visible in GET /v1/updates."""
+
+    async def publish(self, updates: list[OutboundUpdate]) -> None:
+        return None
+
+
+class Relay:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], publisher: Publisher,
+                 clock: Callable[[], datetime]) -> None:
+        self._settings = settings.relay
+        self._sessions = sessions
+        self._publisher = publisher
+        self._clock = clock
+        self.wake = asyncio.Event()
+        self.published = 0
+
+    async def drain_once(self) -> int:
+        """Publish one batch of unpublished rows; returns how many were published."""
+        async with self._sessions() as session, session.begin():
+            rows = (await session.scalars(
+                select(Outbox).where(Outbox.published_at.is_(None)).order_by(Outbox.id)
+                .limit(self._settings.batch).with_for_update(skip_locked=True))).all()
+            if not rows:
+                return 0
+            await self._publisher.publish(
+                [OutboundUpdate(id=r.id, routing_key=r.routing_key, payload=dict(r.payload)) for r in rows])
+            now = self._clock()
+            for r in rows:
+                r.published_at = now
+        self.published += len(rows)
+        return len(rows)
+
+    async def drain(self) -> int:
+        total = 0
+        while n := await self.drain_once():
+            total += n
+        return total
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Drain until `stopping` is set; publishing failures back off and retry (nothing is lost)."""
+        backoff = self._settings.poll_interval
+        while not stopping.is_set():
+            self.wake.clear()
+            try:
+                n = await self.drain_once()
+                backoff = self._settings.poll_interval
+            except Exception as exc:          # noqa: BLE001 - the backlog stays in the outbox
+                log.warning("relay failed, will retry: %s", type(exc).__name__)
+                n, backoff = 0, min(backoff * 2, 30.0)
+            if n:
+                continue
+            waiters = [asyncio.create_task(stopping.wait()), asyncio.create_task(self.wake.wait())]
+            await asyncio.wait(waiters, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+        try:
+            await self.drain()
+        except Exception as exc:              # noqa: BLE001
+            log.warning("final drain failed; rows stay in the outbox: %s", type(exc).__name__)
+
+    async def backlog(self) -> int:
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(func.count()).select_from(Outbox).where(Outbox.published_at.is_(None))) or 0
