@@ -65,23 +65,27 @@ class Consumer:
             in_flight.discard(task)
             finished.set()
 
+        limit = self._settings.concurrency
         while not stopping.is_set():
-            room = self._settings.concurrency - len(in_flight)
-            claimed: list[Claimed] = []
+            finished.clear()                  # before looking at in_flight: no finish goes unseen
+            room = limit - len(in_flight)
             if room > 0:
-                self._queue.arrived.clear()
+                self._queue.arrived.clear()   # before claiming: no arrival goes unseen
+                claimed: list[Claimed] = []
                 try:
                     claimed = await self._queue.claim(room)
                 except Exception as exc:      # noqa: BLE001 - the database may be briefly away
                     log.warning("claim failed: %s", type(exc).__name__)
-            for c in claimed:
-                task = asyncio.create_task(self.process(c))
-                in_flight.add(task)
-                task.add_done_callback(_done)
-            if claimed and len(in_flight) < self._settings.concurrency:
-                continue
-            finished.clear()
-            waiters = [asyncio.create_task(e.wait()) for e in (stopping, self._queue.arrived, finished)]
+                for c in claimed:
+                    task = asyncio.create_task(self.process(c))
+                    in_flight.add(task)
+                    task.add_done_callback(_done)
+                if claimed and len(claimed) == room:
+                    continue                  # a full batch: more may be due once a slot frees
+            # With every slot taken, only a finished item (or stopping) is worth waking for;
+            # waking on arrivals then would spin, since nothing could be claimed.
+            events = [stopping, finished] + ([self._queue.arrived] if len(in_flight) < limit else [])
+            waiters = [asyncio.create_task(e.wait()) for e in events]
             await asyncio.wait(waiters, timeout=self._settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
