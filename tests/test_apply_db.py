@@ -86,7 +86,7 @@ async def test_a_failed_transaction_leaves_nothing_behind(database):
 async def test_consent_changes_for_an_imported_contact(database):
     settings = make_settings()
     rows = parse_csv("address,name,units\nAnna@Example.se,Anna,alumni;events\n", settings)
-    await import_rows(database.sessions, rows, T0, "test.csv")
+    await import_rows(database, rows, T0, "test.csv")
     act = Action(ActionType.UNSUBSCRIBE, "anna@example.se", units=("alumni",), channels=("email",))
     d = Decision(item_id="click-1", kind=Kind.CLICK, actions=(act,), reason="one-click", source="one_click")
     applied = await apply(d, database.unit_of_work(), T0 + timedelta(minutes=1))
@@ -102,7 +102,7 @@ async def test_consent_changes_for_an_imported_contact(database):
 
 async def test_concurrent_changes_to_one_contact_lose_nothing_and_number_consistently(database):
     settings = make_settings()
-    await import_rows(database.sessions, parse_csv("address\nbo@example.se\n", settings), T0, "t.csv")
+    await import_rows(database, parse_csv("address\nbo@example.se\n", settings), T0, "t.csv")
     channels = ["email", "sms", "phone", "letter", "web", "email"]
     decisions = [
         Decision(item_id=f"c{i}", kind=Kind.OPTOUT, reason="t",

@@ -44,7 +44,7 @@ async def test_the_feed_serves_published_updates_in_order_with_a_cursor(database
     await seed(database, 5)
     r = await client.get("/v1/updates")
     assert (await r.json()) == {"updates": [], "next": 0}          # nothing published yet
-    await Relay(make_settings(), database.sessions, FeedPublisher(), lambda: T0).drain()
+    await Relay(make_settings(), database, FeedPublisher(), lambda: T0).drain()
     page = await (await client.get("/v1/updates", params={"limit": "3"})).json()
     assert [u["address"] for u in page["updates"]] == ["p0@example.se", "p1@example.se", "p2@example.se"]
     rest = await (await client.get("/v1/updates", params={"after": str(page["next"])})).json()

@@ -51,7 +51,7 @@ async def worker(sqlite_url: str) -> AsyncIterator[Worker]:
 
 async def test_a_dsn_for_an_imported_contact_ends_as_suppression_event_and_update(worker: Worker):
     settings = worker.settings
-    await import_rows(worker.db.sessions, parse_csv("address,name,units\nper.ek@kommun-vast.example,Per,alumni\n",
+    await import_rows(worker.db, parse_csv("address,name,units\nper.ek@kommun-vast.example,Per,alumni\n",
                                                     settings), datetime.now(timezone.utc), "t.csv")
     port = worker.smtp_address[1]
     refused = await asyncio.to_thread(send, port, dsn("Per.Ek@kommun-vast.example"), [BOUNCES])

@@ -55,7 +55,7 @@ async def sync_units(settings: Settings, db: Database, now: datetime) -> None:
     if not settings.units:
         return
     insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    async with db.sessions() as s, s.begin():
+    async with db.transaction() as s:
         for unit in settings.units.values():
             values = {"key": unit.key, "name_sv": unit.names.sv, "name_nb": unit.names.nb,
                       "name_en": unit.names.en, "updated_at": now}
@@ -75,8 +75,8 @@ class Worker:
         self.roles = parse_roles(roles)
         self.clock = clock
         self.db = Database.connect(settings.database_url)
-        self.queue = EmbeddedQueue(self.db.sessions, settings, clock)
-        self.relay = Relay(settings, self.db.sessions, FeedPublisher(), clock)
+        self.queue = EmbeddedQueue(self.db, settings, clock)
+        self.relay = Relay(settings, self.db, FeedPublisher(), clock)
         self.pool = pool
         self.consumer: Consumer | None = None
         self.smtp: SmtpServer | None = None
@@ -93,6 +93,7 @@ class Worker:
         if "consumer" in self.roles:
             if self.pool is None:
                 self.pool = ClassifyPool(self.settings)
+            await self.pool.warm_up()
             self.consumer = Consumer(self.settings, self.queue, self.pool.classify, self.db.unit_of_work,
                                      self.clock, on_applied=self.relay.wake.set)
             self._consumer_task = asyncio.create_task(self.consumer.run(self._stopping), name="consumer")

@@ -106,7 +106,7 @@ def cmd_contacts_import(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     now = datetime.now(timezone.utc)
-    result = asyncio.run(_with_db(settings, lambda db: import_rows(db.sessions, rows, now, Path(args.file).name)))
+    result = asyncio.run(_with_db(settings, lambda db: import_rows(db, rows, now, Path(args.file).name)))
     print(f"imported {len(rows)} rows: {result.created} new, {result.updated} updated, "
           f"{result.unchanged} unchanged, {result.kept_opt_out} unit memberships not added (opted out)")
     return EXIT_OK

@@ -22,6 +22,7 @@ from handlers.addresses import normalise
 from handlers.model import WILDCARD, Channel, State
 from handlers.plan import PreferenceRow, effective_state
 from handlers.model import item_key
+from worker.db import Database
 from worker.models import Address, Contact, Event, EventAddress, Preference, Suppression
 
 CHANNELS = [c.value for c in Channel]
@@ -86,12 +87,11 @@ def parse_csv(text: str, settings: Settings) -> list[ImportRow]:
     return rows
 
 
-async def import_rows(sessions: async_sessionmaker[AsyncSession], rows: list[ImportRow], now: datetime,
-                      source_name: str) -> ImportResult:
+async def import_rows(db: Database, rows: list[ImportRow], now: datetime, source_name: str) -> ImportResult:
     """Create or update contacts in one transaction, with one `import` event as evidence."""
     result = ImportResult()
     event_id = str(uuid.uuid4())
-    async with sessions() as s, s.begin():
+    async with db.transaction() as s:
         s.add(Event(id=event_id, item_id=item_key("import", event_id), kind="import", source="import",
                     reason=f"contacts import of {len(rows)} rows from {source_name}", review=False,
                     verified=True, actions=[], evidence={"rows": len(rows), "file": source_name},

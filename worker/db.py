@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import make_url
@@ -19,20 +20,25 @@ from worker.errors import DatabaseUnavailable
 from worker.models import Address, Contact, Event, EventAddress, Outbox, Preference, Suppression
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An engine for `url`. SQLite gets WAL, synchronous=FULL and BEGIN IMMEDIATE.
+def create_engine(url: str, *, for_reads: bool = False) -> AsyncEngine:
+    """An engine for `url`. SQLite gets WAL and synchronous=FULL.
 
-    BEGIN IMMEDIATE takes SQLite's write lock when a transaction starts, so two
-    writers queue on the busy timeout instead of failing with "database is locked"
-    when a read transaction tries to upgrade. synchronous=FULL makes a commit durable
-    before it returns, which is what an SMTP 250 promises.
+    On SQLite, a write engine starts every transaction with BEGIN IMMEDIATE: it takes
+    the write lock at once, so a second process waits on the busy timeout instead of
+    failing with "database is locked" when a read transaction tries to upgrade. A read
+    engine (`for_reads`) starts with a plain BEGIN: WAL gives it a snapshot, and it
+    never takes the write lock. synchronous=FULL makes a commit durable before it
+    returns, which is what an SMTP 250 promises.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # Every session ends with its own COMMIT or ROLLBACK, so the pool's extra ROLLBACK
+    # on check-in would only cost another round trip through aiosqlite's thread.
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
+    begin = "BEGIN" if for_reads else "BEGIN IMMEDIATE"
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -44,7 +50,7 @@ def create_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
     return engine
 
@@ -72,8 +78,8 @@ def redact_url(url: str) -> str:
 class SqlUnitOfWork:
     """handlers.apply.UnitOfWork on SQLAlchemy: one session, one transaction."""
 
-    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
-        self._factory = factory
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self._session: AsyncSession | None = None
         self._committed = False
 
@@ -83,9 +89,14 @@ class SqlUnitOfWork:
         return self._session
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        self._session = self._factory()
-        self._committed = False
-        await self._session.begin()
+        await self._db.acquire_write()
+        try:
+            self._session = self._db.write_sessions()
+            self._committed = False
+            await self._session.begin()
+        except BaseException:
+            self._db.release_write()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -96,6 +107,7 @@ class SqlUnitOfWork:
         finally:
             await self._session.close()
             self._session = None
+            self._db.release_write()
 
     async def commit(self) -> None:
         await self.session.commit()
@@ -188,20 +200,51 @@ class SqlUnitOfWork:
         return found
 
 
-@dataclass(frozen=True)
 class Database:
-    """The engine and session factory, built once by worker/app.py."""
+    """The engines and session factories, built once by worker/app.py.
 
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
+    `sessions()` is for reading. Every write goes through `transaction()` or
+    `unit_of_work()`. On SQLite, writers in this process queue on an asyncio lock:
+    SQLite allows one writer at a time, and its busy handler backs off in sleeps of up
+    to 100 ms, while the lock hands over at once. Other processes still meet the
+    busy timeout.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+        sqlite = self.engine.dialect.name == "sqlite"
+        separate_reads = sqlite and make_url(url).database not in (None, "", ":memory:")
+        self.read_engine = create_engine(url, for_reads=True) if separate_reads else self.engine
+        self.sessions = sessionmaker(self.read_engine)
+        self.write_sessions = sessionmaker(self.engine)
+        self._lock = asyncio.Lock() if sqlite else None
 
     @classmethod
     def connect(cls, url: str) -> Database:
-        engine = create_engine(url)
-        return cls(engine=engine, sessions=sessionmaker(engine))
+        return cls(url)
+
+    async def acquire_write(self) -> None:
+        if self._lock is not None:
+            await self._lock.acquire()
+
+    def release_write(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a write transaction: committed on normal exit, rolled back on error."""
+        await self.acquire_write()
+        try:
+            async with self.write_sessions() as session, session.begin():
+                yield session
+        finally:
+            self.release_write()
 
     def unit_of_work(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.sessions)
+        return SqlUnitOfWork(self)
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

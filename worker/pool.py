@@ -28,7 +28,7 @@ import resource
 import signal
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import pebble
@@ -122,6 +122,16 @@ class ClassifyPool:
                 raise ClassifyFailed(_describe(exc)) from None
             finally:
                 self._in_flight.pop(future, None)
+
+    async def warm_up(self) -> None:
+        """Start the worker processes and load the classifier in each, before real mail.
+
+        Otherwise the first message waits for process start-up and imports (about half
+        a second). Failures here are ignored: real items report their own.
+        """
+        probe = Inbound.from_file(b"", "warm-up", datetime.now(timezone.utc))
+        await asyncio.gather(*(self.classify(probe, probe.received_at) for _ in range(self.workers)),
+                             return_exceptions=True)
 
     async def close(self) -> None:
         """Stop the worker processes; items still in flight fail with ClassifyFailed.

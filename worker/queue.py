@@ -18,10 +18,10 @@ from typing import Callable
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
 from handlers.model import Inbound
+from worker.db import Database
 from worker.errors import QueueUnavailable
 from worker.models import InboundItem
 
@@ -37,9 +37,8 @@ class Claimed:
 
 
 class EmbeddedQueue:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings,
-                 clock: Callable[[], datetime]) -> None:
-        self._sessions = sessions
+    def __init__(self, db: Database, settings: Settings, clock: Callable[[], datetime]) -> None:
+        self._db = db
         self._settings = settings.consumer
         self._clock = clock
         self.arrived = asyncio.Event()        # set by put(): wakes a consumer in this process at once
@@ -51,7 +50,7 @@ class EmbeddedQueue:
         """
         now = self._clock()
         try:
-            async with self._sessions() as session, session.begin():
+            async with self._db.transaction() as session:
                 if await session.get(InboundItem, item.id) is not None:
                     return False
                 session.add(InboundItem(
@@ -69,7 +68,7 @@ class EmbeddedQueue:
         """Lease up to `limit` items that are due, oldest first."""
         now = self._clock()
         lease_until = now + timedelta(seconds=self._settings.lease)
-        async with self._sessions() as session, session.begin():
+        async with self._db.transaction() as session:
             rows = (await session.scalars(
                 select(InboundItem)
                 .where(InboundItem.status.in_((PENDING, PROCESSING)), InboundItem.available_at <= now)
@@ -101,19 +100,19 @@ class EmbeddedQueue:
         await self._set(item_id, status=FAILED, last_error=error[:2000])
 
     async def counts(self) -> dict[str, int]:
-        async with self._sessions() as session:
+        async with self._db.sessions() as session:
             rows = (await session.execute(
                 select(InboundItem.status, func.count()).group_by(InboundItem.status))).all()
         return {status: n for status, n in rows}
 
     async def due(self) -> int:
         now = self._clock()
-        async with self._sessions() as session:
+        async with self._db.sessions() as session:
             return await session.scalar(select(func.count()).select_from(InboundItem).where(
                 or_(InboundItem.status == PENDING, InboundItem.status == PROCESSING),
                 InboundItem.available_at <= now)) or 0
 
     async def _set(self, item_id: str, **values: object) -> None:
-        async with self._sessions() as session, session.begin():
+        async with self._db.transaction() as session:
             await session.execute(update(InboundItem).where(InboundItem.id == item_id)
                                   .values(updated_at=self._clock(), **values))

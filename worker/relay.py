@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any, Callable, Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
+from worker.db import Database
 from worker.models import Outbox
 
 log = logging.getLogger("unsubd.relay")
@@ -44,10 +44,10 @@ class FeedPublisher:
 
 
 class Relay:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], publisher: Publisher,
+    def __init__(self, settings: Settings, db: Database, publisher: Publisher,
                  clock: Callable[[], datetime]) -> None:
         self._settings = settings.relay
-        self._sessions = sessions
+        self._db = db
         self._publisher = publisher
         self._clock = clock
         self.wake = asyncio.Event()
@@ -55,7 +55,9 @@ class Relay:
 
     async def drain_once(self) -> int:
         """Publish one batch of unpublished rows; returns how many were published."""
-        async with self._sessions() as session, session.begin():
+        if not await self.backlog(limit=1):
+            return 0                          # a read: an idle relay never takes the write lock
+        async with self._db.transaction() as session:
             rows = (await session.scalars(
                 select(Outbox).where(Outbox.published_at.is_(None)).order_by(Outbox.id)
                 .limit(self._settings.batch).with_for_update(skip_locked=True))).all()
@@ -97,7 +99,10 @@ class Relay:
         except Exception as exc:              # noqa: BLE001
             log.warning("final drain failed; rows stay in the outbox: %s", type(exc).__name__)
 
-    async def backlog(self) -> int:
-        async with self._sessions() as session:
-            return await session.scalar(
-                select(func.count()).select_from(Outbox).where(Outbox.published_at.is_(None))) or 0
+    async def backlog(self, limit: int | None = None) -> int:
+        """How many rows wait to be published (at most `limit`, when given: cheaper)."""
+        waiting = select(Outbox.id).where(Outbox.published_at.is_(None))
+        if limit is not None:
+            waiting = waiting.limit(limit)
+        async with self._db.sessions() as session:
+            return await session.scalar(select(func.count()).select_from(waiting.subquery())) or 0
