@@ -229,6 +229,8 @@ async def test_malformed_messages_are_recorded_with_their_reason_and_never_crash
         sups = (await s.scalars(select(Suppression.address))).all()
     assert len(events) == len(MALFORMED) + 1
     assert all(e.reason for e in events)                      # every one says why
+    unreadable = [e for e in events if e.review]
+    assert len(unreadable) >= 2 and all(e.kind == "unknown" for e in unreadable)   # for a person to look at
     assert sups == ["after.junk@kommun-vast.example"]         # nothing acted on from the junk
 
 
