@@ -18,7 +18,12 @@ from handlers.model import Decision, Inbound, Kind
 Reader = Callable[[Any], Any | None]
 Decider = Callable[[Inbound, Any, Any, datetime], Decision]
 
-# Ordered: ARF (also a multipart/report) will go before DSN when it is added.
+# Ordered, first match wins:
+#   1. ARF complaints (RFC 5965; also multipart/report, so before DSN)
+#   2. RFC 3464 delivery status reports
+#   3. non-standard bounces (MTA text forms), recognised by pattern tables
+#   4. auto-replies (RFC 3834 and vendor styles): recorded, never acted on
+#   5. human replies: opt-out intent, scope, or an ordinary reply
 READERS: tuple[tuple[Reader, Decider], ...] = (
     (read_dsn, decide_bounce),
 )
