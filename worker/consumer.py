@@ -34,6 +34,26 @@ class InboundQueue(Protocol):
     async def park(self, item_id: str, error: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What the queue should do with an item: done (ack), retry later, or park (dead-letter)."""
+
+    action: str                   # "done", "retry" or "park"
+    error: str = ""
+
+    @classmethod
+    def done(cls) -> Outcome:
+        return cls("done")
+
+    @classmethod
+    def retry(cls, error: str) -> Outcome:
+        return cls("retry", error)
+
+    @classmethod
+    def park(cls, error: str) -> Outcome:
+        return cls("park", error)
+
+
 @dataclass
 class Counters:
     applied: int = 0
@@ -45,7 +65,7 @@ class Counters:
 
 
 class Consumer:
-    def __init__(self, settings: Settings, queue: InboundQueue, classify: Classify,
+    def __init__(self, settings: Settings, queue: InboundQueue | None, classify: Classify,
                  unit_of_work: Callable[[], UnitOfWork], clock: Callable[[], datetime],
                  on_applied: Callable[[], None] | None = None) -> None:
         self._settings = settings.consumer
@@ -57,7 +77,8 @@ class Consumer:
         self.counters = Counters()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Process items until `stopping` is set, then finish the ones in flight."""
+        """Process items of the embedded queue until `stopping` is set, then finish the ones in flight."""
+        assert self._queue is not None, "run() drives the embedded queue; RabbitMQ calls handle()"
         in_flight: set[asyncio.Task[None]] = set()
         finished = asyncio.Event()
 
@@ -92,27 +113,23 @@ class Consumer:
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
 
-    async def process(self, claimed: Claimed) -> None:
-        item, attempts = claimed.item, claimed.attempts
+    async def handle(self, item: Inbound, attempts: int) -> Outcome:
+        """Classify and apply one item; say what its queue should do with it.
+
+        The queue acts on the outcome (embedded: mark done / retry later / park;
+        RabbitMQ: ack / nack / dead-letter with the error). `attempts` counts this one.
+        """
         try:
             decision = await self._classify(item, self._clock())
         except ClassifyTimeout as exc:
             # The same bytes hit the same limit again: retrying only burns CPU.
-            await self._park(item.id, f"classify: {exc}")
-            return
+            return self._park_outcome(f"classify: {exc}")
         except ClassifyFailed as exc:
-            await self._failed(item.id, f"classify: {exc}", attempts)
-            return
+            return self._failed(f"classify: {exc}", attempts)
         try:
             applied = await apply(decision, self._uow(), self._clock())
         except Exception as exc:              # noqa: BLE001 - any failure is retried, then parked
-            await self._failed(item.id, f"apply: {type(exc).__name__}: {exc}", attempts)
-            return
-        try:
-            await self._queue.done(item.id)
-        except Exception as exc:              # noqa: BLE001 - the lease runs out and apply dedupes
-            log.warning("marking done failed, item will be redelivered: %s", type(exc).__name__,
-                        extra={"item_id": item.id})
+            return self._failed(f"apply: {type(exc).__name__}: {exc}", attempts)
         c = self.counters
         if applied.duplicate:
             c.duplicates += 1
@@ -124,24 +141,31 @@ class Consumer:
                 self._on_applied()
         log.info("applied", extra={"item_id": item.id, "kind": decision.kind.value, "reason": decision.reason,
                                    "updates": applied.updates, "duplicate": applied.duplicate})
+        return Outcome.done()
 
-    async def _failed(self, item_id: str, error: str, attempts: int) -> None:
+    async def process(self, claimed: Claimed) -> None:
+        """Handle one item of the embedded queue and record the outcome there."""
+        item = claimed.item
+        outcome = await self.handle(item, claimed.attempts)
+        try:
+            if outcome.action == "done":
+                await self._queue.done(item.id)
+            elif outcome.action == "retry":
+                delay = await self._queue.retry(item.id, outcome.error, claimed.attempts)
+                log.warning("will retry in %.1fs: %s", delay, outcome.error[:200], extra={"item_id": item.id})
+            else:
+                await self._queue.park(item.id, outcome.error)
+                log.error("parked: %s", outcome.error[:200], extra={"item_id": item.id})
+        except Exception as exc:              # noqa: BLE001 - the lease runs out and the item comes back
+            log.warning("recording the outcome failed, item will be redelivered: %s", type(exc).__name__,
+                        extra={"item_id": item.id})
+
+    def _failed(self, error: str, attempts: int) -> Outcome:
         if attempts >= self._settings.max_attempts:
-            await self._park(item_id, f"{error} (after {attempts} attempts)")
-            return
-        try:
-            delay = await self._queue.retry(item_id, error, attempts)
-        except Exception as exc:              # noqa: BLE001 - the lease runs out and it is claimed again
-            log.warning("scheduling retry failed: %s", type(exc).__name__, extra={"item_id": item_id})
-            return
+            return self._park_outcome(f"{error} (after {attempts} attempts)")
         self.counters.retried += 1
-        log.warning("will retry in %.1fs: %s", delay, error[:200], extra={"item_id": item_id})
+        return Outcome.retry(error)
 
-    async def _park(self, item_id: str, error: str) -> None:
-        try:
-            await self._queue.park(item_id, error)
-        except Exception as exc:              # noqa: BLE001
-            log.error("parking failed: %s", type(exc).__name__, extra={"item_id": item_id})
-            return
+    def _park_outcome(self, error: str) -> Outcome:
         self.counters.parked += 1
-        log.error("parked: %s", error[:200], extra={"item_id": item_id})
+        return Outcome.park(error)
