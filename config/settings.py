@@ -97,6 +97,18 @@ class ParseSettings(_Frozen):
     memory_mb: int = Field(1024, ge=64)           # address space of one parser process
 
 
+class AmqpSettings(_Frozen):
+    """RabbitMQ names and limits (production mode, with amqp_url set)."""
+
+    inbound_queue: str = "unsubd.inbound"             # quorum queue: raw mail and JSON items
+    dead_letter_exchange: str = "unsubd.dlx"
+    dead_letter_queue: str = "unsubd.inbound.dlq"     # parked items, with x-unsubd-error
+    updates_exchange: str = "unsubd.updates"          # topic: preference.<unit>.<channel>, suppression.<reason>
+    prefetch: int = Field(16, ge=1)                   # unacknowledged deliveries per consumer
+    publish_timeout: float = Field(5.0, gt=0)         # seconds to wait for a publisher confirm
+    reconnect_interval: float = Field(1.0, gt=0)
+
+
 class RelaySettings(_Frozen):
     poll_interval: float = Field(0.2, gt=0)
     batch: int = Field(100, ge=1)
@@ -138,6 +150,7 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     parse: ParseSettings = ParseSettings()
     relay: RelaySettings = RelaySettings()
+    amqp: AmqpSettings = AmqpSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -172,6 +185,13 @@ class Settings(BaseSettings):
         if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
             raise ValueError("use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB")
         return v
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("amqp://") or v.startswith("amqps://")):
+            raise ValueError("use amqp://USER:PASSWORD@HOST:5672/VHOST (or amqps://), or leave it unset")
+        return v or None
 
     @field_validator("log_level")
     @classmethod

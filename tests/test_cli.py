@@ -134,11 +134,17 @@ def test_db_upgrade_reports_the_revision(tmp_path: Path):
 
 @pytest.mark.parametrize("env, named", [
     ({"UNSUBD_SMTP_PORT": "many"}, "UNSUBD_SMTP_PORT"),
-    ({"UNSUBD_AMQP_URL": "amqp://guest:guest@127.0.0.1/"}, "UNSUBD_AMQP_URL"),
+    ({"UNSUBD_AMQP_URL": "http://127.0.0.1:5672/"}, "UNSUBD_AMQP_URL"),
 ])
 def test_serve_refuses_bad_settings_naming_the_key(tmp_path: Path, env, named):
     res = unsubd("serve", db=tmp_path / "u.db", **env)
     assert res.returncode == 2 and named in res.stderr
+
+
+def test_serve_says_clearly_when_the_broker_is_unreachable(tmp_path: Path):
+    res = unsubd("serve", db=tmp_path / "u.db", UNSUBD_AMQP_URL="amqp://guest:secret@127.0.0.1:1/")
+    assert res.returncode == 3 and "cannot reach RabbitMQ" in res.stderr
+    assert "secret" not in res.stderr                        # the password stays out of the message
 
 
 def test_serve_refuses_an_unknown_role(tmp_path: Path):

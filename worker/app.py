@@ -6,13 +6,15 @@ import asyncio
 import logging
 import signal
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from config import ConfigError, Settings
+from handlers.model import Inbound
 from worker import migrate
+from worker.amqp import AmqpConsumer, AmqpEnqueue, AmqpPublisher, Broker
 from worker.consumer import Consumer
 from worker.db import Database, redact_url
 from worker.http import HttpServer, build_app
@@ -68,9 +70,6 @@ class Worker:
 
     def __init__(self, settings: Settings, roles: Iterable[str] = ROLES,
                  clock: Callable[[], datetime] = utcnow, pool: ClassifyPool | None = None) -> None:
-        if settings.amqp_url is not None:
-            raise ConfigError("amqp_url (UNSUBD_AMQP_URL): production mode with RabbitMQ is not available in "
-                              "this version; unset it to use the embedded queue")
         self.settings = settings
         self.roles = parse_roles(roles)
         self.clock = clock
@@ -78,6 +77,8 @@ class Worker:
         self.queue = EmbeddedQueue(self.db, settings, clock)
         self.relay = Relay(settings, self.db, FeedPublisher(), clock)
         self.pool = pool
+        self.broker: Broker | None = Broker(settings) if settings.amqp_url else None
+        self.amqp_consumer: AmqpConsumer | None = None
         self.consumer: Consumer | None = None
         self.smtp: SmtpServer | None = None
         self.http: HttpServer | None = None
@@ -90,20 +91,37 @@ class Worker:
 
     async def start(self) -> None:
         await prepare_database(self.settings, self.db, self.clock)
+        enqueue: Callable[[Inbound], Awaitable[bool]] = self.queue.put
+        if self.broker is not None:
+            await self.broker.connect()
+            if "smtp" in self.roles:
+                amqp_enqueue = AmqpEnqueue(self.broker)
+                await amqp_enqueue.start()
+                enqueue = amqp_enqueue
+            if "relay" in self.roles:
+                publisher = AmqpPublisher(self.broker)
+                await publisher.start()
+                self.relay.publisher = publisher
         if "consumer" in self.roles:
             if self.pool is None:
                 self.pool = ClassifyPool(self.settings)
             await self.pool.warm_up()
-            self.consumer = Consumer(self.settings, self.queue, self.pool.classify, self.db.unit_of_work,
-                                     self.clock, on_applied=self.relay.wake.set)
-            self._consumer_task = asyncio.create_task(self.consumer.run(self._stopping), name="consumer")
+            self.consumer = Consumer(self.settings, self.queue if self.broker is None else None,
+                                     self.pool.classify, self.db.unit_of_work, self.clock,
+                                     on_applied=self.relay.wake.set)
+            if self.broker is None:
+                run = self.consumer.run(self._stopping)
+            else:
+                self.amqp_consumer = AmqpConsumer(self.broker, self.consumer, self.settings, self.clock)
+                run = self.amqp_consumer.run(self._stopping)
+            self._consumer_task = asyncio.create_task(run, name="consumer")
         if "relay" in self.roles:
             self._relay_task = asyncio.create_task(self.relay.run(self._relay_stopping), name="relay")
         if "http" in self.roles:
             self.http = HttpServer(self.settings, build_app(self.settings, self.db.sessions, self.metrics))
             self.http_address = await self.http.start()
         if "smtp" in self.roles:
-            self.smtp = SmtpServer(self.settings, SmtpIngress(self.settings, self.queue.put, self.clock))
+            self.smtp = SmtpServer(self.settings, SmtpIngress(self.settings, enqueue, self.clock))
             self.smtp_address = await self.smtp.start()
         log.info("unsubd started", extra={"roles": ",".join(self.roles),
                                           "database": redact_url(self.settings.database_url)})
@@ -123,11 +141,17 @@ class Worker:
             await self.http.stop()
         if self.pool is not None:
             await self.pool.close()
+        if self.broker is not None:
+            await self.broker.close()
         await self.db.close()
         log.info("unsubd stopped")
 
     async def metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f"inbound_{k}": v for k, v in (await self.queue.counts()).items()}
+        out: dict[str, Any] = {}
+        if self.broker is None:
+            out.update({f"inbound_{k}": v for k, v in (await self.queue.counts()).items()})
+        elif self.amqp_consumer is not None:
+            out["consumer_dead_lettered_total"] = self.amqp_consumer.dead_lettered
         out["outbox_backlog"] = await self.relay.backlog()
         out["outbox_published_total"] = self.relay.published
         if self.smtp is not None:

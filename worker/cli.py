@@ -1,4 +1,4 @@
-"""The `unsubd` command line. Exit status: 0 ok, 1 not found / nothing to do, 2 bad input or settings."""
+"""The `unsubd` command line. Exit status: 0 ok, 1 not found, 2 bad input or settings, 3 a service is unreachable."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from config import ConfigError, Settings, load
+from worker.errors import DatabaseUnavailable, QueueUnavailable
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 MAX_CLASSIFY_BYTES = 64 * 1024 * 1024
 
 
@@ -201,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"unsubd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (QueueUnavailable, DatabaseUnavailable, OSError) as exc:
+        print(f"unsubd: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
 

@@ -48,7 +48,7 @@ class Relay:
                  clock: Callable[[], datetime]) -> None:
         self._settings = settings.relay
         self._db = db
-        self._publisher = publisher
+        self.publisher = publisher
         self._clock = clock
         self.wake = asyncio.Event()
         self.published = 0
@@ -63,7 +63,7 @@ class Relay:
                 .limit(self._settings.batch).with_for_update(skip_locked=True))).all()
             if not rows:
                 return 0
-            await self._publisher.publish(
+            await self.publisher.publish(
                 [OutboundUpdate(id=r.id, routing_key=r.routing_key, payload=dict(r.payload)) for r in rows])
             now = self._clock()
             for r in rows:

@@ -1,0 +1,294 @@
+"""Production mode: RabbitMQ in and out, PostgreSQL, on loopback. Per-test queue and exchange names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aio_pika
+import jsonschema
+import pytest
+from sqlalchemy import func, select
+
+from worker import migrate
+from worker.app import Worker
+from worker.contacts import import_rows, parse_csv
+from worker.db import Database
+from worker.models import Event, Outbox, Suppression
+from tests.conftest import (EXAMPLE_TOML, REPO, _create_pg_database, _drop_pg_database, make_settings, port_open,
+                            service_missing, PG_HOST, PG_PORT)
+from tests.hostile import pathological_message
+from tests.messages import dsn
+from tests.test_smtp import send, wait_for
+
+RABBIT_URL = os.environ.get("UNSUBD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+SCHEMA = json.loads((REPO / "docs" / "update.schema.json").read_text())
+BOUNCES = "bounces@mail.example.org"
+
+
+@pytest.fixture
+def rabbit() -> str:
+    if not port_open("127.0.0.1", 5672):
+        service_missing("RabbitMQ on 127.0.0.1:5672")
+    return RABBIT_URL
+
+
+@pytest.fixture
+async def names(rabbit: str) -> AsyncIterator[dict[str, str]]:
+    """Fresh queue and exchange names for one test, deleted afterwards."""
+    p = f"t{uuid.uuid4().hex[:10]}"
+    env = {"UNSUBD_AMQP_URL": rabbit, "UNSUBD_AMQP__INBOUND_QUEUE": f"{p}.inbound",
+           "UNSUBD_AMQP__DEAD_LETTER_EXCHANGE": f"{p}.dlx", "UNSUBD_AMQP__DEAD_LETTER_QUEUE": f"{p}.dlq",
+           "UNSUBD_AMQP__UPDATES_EXCHANGE": f"{p}.updates"}
+    yield env
+    try:
+        conn = await aio_pika.connect(rabbit)
+        async with conn:
+            ch = await conn.channel()
+            for q in (f"{p}.inbound", f"{p}.dlq"):
+                await ch.queue_delete(q)
+            for x in (f"{p}.dlx", f"{p}.updates"):
+                await ch.exchange_delete(x)
+    except Exception:               # noqa: BLE001 - a test that stopped the broker may leave it starting
+        pass
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    if not port_open(PG_HOST, PG_PORT):
+        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
+    name = await _create_pg_database()
+    url = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    db = Database.connect(url)
+    await migrate.upgrade(db.engine)          # production: `unsubd db upgrade` runs before serve
+    await db.close()
+    try:
+        yield url
+    finally:
+        await _drop_pg_database(name)
+
+
+class UpdateListener:
+    """A marketing system: a queue bound to the updates exchange, collecting what arrives."""
+
+    def __init__(self, url: str, exchange: str, binding: str = "#") -> None:
+        self.url, self.exchange, self.binding = url, exchange, binding
+        self.received: list[tuple[str, dict[str, Any]]] = []
+
+    async def __aenter__(self) -> UpdateListener:
+        self.conn = await aio_pika.connect(self.url)
+        ch = await self.conn.channel()
+        x = await ch.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        q = await ch.declare_queue(exclusive=True, auto_delete=True)
+        await q.bind(x, routing_key=self.binding)
+
+        async def on(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with msg.process():
+                self.received.append((msg.routing_key, json.loads(msg.body)))
+
+        await q.consume(on)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.conn.close()
+
+
+async def counts(url: str) -> dict[str, int]:
+    db = Database.connect(url)
+    try:
+        async with db.sessions() as s:
+            return {"events": await s.scalar(select(func.count()).select_from(Event).where(Event.kind == "bounce")),
+                    "suppressions": await s.scalar(select(func.count()).select_from(Suppression)),
+                    "outbox": await s.scalar(select(func.count()).select_from(Outbox)),
+                    "published": await s.scalar(select(func.count()).select_from(Outbox)
+                                                .where(Outbox.published_at.is_not(None)))}
+    finally:
+        await db.close()
+
+
+async def test_smtp_to_rabbitmq_to_postgresql_to_a_schema_valid_update(names, pg_url):
+    settings = make_settings(pg_url, **names)
+    async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange, "suppression.*") as listener:
+        w = Worker(settings)
+        await w.start()
+        try:
+            await import_rows(w.db, parse_csv("address,name\nper.ek@kommun-vast.example,Per\n", settings),
+                              datetime.now(timezone.utc), "t.csv")
+            assert await asyncio.to_thread(send, w.smtp_address[1], dsn("Per.Ek@kommun-vast.example"),
+                                           [BOUNCES]) == {}
+            await wait_for(lambda: _got(listener, 1), timeout=30)
+        finally:
+            await w.stop()
+    (key, update), = listener.received
+    jsonschema.validate(update, SCHEMA)
+    assert key == "suppression.hard_bounce"
+    assert update["address"] == "per.ek@kommun-vast.example" and update["state"] == "suppressed"
+    assert update["sequence"] == 1 and update["source"] == "bounce"
+    assert (await counts(pg_url))["suppressions"] == 1
+
+
+async def _got(listener: UpdateListener, n: int) -> bool:
+    return len(listener.received) >= n
+
+
+async def _dlq_messages(url: str, queue: str, n: int, timeout: float = 30) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    conn = await aio_pika.connect(url)
+    got = []
+    async with conn:
+        ch = await conn.channel()
+        q = await ch.get_queue(queue, ensure=True)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(got) < n and asyncio.get_running_loop().time() < deadline:
+            msg = await q.get(fail=False)
+            if msg is None:
+                await asyncio.sleep(0.1)
+                continue
+            await msg.ack()
+            got.append(msg)
+    return got
+
+
+async def test_poison_messages_land_in_the_dlq_with_their_error_while_later_mail_flows(names, pg_url):
+    settings = make_settings(pg_url, UNSUBD_PARSE__CPU_SECONDS="1", UNSUBD_PARSE__WALL_SECONDS="5", **names)
+    w = Worker(settings)
+    await w.start()
+    try:
+        port = w.smtp_address[1]
+        assert await asyncio.to_thread(send, port, pathological_message(), [BOUNCES]) == {}
+        # An upstream JSON item of a type this version does not handle: parked, not lost.
+        conn = await aio_pika.connect(RABBIT_URL)
+        async with conn:
+            ch = await conn.channel()
+            await ch.default_exchange.publish(aio_pika.Message(b'{"type": "teleport", "at": "2026-03-01"}',
+                                                               content_type="application/json"),
+                                              routing_key=settings.amqp.inbound_queue)
+        for i in range(5):
+            assert await asyncio.to_thread(send, port, dsn(f"later{i}@kommun-vast.example"), [BOUNCES]) == {}
+        await wait_for(lambda: _published(pg_url, 5), timeout=60)
+        parked = await _dlq_messages(RABBIT_URL, settings.amqp.dead_letter_queue, 2)
+    finally:
+        await w.stop()
+    errors = [str(m.headers.get("x-unsubd-error")) for m in parked]
+    assert len(parked) == 2
+    assert any("cpu time limit" in e for e in errors) and any("'teleport'" in e for e in errors)
+    assert any(m.body == pathological_message() for m in parked)       # the bytes are kept, for a person
+
+
+async def _published(url: str, n: int) -> bool:
+    return (await counts(url))["published"] >= n
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+async def test_broker_stopped_mid_stream_gives_451_then_recovers_with_nothing_lost(names, pg_url):
+    settings = make_settings(pg_url, UNSUBD_AMQP__PUBLISH_TIMEOUT="2", **names)
+    w = Worker(settings)
+    await w.start()
+    accepted, deferred = [], 0
+    try:
+        port = w.smtp_address[1]
+
+        async def one(i: int) -> None:
+            nonlocal deferred
+            rcpt = f"outage{i}@kommun-vast.example"
+            try:
+                if await asyncio.to_thread(send, port, dsn(rcpt), [BOUNCES]) == {}:
+                    accepted.append(rcpt)
+            except smtplib.SMTPDataError as err:
+                assert err.smtp_code == 451          # never a 250 that is not stored, never a 5xx
+                deferred += 1
+
+        for i in range(5):
+            await one(i)
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        try:
+            for i in range(5, 10):
+                await one(i)
+        finally:
+            await asyncio.to_thread(rabbitmqctl, "start_app")
+        await asyncio.to_thread(rabbitmqctl, "await_startup")
+        for i in range(10, 40):                       # the robust connection comes back by itself
+            await one(i)
+            if len(accepted) >= 10 and i >= 15:
+                break
+            await asyncio.sleep(0.3)
+        await wait_for(lambda: _suppressed(pg_url, accepted), timeout=90)
+    finally:
+        await w.stop()
+    assert deferred >= 5 and len(accepted) >= 10
+
+
+async def _suppressed(url: str, addresses: list[str]) -> bool:
+    db = Database.connect(url)
+    try:
+        async with db.sessions() as s:
+            found = set((await s.scalars(select(Suppression.address))).all())
+    finally:
+        await db.close()
+    return set(addresses) <= found
+
+
+async def test_killed_mid_stream_every_accepted_message_is_processed_and_published_in_order(names, pg_url):
+    env = {**os.environ, **names, "UNSUBD_DATABASE_URL": pg_url, "UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0",
+           "UNSUBD_CONFIG": str(EXAMPLE_TOML), "UNSUBD_LOG_LEVEL": "WARNING"}
+
+    def start() -> tuple[subprocess.Popen[str], int]:
+        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve"], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = proc.stdout.readline()
+        m = re.search(r"smtp \('[^']+', (\d+)\)", line)
+        assert m, line
+        return proc, int(m.group(1))
+
+    settings = make_settings(pg_url, **names)
+    async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange) as listener:
+        proc, port = start()
+        procs = [proc]
+        try:
+            sent = []
+            for i in range(30):
+                rcpt = f"kill{i}@kommun-vast.example"
+                assert await asyncio.to_thread(send, port, dsn(rcpt), [BOUNCES]) == {}
+                sent.append(rcpt)
+                if i == 15:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(10)
+                    proc, port = start()
+                    procs.append(proc)
+            await wait_for(lambda: _got_addresses(listener, set(sent)), timeout=90)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    c = await counts(pg_url)
+    assert c["events"] == c["suppressions"] == c["outbox"] == c["published"] == 30
+    by_id: dict[tuple[str, int], dict[str, Any]] = {}
+    for _, u in listener.received:
+        jsonschema.validate(u, SCHEMA)
+        key = (u["event_id"], u["sequence"])
+        if key in by_id:
+            assert by_id[key] == u                     # a duplicate is the same update, same event_id
+        by_id[key] = u
+    assert {u["address"] for u in by_id.values()} == set(sent)
+    per_contact: dict[int, list[int]] = {}
+    for u in by_id.values():
+        per_contact.setdefault(u["contact_id"], []).append(u["sequence"])
+    assert all(sorted(seqs) == list(range(1, len(seqs) + 1)) for seqs in per_contact.values())
+
+
+async def _got_addresses(listener: UpdateListener, wanted: set[str]) -> bool:
+    return wanted <= {u["address"] for _, u in listener.received}
