@@ -7,6 +7,7 @@ import json
 import urllib.request
 from datetime import datetime, timezone
 
+import jsonschema
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
@@ -17,7 +18,9 @@ from worker.app import Worker
 from worker.http import build_app
 from worker.models import Event, Outbox
 from worker.relay import FeedPublisher, Relay
-from tests.conftest import make_settings
+from tests.conftest import REPO, make_settings
+
+SCHEMA = json.loads((REPO / "docs" / "update.schema.json").read_text())
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -50,6 +53,8 @@ async def test_the_feed_serves_published_updates_in_order_with_a_cursor(database
     rest = await (await client.get("/v1/updates", params={"after": str(page["next"])})).json()
     assert [u["address"] for u in rest["updates"]] == ["p3@example.se", "p4@example.se"]
     u = rest["updates"][0]
+    for item in page["updates"] + rest["updates"]:
+        jsonschema.validate(item, SCHEMA)            # the same contract as the RabbitMQ messages
     assert u["routing_key"] == "preference.alumni.email" and u["state"] == "unsubscribed"
     assert {"schema_version", "event_id", "contact_id", "unit", "channel", "sequence", "occurred_at"} <= set(u)
     empty = await (await client.get("/v1/updates", params={"after": str(rest["next"])})).json()
