@@ -1,0 +1,325 @@
+"""Pipeline benchmark: SMTP accept rate and latency from 250 to a delivered update.
+
+For each mode it starts `unsubd serve` as subprocesses and measures. Embedded mode
+is one process with SQLite and the in-database queue. Production mode is PostgreSQL
+and RabbitMQ, with listeners (`--role smtp,http`) and workers (`--role
+consumer,relay`) in separate processes, as deployed. It measures:
+
+- accept: real corpus messages (../shared/corpus) sent over SMTP by N concurrent
+  sessions as fast as they go, as messages/s. A bare aiosmtpd server that only
+  answers 250 is measured in the same run, and each figure is also given as a ratio
+  to it.
+- latency: bounces for distinct addresses offered at a fixed rate. For each one it
+  takes the time from the 250 to the moment its update reaches a consumer: a queue
+  bound to `unsubd.updates` in production, the /v1/updates feed in embedded mode.
+  It gives p50, p99 and the maximum.
+
+Prints the figures and writes bench/results/pipeline.json.
+
+    .venv/bin/python bench/pipeline.py [--modes embedded,production] [--sessions 20]
+        [--accept-messages 2000] [--rate 50] [--latency-messages 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CORPUS = Path(os.environ.get("UNSUBD_CORPUS", REPO.parent / "shared" / "corpus"))
+RABBIT = os.environ.get("UNSUBD_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
+BOUNCES = "bounces@mail.example.org"
+
+
+def corpus_messages() -> list[tuple[bytes, str]]:
+    """(bytes, recipient) for every corpus message, addressed where it would arrive."""
+    out = []
+    for path in sorted((CORPUS / "mail").glob("*.eml")):
+        out.append((path.read_bytes(), "reply@mail.example.org"))
+    for path in sorted((CORPUS / "bounces" / "sisimai").rglob("*.eml")):
+        out.append((path.read_bytes(), BOUNCES))
+    return out
+
+
+def bounce(recipient: str) -> bytes:
+    b = uuid.uuid4().hex[:12]
+    return (
+        "From: MAILER-DAEMON@mx.bench.example\r\nTo: bounces@mail.example.org\r\n"
+        f"Subject: Undelivered\r\nMessage-ID: <{b}@mx.bench.example>\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{b}"\r\n\r\n'
+        f"--{b}\r\nContent-Type: text/plain\r\n\r\nNot delivered.\r\n"
+        f"--{b}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.bench.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 unknown user\r\n\r\n--{b}--\r\n"
+    ).encode()
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def accept_rate(port: int, messages: list[tuple[bytes, str]], sessions: int, count: int) -> dict[str, Any]:
+    """Send `count` messages over `sessions` persistent SMTP sessions; messages/s that got 250."""
+    ok = deferred = 0
+    lock = threading.Lock()
+    per_session = [messages[(i * 7919) % len(messages)] for i in range(count)]
+    chunks = [per_session[i::sessions] for i in range(sessions)]
+
+    def run(chunk: list[tuple[bytes, str]]) -> None:
+        nonlocal ok, deferred
+        with smtplib.SMTP("127.0.0.1", port, timeout=60) as c:
+            for raw, rcpt in chunk:
+                try:
+                    c.sendmail("", [rcpt], raw)
+                    with lock:
+                        ok += 1
+                except smtplib.SMTPResponseException:
+                    with lock:
+                        deferred += 1
+                    c.rset()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(sessions) as ex:
+        list(ex.map(run, chunks))
+    seconds = time.perf_counter() - start
+    return {"messages": count, "accepted": ok, "refused": deferred, "seconds": round(seconds, 2),
+            "per_s": round(ok / seconds, 1)}
+
+
+class BareServer:
+    """aiosmtpd that answers 250 to everything and stores nothing: the ceiling.
+
+    A subprocess, like unsubd, so neither shares a GIL with the load generator.
+    """
+
+    def __enter__(self) -> BareServer:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--bare-server"], stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def serve_bare() -> None:
+    from aiosmtpd.smtp import SMTP
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            return "250 OK"
+
+    class LongLines(SMTP):
+        line_length_limit = 64 * 1024          # as unsubd's listener: the same messages pass both
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: LongLines(Handler(), data_size_limit=None), "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class Serve:
+    """`unsubd serve` processes: one with every role, or listeners and workers apart."""
+
+    def __init__(self, env: dict[str, str], split: bool) -> None:
+        roles = [["--role", "smtp,http"], ["--role", "consumer,relay"]] if split else [[]]
+        self.procs = []
+        for extra in roles:
+            proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", *extra], cwd=REPO,
+                                    env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True)
+            line = proc.stdout.readline()
+            self.procs.append(proc)
+            if m := re.search(r"smtp \('[^']+', (\d+)\), http \('[^']+', (\d+)\)", line):
+                self.smtp_port, self.http_port = int(m.group(1)), int(m.group(2))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+class FeedWatcher(threading.Thread):
+    """Embedded mode: follows /v1/updates and notes when each address's update appears."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.seen, self.stop_flag, self.after = port, {}, False, 0
+
+    def run(self) -> None:
+        while not self.stop_flag:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/updates?after={self.after}&limit=1000",
+                                        timeout=10) as r:
+                page = json.loads(r.read())
+            now = time.time()
+            for u in page["updates"]:
+                self.seen.setdefault(u["address"], now)
+            self.after = page["next"]
+            if not page["updates"]:
+                time.sleep(0.002)
+
+
+class AmqpWatcher(threading.Thread):
+    """Production mode: a consumer bound to the updates exchange, in its own loop."""
+
+    def __init__(self, exchange: str) -> None:
+        super().__init__(daemon=True)
+        self.exchange, self.seen, self.ready, self.stop_flag = exchange, {}, threading.Event(), False
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        import aio_pika
+
+        conn = await aio_pika.connect(RABBIT)
+        async with conn:
+            ch = await conn.channel()
+            await ch.set_qos(prefetch_count=500)
+            x = await ch.declare_exchange(self.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+            q = await ch.declare_queue(exclusive=True, auto_delete=True)
+            await q.bind(x, routing_key="#")
+
+            async def on(msg: Any) -> None:
+                self.seen.setdefault(json.loads(msg.body)["address"], time.time())
+                await msg.ack()
+
+            await q.consume(on)
+            self.ready.set()
+            while not self.stop_flag:
+                await asyncio.sleep(0.05)
+
+
+def latency(port: int, watcher: Any, rate: float, count: int, tag: str) -> dict[str, Any]:
+    accepted: dict[str, float] = {}
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as c:
+        for i in range(count):
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            rcpt = f"lat-{tag}-{i}@kommun-vast.example"
+            c.sendmail("", [BOUNCES], bounce(rcpt))
+            accepted[rcpt] = time.time()
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(a in watcher.seen for a in accepted):
+        time.sleep(0.05)
+    lat = [(watcher.seen[a] - t) * 1000 for a, t in accepted.items() if a in watcher.seen]
+    return {"offered_rate_per_s": rate, "messages": count, "delivered": len(lat),
+            "p50_ms": round(pct(lat, 50), 1) if lat else None, "p99_ms": round(pct(lat, 99), 1) if lat else None,
+            "max_ms": round(max(lat), 1) if lat else None}
+
+
+def make_pg_database() -> str:
+    name = f"unsubd_bench_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'CREATE DATABASE "{name}"'], check=True)
+    url = PG + name
+    subprocess.run([sys.executable, "-m", "worker.cli", "db", "upgrade"], cwd=REPO, check=True,
+                   env={**os.environ, "UNSUBD_DATABASE_URL": url}, capture_output=True)
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+                   check=False)
+
+
+def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, str]], bare: float) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="unsubd-bench-"))
+    env = {"UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0", "UNSUBD_LOG_LEVEL": "WARNING",
+           "UNSUBD_CONFIG": str(REPO / "config" / "example.toml"),
+           "UNSUBD_SMTP__MAX_SESSIONS": str(args.sessions + 10)}
+    pg_name = None
+    if mode == "embedded":
+        env["UNSUBD_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+    else:
+        pg_name = make_pg_database()
+        p = f"bench{uuid.uuid4().hex[:6]}"
+        env.update({"UNSUBD_DATABASE_URL": PG + pg_name, "UNSUBD_AMQP_URL": RABBIT,
+                    "UNSUBD_AMQP__INBOUND_QUEUE": f"{p}.inbound", "UNSUBD_AMQP__DEAD_LETTER_EXCHANGE": f"{p}.dlx",
+                    "UNSUBD_AMQP__DEAD_LETTER_QUEUE": f"{p}.dlq", "UNSUBD_AMQP__UPDATES_EXCHANGE": f"{p}.updates"})
+    server = Serve(env, split=(mode == "production"))
+    watcher: Any = None
+    try:
+        if mode == "embedded":
+            watcher = FeedWatcher(server.http_port)
+        else:
+            watcher = AmqpWatcher(env["UNSUBD_AMQP__UPDATES_EXCHANGE"])
+        watcher.start()
+        if mode == "production":
+            watcher.ready.wait(30)
+        lat = latency(server.smtp_port, watcher, args.rate, args.latency_messages, mode)
+        acc = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
+        acc["ratio_to_bare"] = round(acc["per_s"] / bare, 2) if bare else None
+        return {"accept": acc, "latency": lat}
+    finally:
+        if watcher is not None:
+            watcher.stop_flag = True
+        server.stop()
+        if pg_name:
+            drop_pg_database(pg_name)
+            if mode == "production":
+                subprocess.run(["rabbitmqctl", "delete_queue", env["UNSUBD_AMQP__INBOUND_QUEUE"]], capture_output=True)
+                subprocess.run(["rabbitmqctl", "delete_queue", env["UNSUBD_AMQP__DEAD_LETTER_QUEUE"]], capture_output=True)
+
+
+def main() -> int:
+    if "--bare-server" in sys.argv:
+        serve_bare()
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modes", default="embedded,production")
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--accept-messages", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=50.0)
+    ap.add_argument("--latency-messages", type=int, default=500)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
+    args = ap.parse_args()
+    messages = corpus_messages()
+    with BareServer() as bare_server:
+        bare = accept_rate(bare_server.port, messages, args.sessions, args.accept_messages)
+    result: dict[str, Any] = {
+        "bench": "pipeline", "sessions": args.sessions, "corpus_messages": len(messages),
+        "mean_message_bytes": round(sum(len(m) for m, _ in messages) / len(messages)),
+        "bare_aiosmtpd": bare,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    for mode in args.modes.split(","):
+        result[mode] = run_mode(mode, args, messages, bare["per_s"])
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
