@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from handlers.bounce import decide_text_bounce, read_bounce
 from handlers.dsn import decide_bounce, read_dsn
 from handlers.message import describe_defects, is_unreadable, parse_message
 from handlers.model import Decision, Inbound, Kind
@@ -26,6 +27,7 @@ Decider = Callable[[Inbound, Any, Any, datetime], Decision]
 #   5. human replies: opt-out intent, scope, or an ordinary reply
 READERS: tuple[tuple[Reader, Decider], ...] = (
     (read_dsn, decide_bounce),
+    (read_bounce, decide_text_bounce),
 )
 
 

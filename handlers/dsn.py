@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import quopri
 import re
 from collections import Counter
@@ -36,6 +35,9 @@ from handlers.message import (
     payload_parts,
     raw_items,
 )
+from handlers import bounce_patterns as patterns
+from handlers.bounce_envelope import actions_from_rows, forged_original, guard_rows, null_sender, verp_recipient
+from handlers.bounce_reason import BounceReason
 from handlers.model import Action, ActionType, Decision, Inbound, Kind
 
 # Content types that carry the machine-readable report (RFC 3464 section 2.1,
@@ -67,6 +69,7 @@ ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
 # one recipient per message); beyond it groups are dropped and a note says so.
 MAX_RECIPIENTS = 1000
 MAX_VALUE = 1000        # characters kept of any one field value (diagnostics run long)
+MAX_NOTICE = 16000      # characters kept of the human-readable part
 MAX_EXTRA = 20          # non-standard fields kept per group, for evidence
 
 _FIELD = re.compile(r"([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)\Z", re.DOTALL)
@@ -81,25 +84,6 @@ _STATUS_CODE = re.compile(r"(?<!\d)(?<!\d\.)([245])\.([0-7])\.(\d{1,3})(?!\d|\.\
 _REPLY_CODE = re.compile(r"\s*([245])\d\d(?:[ \t-]|\Z)")
 # RFC 6533 section 3: non-ASCII in a utf-8 address type is written \x{HHHH}.
 _UTF8_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
-
-
-class BounceReason(enum.StrEnum):
-    """Why a recipient bounced, in one word; derived from the RFC 3463 status code."""
-
-    USER_UNKNOWN = "user_unknown"
-    HOST_UNKNOWN = "host_unknown"
-    HAS_MOVED = "has_moved"
-    NOT_ACCEPTING = "not_accepting"
-    MAILBOX_FULL = "mailbox_full"
-    MESSAGE_TOO_BIG = "message_too_big"
-    SENDER_ADDRESS = "sender_address"
-    POLICY = "policy"
-    SYSTEM_ERROR = "system_error"
-    NETWORK_ERROR = "network_error"
-    PROTOCOL_ERROR = "protocol_error"
-    CONTENT_ERROR = "content_error"
-    EXPIRED = "expired"
-    OTHER = "other"
 
 
 R = BounceReason
@@ -204,6 +188,8 @@ class DsnReport:
     original: ReturnedOriginal | None = None
     extra: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = ()
+    text_notice: Any = None     # a handlers.bounce.TextBounce when no group has a usable address
+    notice: str = ""            # the human-readable first part, cut to MAX_NOTICE characters
 
 
 # --------------------------------------------------------------------------- reading
@@ -219,7 +205,8 @@ def read_dsn(msg: Message) -> DsnReport | None:
     MTAs wrap it in `multipart/mixed`, so the container type is not checked. A
     message without such a part returns None, including a multipart/report that
     lacks one. A status part with no readable recipient group returns a report
-    with no recipients. Never raises.
+    with no recipients; if the human-readable notice then names failed recipients
+    (handlers.bounce), they are kept in `text_notice`. Never raises.
     """
     try:
         found = _find_status_part(msg)
@@ -231,9 +218,42 @@ def read_dsn(msg: Message) -> DsnReport | None:
         original = _returned_original(parent if parent is not None else msg, part)
         if original is not None:
             report = replace(report, original=original)
+        notice = _notice_text(parent if parent is not None else msg, part)
+        if notice:
+            report = replace(report, notice=notice)
+        if not any(recipient_address(r)[0] for r in report.recipients):
+            from handlers.bounce import read_bounce  # imported here: handlers.bounce imports this module
+            notice = read_bounce(msg, inside_report=True)
+            if notice is not None:
+                report = replace(report, text_notice=notice, notes=(*report.notes, "recipients read from the notice text"))
         return report
     except RecursionError:
         return None
+
+
+def _notice_text(container: Message, status_part: Message) -> str:
+    """The first text/plain part of the report (RFC 6522 section 3: the human-readable part)."""
+    for part, _parent in iter_parts(container):
+        if part is status_part:
+            break
+        if content_type(part) == "text/plain":
+            return decode_bytes(payload_bytes(part))[:MAX_NOTICE].replace("\r\n", "\n")
+    return ""
+
+
+def _context(notice: str, address: str | None) -> str:
+    """The notice text around the first mention of `address`: the SMTP stage it failed at.
+
+    Postfix writes "(in reply to end of DATA command)" and Sendmail a ">>> DATA"
+    transcript line next to the recipient in the human-readable part, not in the
+    report (lhost-sendmail-02, lhost-postfix-07).
+    """
+    if not notice or not address:
+        return ""
+    at = notice.lower().find(address.lower())
+    if at < 0:
+        return ""
+    return notice[max(0, at - 200):at + len(address) + 300]
 
 
 def _find_status_part(msg: Message) -> tuple[Message, Message | None] | None:
@@ -488,6 +508,7 @@ class Assessment:
             "outcome": self.outcome.value if self.outcome else None,
             "why_none": self.why_none,
             "diagnostic_code": r.diagnostic_code,
+            "diagnostic": split_typed(r.diagnostic_code)[1] or None,
             "remote_mta": r.remote_mta,
             "last_attempt_date": r.last_attempt_date,
             "will_retry_until": r.will_retry_until,
@@ -600,7 +621,70 @@ def status_meaning(status: str | None) -> tuple[BounceReason, bool]:
     return reason, concerns_address and klass == "5"
 
 
-def assess(recipient: DsnRecipient) -> Assessment:
+def text_reason(text: str | None) -> BounceReason | None:
+    """The reason the diagnostic `text` gives in words (bounce_patterns.REASON_PATTERNS), or None.
+
+    The first row that matches wins; None for None, empty or unrecognised text.
+    """
+    if not text:
+        return None
+    sample = text[:4000]
+    for reason, pattern in patterns.REASON_PATTERNS:
+        if pattern.search(sample):
+            return reason
+    return None
+
+
+def explain(status: str | None, text: str | None, *, default_class: str | None = None,
+            context: str | None = None) -> tuple[str | None, BounceReason, bool, str]:
+    """(status, reason, hard, status_source) for one failed recipient (RFC 3463, issue 3 taxonomy).
+
+    * The reason comes from the words of the diagnostic `text` when they name one
+      (a 5.1.1 whose text says "mailbox full" is a full mailbox: remote servers pick
+      codes loosely), else from the code (STATUS_TABLE). A recipient-side reason
+      given after DATA (bounce_patterns.AFTER_DATA) is read as policy: the
+      address was accepted at RCPT, so a filter refused the content; one given
+      in reply to MAIL FROM or HELO (BEFORE_RCPT) is about our sender. `context`
+      (the notice text around the recipient) is searched for those two only.
+    * A missing `status` is derived from the reason (REASON_STATUS), with class 4
+      when the text says the failure is temporary, else `default_class`, else 5
+      when the text says it is permanent or names a reason. A generic X.0.0 that
+      the remote server wrote is kept as written (its class is a fact; the detail
+      it lacks is carried by the reason word). With no code, no class and no
+      reason, the status stays None.
+    * hard is True only for a recipient-side reason (user_unknown, host_unknown,
+      has_moved, not_accepting) with class 5.
+    `status_source` is "text" when the code was derived here, "given" otherwise.
+    Never raises; odd input gives (status, OTHER, False, "given").
+    """
+    worded = text_reason(text)
+    stage = f"{text or ''}\n{context or ''}"[:6000]
+    if worded in patterns.HARD_REASONS and patterns.AFTER_DATA.search(stage):
+        worded = BounceReason.POLICY
+    if patterns.BEFORE_RCPT.search(stage) and (worded is None or worded in patterns.HARD_REASONS):
+        worded = BounceReason.SENDER_ADDRESS
+    coded, _hard = status_meaning(status)
+    specific = bool(status) and not status.endswith(".0.0")  # type: ignore[union-attr]
+    reason = worded or coded
+    source = "given"
+    if not specific:
+        klass = status[0] if status else None
+        if klass is None:
+            if text and patterns.TEMPORARY_WORDS.search(text[:4000]):
+                klass = "4"
+            elif default_class:
+                klass = default_class
+            elif text and (worded or patterns.PERMANENT_WORDS.search(text[:4000])):
+                klass = "5"
+        if klass is not None and status is None:
+            status = f"{klass}.{patterns.REASON_STATUS.get(reason, '0.0')}"
+            source = "text"
+    if not status:
+        return None, reason, False, source
+    return status, reason, reason in patterns.HARD_REASONS and status.startswith("5."), source
+
+
+def assess(recipient: DsnRecipient, notice: str = "") -> Assessment:
     """Decide what one recipient group asks for (RFC 3464 section 2.3.3, RFC 3463).
 
     * Action `failed` with a hard code (class 5 and a code about the address: 5.1.x
@@ -623,7 +707,10 @@ def assess(recipient: DsnRecipient) -> Assessment:
     outcome: ActionType | None = None
     why_none: str | None = None
     if action == "failed":
-        reason, hard = status_meaning(status)
+        diag = split_typed(recipient.diagnostic_code)[1]
+        status, reason, hard, derived = explain(status, diag, context=_context(notice, address))
+        if derived == "text":
+            source = "text"
         if address is None:
             why_none, hard = "no usable address", False
         else:
@@ -651,35 +738,40 @@ def decide_bounce(item: Inbound, report: DsnReport, settings: Any, now: datetime
     one address appears in several groups, the hard outcome wins. A report with no
     recipient groups, or with only delayed, delivered or unaddressable ones, gives a
     decision with no actions. `verified` stays False: nothing here proves the report
-    answers mail we sent. `settings` and `now` are not used yet.
+    answers mail we sent. When the envelope recipient is an unsigned VERP address
+    (`bounces+local=domain@`, see handlers.bounce_envelope), groups naming another
+    address never suppress it (issue 3 item 4). `now` is not used yet.
     """
-    del settings, now  # part of every decide_* signature; not needed for RFC 3464 alone
-    assessments = [assess(r) for r in report.recipients]
-    by_address: dict[str, Action] = {}
-    for a in assessments:
-        if a.outcome is None or a.address is None:
-            continue
-        previous = by_address.get(a.address)
-        if previous is not None and (previous.hard or not a.hard):
-            continue
-        diagnostic = split_typed(a.recipient.diagnostic_code)[1]
-        by_address[a.address] = Action(
-            type=a.outcome, address=a.address, status=a.status,
-            reason=a.reason.value if a.reason else None, hard=a.hard,
-            channels=("email",), diagnostic=diagnostic or None,
-        )
+    assessments = [assess(r, report.notice) for r in report.recipients]
+    if report.text_notice is not None and not any(a.address for a in assessments):
+        # No group names a usable address, but the notice text does (see read_dsn).
+        from handlers.bounce import decide_text_bounce  # imported here: handlers.bounce imports this module
+        # Recorded, never acted on: the report's own groups name someone else (a local
+        # mailbox, an X.400 or pipe address), so the notice's address is a guess
+        # (flufl dsn_01, lhost-messagingserver-02).
+        return decide_text_bounce(item, report.text_notice, settings, now, act=False)
+    del now  # part of every decide_* signature
+    sent_to = verp_recipient(item, settings)
+    rows = guard_rows([a.to_json() for a in assessments], sent_to)
+    actions = actions_from_rows(rows)
     evidence: dict[str, Any] = {
         "report_type": report.report_type,
         "reporting_mta": report.reporting_mta,
         "arrival_date": report.arrival_date,
         "original_envelope_id": report.original_envelope_id,
-        "recipients": [a.to_json() for a in assessments],
+        "recipients": rows,
         "original": report.original.to_json() if report.original else None,
         "notes": list(report.notes),
+        "verp_recipient": sent_to,
+        "null_sender": null_sender(item),
     }
-    return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=tuple(by_address.values()),
-                    reason=_summary(assessments), review=False, verified=False,
-                    source=item.source, evidence=evidence)
+    reason, review = _summary(assessments), False
+    if forged := forged_original(evidence["original"], settings):
+        # Evidence only, and a person looks: see bounce_envelope.forged_original.
+        actions, review, reason = (), True, f"{reason}; not acted on: {forged}"
+        evidence["forged"] = forged
+    return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=actions, reason=reason, review=review,
+                    verified=False, source=item.source, evidence=evidence)
 
 
 def _summary(assessments: list[Assessment]) -> str:

@@ -142,18 +142,20 @@ def test_multiple_recipients() -> None:
     assert len(d.evidence["recipients"]) == 4
 
 
-@pytest.mark.parametrize("diag, expected", [
-    ("smtp; 550 5.1.1 <anna@example.se>: User unknown", "5.1.1"),
-    ("smtp; 550-5.1.1 The email account that you tried to reach does not exist", "5.1.1"),
-    ("smtp; 550 #5.1.0 Address rejected", "5.1.0"),
-    ("smtp; 550 host 192.0.2.55 said: no", "5.0.0"),          # an IP address is not a status code
-    ("smtp; 550 4.2.2 mailbox full", "5.0.0"),                 # class differs from Status: not used
-    ("X-Exim; Unrouteable address", "5.0.0"),
+@pytest.mark.parametrize("diag, expected, hard, reason", [
+    ("smtp; 550 5.1.1 <anna@example.se>: User unknown", "5.1.1", True, "user_unknown"),
+    ("smtp; 550-5.1.1 The email account that you tried to reach does not exist", "5.1.1", True, "user_unknown"),
+    ("smtp; 550 #5.1.0 Address rejected", "5.1.0", True, "user_unknown"),
+    ("smtp; 550 host 192.0.2.55 said: no", "5.0.0", False, "other"),   # an IP address is not a status code
+    ("smtp; 550 4.2.2 mailbox full", "5.0.0", False, "mailbox_full"),   # class differs from Status: not used
+    # The generic 5.0.0 is kept as written, but the words name the reason: no mail host.
+    ("X-Exim; Unrouteable address", "5.0.0", True, "host_unknown"),
 ])
-def test_generic_status_refined_from_diagnostic(diag: str, expected: str) -> None:
+def test_generic_status_refined_from_diagnostic(diag: str, expected: str, hard: bool, reason: str) -> None:
     d = decide(make_dsn(group("rfc822; anna@example.se", "failed", "5.0.0", diag)))
     assert d.actions[0].status == expected
-    assert d.actions[0].hard is (expected.startswith("5.1"))
+    assert d.actions[0].hard is hard
+    assert d.actions[0].reason == reason
 
 
 @pytest.mark.parametrize("nl", ["\r\n", "\n"], ids=["crlf", "lf"])

@@ -1,0 +1,357 @@
+"""Data for reading bounces that are not RFC 3464 reports, and for naming why mail bounced.
+
+Nothing here runs: these are tables that `handlers.bounce` (and `handlers.dsn` for the
+reason words) walk in order. Adding an MTA's text form or a phrase in another language
+means adding a row. Every pattern is our own, written from what the formats say; the
+corpus sample that shows a form is named next to its row.
+
+All patterns are compiled case-insensitively and searched in *notice text*: the
+human-readable part of a bounce, cut before the returned copy of the original.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from handlers.bounce_reason import BounceReason
+
+I = re.IGNORECASE | re.MULTILINE
+
+# One address as MTAs write it in text (RFC 5322 dot-atom, no quoted local parts):
+# surrounding <>, quotes or "rfc822;" are outside the group, and so is a leading
+# apostrophe ("'kijitora@..." quoted with single quotes in sisimai rfc3464-35).
+# The look-behind lets a match start only where a word starts and the repeats are
+# bounded (RFC 5321 section 4.5.3.1: 64-octet local part, 63-octet labels), so a long
+# run of address characters costs linear time, not quadratic.
+ADDRESS = (r"(?<![A-Za-z0-9!#$%&*+/=?^_`{|}~.-])"
+           r"[A-Za-z0-9!#$%&*+/=?^_`{|}~-][A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{0,63}(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,64}){0,16}"
+           r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?){1,16}")
+ADDRESS_RE = re.compile(ADDRESS)
+
+# ----------------------------------------------------------------- is it a bounce?
+
+# Who sends bounces (RFC 5321 section 4.5.5 names no sender; these are the
+# conventional mailboxes and display names). Matched against the From header.
+BOUNCE_FROM = re.compile(
+    r"mailer-daemon|mail-daemon|mailer_daemon|\bpostmaster@|\bmail delivery (?:system|subsystem)\b|"
+    r"\bmail administrator\b|\bsystem administrator\b|\bmail ?deliver(?:y)? system\b|\bmaildaemon\b|"
+    r"\bmail system\b|\bmailer\b@|\bmdaemon\b|\bnobody@|\bmailmaster@|\bmail router\b|"
+    r"\bmicrosoft outlook\b|\bdelivery ?(?:status )?notification\b", I)
+
+# Subjects bounce notices use, in the languages of our recipients (sv, no, da, de, fr)
+# and the MTA defaults seen in the corpus.
+BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|not delivered|non[- ]?deliver|delivery (?:status )?notification|"
+    r"delivery fail|delivery problem|failure notice|returned mail|return(?:ed|ing) message|"
+    r"mail delivery failed|mail system error|could not be delivered|couldn't be delivered|"
+    r"message (?:not )?(?:delivered|rejected)|delivery report|mail failure|rejected:|"
+    r"unzustellbar|nicht zustellbar|unzustellbare|r[üu]ckl[äa]ufer|fehlgeschlagen|"
+    r"ej levererbart|kunde inte levereras|olevererbar|levereringsfel|"
+    r"ikke levert|kunne ikke leveres|ikke leverbar|ikke afleveret|kunne ikke afleveres|"
+    r"non remis|non distribu|[ée]chec de (?:la )?(?:remise|distribution)|"
+    r"notificaci[óo]n de estado|no se puede entregar|"
+    r"warning: could not send|delayed mail|delivery delayed|delivery (?:has been )?delayed|"
+    r"mail could not be delivered|error sending message|nondeliverable|"
+    r"\bdsn\b|mail error|returned to sender|bounce", I)
+
+# Auto-replies are another reader's business (RFC 3834). A bounce never carries these;
+# when they are present we leave the message alone (sisimai rfc3834-* samples).
+AUTOREPLY_SUBJECT = re.compile(
+    r"out of (?:the )?office|auto(?:matic|matisk|matiskt)?[ -]?(?:reply|svar|antwort|respon|r[ée]ponse)|"
+    r"\bvacation\b|\babwesen|\bfr[åa]nvaro|\bferie|\bon leave\b|\babsence\b|\bcong[ée]s?\b|"
+    r"\baway from\b|\bi am away\b|\bautosvar\b|\brisposta automatica\b", I)
+
+# Phrases that say delivery failed or is delayed. A message with a bounce-like From or
+# Subject must also contain one of these in its notice before we read it as a bounce.
+FAILURE_PHRASE = re.compile(
+    r"could not be delivered|couldn't be delivered|not be delivered|was not delivered|"
+    r"wasn't delivered|undeliverable|undelivered|delivery (?:has )?failed|delivery to the following|"
+    r"failed permanently|permanent(?:ly)? (?:error|failure|fatal)|fatal errors?|"
+    r"unable to deliver|could not deliver|couldn't deliver|cannot be delivered|can't be delivered|"
+    r"did not reach|error delivering|delivery errors|following address(?:es)? failed|"
+    r"failed recipients?|rejected|returned|user unknown|unknown user|no such user|"
+    r"mailbox (?:is )?(?:full|unavailable|not found)|over quota|not listed|"
+    r"has been delayed|delivery (?:is )?delayed|(?:message|mail) is delayed|host unknown|will (?:continue to )?(?:be )?retr|"
+    r"error occurred while trying to deliver|an error has occurred|delivery attempts|"
+    r"could not be sent|failed to deliver|non remis|n'a pas pu [eê]tre (?:remis|distribu)|"
+    r"nicht zugestellt|konnte nicht zugestellt|unzustellbar|"
+    r"kunde inte levereras|inte levererats|kunne ikke leveres|ikke levert|kunne ikke afleveres|"
+    r"exceeds (?:allowed|allocated)|not able to be delivered|delivery problems|sorry,? (?:we|i) (?:were|was)n?'?t able|i'm afraid|mail delivery failed|"
+    r"smtp error|said:|remote host said|recipient address rejected|does not exist|"
+    r"address (?:not found|rejected)|invalid (?:recipient|address|mailbox)|"
+    r"не может быть доставлено|не доставлено|配信|届", I)
+
+# A line that starts the returned copy of the original in a text notice. Everything
+# from it on is someone else's mail and is not searched for recipients.
+ORIGINAL_MARKERS = re.compile(
+    r"^[ \t]*(?:"
+    r"-+ ?(?:this is a copy of (?:the|your) message|original message|the header of the original message|"
+    r"below this line is a copy|message text follows|returned message|the following is a copy|"
+    r"start of returned message|original message header)[^\n]*|"
+    r"-+ ?(?:Unsent|Undelivered|Returned) message(?: follows)?[^\n]*|"
+    r"--- Below this line is a copy of the message\.?|"
+    r"Original message follows\.?|Message headers follow\.?|"
+    r"Below is a copy of the original message:?|"
+    r"The original message headers:?|Original message headers:?|"
+    r"Return-Path: ?<[^\n]*|Received: (?:from|by) [^\n]*|"
+    r"-+ ?Forwarded message ?-+|"
+    r"Headers of the original message:?|-+ ?Ursprüngliche Nachricht ?-+|-+ ?Message d'origine ?-+|"
+    r"-+ ?Ursprungligt meddelande ?-+|-+ ?Opprinnelig melding ?-+|-+ ?Oprindelig meddelelse ?-+|"
+    r"Content-Type: message/rfc822"
+    r")[ \t]*$", I)
+
+# ----------------------------------------------------------------- per-MTA readers
+
+
+@dataclass(frozen=True)
+class MtaForm:
+    """One MTA's text notice: how to know it, and where it writes the failed recipients.
+
+    `detect` is searched in the notice text (and Subject/From, joined on top of it);
+    `recipients` is searched in the notice text and whichever of its `addrN` groups
+    matched is one failed address. `temporary` says the notice is a delay warning when it matches.
+    """
+
+    name: str
+    detect: re.Pattern[str]
+    recipients: re.Pattern[str]
+    temporary: re.Pattern[str] | None = None
+
+
+def _form(name: str, detect: str, recipients: str, temporary: str | None = None) -> MtaForm:
+    # Each ADDR becomes its own named group (addr0, addr1, ...): alternatives may
+    # each name one, and a regex cannot reuse a group name.
+    pieces = recipients.split("ADDR")
+    pattern = pieces[0] + "".join(f"(?P<addr{i}>{ADDRESS})" + rest for i, rest in enumerate(pieces[1:]))
+    return MtaForm(name, re.compile(detect, I), re.compile(pattern, I),
+                   re.compile(temporary, I) if temporary else None)
+
+
+# Ordered, most specific first; the first form whose `detect` matches and whose
+# `recipients` finds an address wins. The generic reader runs when none does.
+MTA_FORMS: tuple[MtaForm, ...] = (
+    # qmail (lhost-qmail-*, Yahoo's qmail-derived form lhost-yahoo-*): "<addr>:" alone on a line.
+    _form("qmail", r"qmail-send program|\bqmail\b|unable to deliver your message to the following address",
+          r"^[ \t]*<ADDR>:?[ \t]*$",
+          temporary=r"not (?:been )?able to deliver .{0,40}yet|still trying|will keep trying"),
+    # Exim and its descendants (lhost-exim-*, MailRu, GMX, 1&1): the failed address indented
+    # alone on a line, optionally quoted and followed by a colon, after "address(es) failed".
+    _form("exim", r"created automatically by mail delivery software|following address(?:\(es\)|es)? failed|"
+                  r"could not be delivered to one or more of\s+its\s+recipients",
+          r"^[ \t]*\"?ADDR\"?:?[ \t]*(?:\n|$)|^[ \t]*ADDR[ \t]*<[^>\n]*>:?[ \t]*$",
+          temporary=r"has not yet been delivered|delivery attempts .{0,20}delay|message has been frozen|"
+                    r"this is (?:just )?a warning|no action is required|will continue to be retried"),
+    # Postfix text (lhost-postfix-* without a report part): "<addr>: host ... said: ...",
+    # "<addr> (expanded from <alias>): ...".
+    _form("postfix", r"this is the mail system at host|\bthe mail system\b|postfix",
+          r"^[ \t]*<ADDR>(?:[ \t]+\(expanded from[^)\n]*\))?:[ \t]",
+          temporary=r"delayed mail|delivery to the following recipients? (?:was|has been) delayed|"
+                    r"this is a warning|will continue to try"),
+    # Gmail (lhost-gmail-*): "Delivery to the following recipient failed permanently:" then
+    # the address indented on its own line; the delayed variant says "has been delayed".
+    _form("gmail", r"delivery to the following recipients? (?:failed|has been delayed)|google tried to deliver",
+          r"delivery to the following recipients? (?:failed permanently|has been delayed|failed)[^\n]*:\s*\n\s*ADDR",
+          temporary=r"has been delayed|will retry|will continue trying"),
+    # DragonFly Mail Agent (lhost-dragonfly-*): one sentence names the recipient.
+    _form("dragonfly", r"dragonfly mail agent|there was an error delivering your mail to",
+          r"error delivering your mail to <?ADDR>?"),
+    # OpenSMTPD (lhost-opensmtpd-*): "addr: 550 ..." lines after the recipients list heading.
+    _form("opensmtpd", r"this is the mailer-daemon, please do not reply|following\s+list\s+of\s+recipients",
+          r"^[ \t]*<?ADDR>?:[ \t]",
+          temporary=r"only a temporary failure|message is delayed|kept in the queue"),
+    # Exchange 2003 (lhost-exchange2003-*): "did not reach the following recipient(s):" then
+    # "addr on DATE".
+    _form("exchange2003", r"did not reach the following recipient",
+          r"^[ \t]*ADDR[ \t]+on[ \t]"),
+    # Exchange 2007+/Office 365/Outlook (lhost-exchange2007-*, lhost-office365-*):
+    # "Delivery has failed to these recipients or groups:" then "Name (addr)" or
+    # "addr<mailto:addr>" or just the address.
+    _form("exchange", r"delivery has failed to these recipients|your message (?:to|couldn't be delivered)|"
+                      r"couldn't be delivered to|generating server:",
+          r"(?:delivery has failed to these recipients or groups:\s*\n\s*(?:[^\n]*?[(<\[])?ADDR)|"
+          r"^[ \t]*ADDR(?:<mailto:[^>\n]*>)?[ \t]*$|"
+          r"^[ \t]*[^\n()@]{1,80}\(ADDR\)[ \t]*$",
+          temporary=r"delivery (?:is|has been) delayed|hasn't been delivered yet|will continue to try"),
+    # Lotus Domino/Notes (lhost-domino-*, lhost-notes-*): "was not delivered to:" then the
+    # address on the next line (sometimes "Name <addr>").
+    _form("domino", r"was not delivered to:|domino directory|lotus",
+          r"was not delivered to:\s*\n\s*(?:[^\n<]*<)?ADDR"),
+    # Sun/Oracle Messaging Server (lhost-messagingserver-*): "Recipient address:" may be a
+    # source route or local mailbox; "Original address:" is the one that was mailed.
+    _form("messagingserver", r"this report relates to a message you sent with the following header fields",
+          r"^[ \t]*original address:[ \t]*<?ADDR|^[ \t]*recipient address:[ \t]*<?ADDR>?[ \t]*$"),
+    # Amazon SES and WorkMail text forms (lhost-amazonses-*, lhost-amazonworkmail-*).
+    _form("amazon", r"an error occurred while trying to deliver the mail to the following recipients",
+          r"following recipients:\s*\n\s*(?:<)?ADDR"),
+    # Sendmail text forms (lhost-sendmail-*, lhost-v5sendmail-*, activehunter, x1):
+    # a "following addresses had ... errors" heading, then addresses one a line.
+    # The transcript names the recipient in the failing reply: "554 <addr>... 550 Host
+    # unknown" (lhost-v5sendmail-02).
+    _form("sendmail", r"following addresses had (?:permanent |transient )?(?:fatal |delivery )?(?:errors|problems)|"
+                      r"transcript of session follows|the original message was received at",
+          r"(?:(?:errors?|problems)\s*-*\s*\n(?:[ \t]*(?:>>>)?[ \t]*<?[^\n@]*>?\n)*?[ \t]*(?:>>>[ \t]*)?<?ADDR)|"
+          r"^[ \t]*<ADDR>(?:\.\.\.|[ \t]*\(|:)|^[ \t]*ADDR[ \t]+[\[(]|^[ \t]*[45]\d\d[ -]<ADDR>\.\.\.",
+          temporary=r"following addresses had transient|warning: could not send|will keep trying|"
+                    r"will be retried|still undelivered"),
+    # SendGrid (lhost-sendgrid-*): "local:code:<addr> : reason".
+    _form("sendgrid", r"automatically generated message from sendgrid", r"^[^\n<@]*<ADDR>[ \t]*:"),
+    # IMail and similar one-liners (lhost-imailserver-*): "Unknown user: addr".
+    _form("oneliner", r"^[ \t]*(?:unknown user|user mailbox exceeds|mail server (?:temporarily )?rejected|"
+                      r"user not found|requested action not taken|mailbox (?:full|unavailable))[^\n:]*:",
+          r"^[ \t]*[A-Za-z][^\n:@]{2,60}:[ \t]*<?ADDR>?[ \t]*$"),
+    # Zoho (lhost-zoho-*): "addr Invalid Address, ERROR_CODE :550".
+    _form("zoho", r"error_code ?:", r"^[ \t]*<?ADDR>?[ \t]+[^\n]*error_code"),
+)
+
+# ----------------------------------------------------------------- why it bounced
+
+R = BounceReason
+
+# (reason, pattern) in order: the first pattern found in a recipient's diagnostic text
+# names the reason. Order matters where texts say two things: "mailbox full" beats
+# "mailbox unavailable", a disabled account is not an unknown one, and the specific
+# recipient phrases ("user unknown", "no such mailbox") come before the sender-side
+# words, because servers wrap them in generic ones ("Recipient address rejected:
+# User unknown. See .../#filtered" in lhost-dragonfly-09; "not listed in Domino
+# Directory" in lhost-domino-01 is not a block list). Postfix's "Recipient address
+# rejected:" prefix is any RCPT restriction, so it names no reason on its own.
+REASON_PATTERNS: tuple[tuple[BounceReason, re.Pattern[str]], ...] = tuple((reason, re.compile(p, I)) for reason, p in (
+    (R.EXPIRED, r"retry (?:time|timeout) (?:not reached|exceeded)|message (?:has been )?expired|"
+                r"delivery time ?out|too long in (?:the )?queue|was not delivered within|"
+                r"could not be delivered within|delivery attempts? (?:will continue|have been failing)|"
+                r"timed? ?out (?:waiting|while)|queue ?(?:time|life)|"
+                r"unable to deliver .{0,30}for \d+ (?:days|hours)|"
+                r"expired|message (?:is|was) older than|zustellung .{0,20}abgelaufen"),
+    (R.MAILBOX_FULL, r"mailbox (?:is )?full|mail ?box (?:size )?(?:limit )?exceeded|over ?quota|quota (?:exceeded|full)|"
+                     r"exceed(?:ed|s)? (?:the |their |his |her )?(?:storage|quota|mailbox)|"
+                     r"insufficient (?:disk )?(?:space|storage)|disk quota|mailbox has exceeded|"
+                     r"not enough (?:storage|space)|user(?:'s)? (?:mailbox|disk) (?:is )?full|"
+                     r"exceeds allocated storage|inbox is full|mailfolder is full|full mailbox|"
+                     r"postfach (?:ist )?voll|speicherplatz|brevlådan är full|postkassen er full|"
+                     r"boîte (?:aux lettres |mail )?(?:est )?pleine|quota d[ée]pass[ée]|storage limit"),
+    (R.MESSAGE_TOO_BIG, r"message (?:is )?too (?:big|large)|message size exceeds|size limit|exceeds? (?:the )?(?:maximum|max)"
+                        r"[^\n]{0,20}size|message length exceeds|mail size|too large|taille maximale"),
+    (R.SUSPENDED, r"account (?:is |has been )?(?:disabled|suspended|inactive|deactivated|locked|expired|closed|"
+                  r"temporarily (?:unavailable|disabled|suspended))|"
+                  r"mailbox (?:is |has been )?(?:disabled|suspended|inactive|deactivated|locked|closed)|"
+                  r"user (?:account )?(?:is )?(?:suspended|inactive|deactivated|disabled)|"
+                  r"(?:inactive|suspended|disabled|deactivated|frozen|blocked) (?:user|account|mailbox)|"
+                  r"has been disabled|not active|unavailable due to inactivity|konto (?:ist )?gesperrt|"
+                  r"kontot är (?:spärrat|avstängt)|kontoen er (?:sperret|deaktivert)"),
+    (R.HAS_MOVED, r"has moved|no longer (?:at|with|valid|in use|used|available|here|exists?)|"
+                  r"user has (?:moved|changed)|address (?:has )?changed|changed (?:his|her|their) address|"
+                  r"forwarding address|is now at|has left|no longer works? here|moved to"),
+    (R.USER_UNKNOWN, r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|local user)|"
+                     r"(?:user|recipient|mailbox|address|account)(?: name| address)? (?:does not|doesn't|do not) exist|"
+                     r"(?:user|recipient|mailbox|address|account) (?:is )?(?:not found|unknown|invalid)|"
+                     r"(?:invalid|unknown|bad|non-?existent) (?:recipient|mailbox|address|user|account|destination)|"
+                     r"rejected recipient|not listed in (?:the )?(?:domino )?(?:directory|address book)|"
+                     r"user (?:not|doesn't|does not) (?:found|exist|have an account)|"
+                     r"no mailbox|mailbox unavailable|mailbox not available|not our customer|"
+                     r"address (?:not found|rejected|unknown)|was not found|wasn't found|"
+                     r"recipient name is not recognized|unknown recipient|undeliverable address|"
+                     r"is not a valid (?:mailbox|user|recipient)|no such person|not a known user|"
+                     r"unknown local[- ]part|unknown address|recipient not found|no user|"
+                     r"addressee unknown|(?:does not|doesn't) have an? (?:[\w.-]+ )?account|invalid address|"
+                     r"unbekannt|existiert nicht|gibt es nicht|ungültige (?:adresse|empfänger)|"
+                     r"finns inte|okänd (?:mottagare|användare)|ukjent (?:mottaker|bruker)|finnes ikke|"
+                     r"findes ikke|ukendt (?:modtager|bruger)|"
+                     r"utilisateur inconnu|destinataire inconnu|n'existe pas|adresse (?:invalide|inconnue)|"
+                     r"introuvable"),
+    (R.HOST_UNKNOWN, r"name service error|no smtp service|domain is not reachable|host (?:or domain name )?not found|host unknown|unknown host|domain (?:name )?not found|"
+                     r"no such domain|unrouteable address|unroutable address|domain (?:does not|doesn't) exist|"
+                     r"(?:name|domain) (?:or service )?not known|no mx|no mail exchanger|"
+                     r"nxdomain|dns (?:error|lookup failed)|domain (?:is )?(?:invalid|unknown)|"
+                     r"unknown (?:domain|mail domain)|recipient domain|no route to host|"
+                     r"(?:illegal|invalid) host|hostname (?:lookup|not found)|host (?:name )?lookup|"
+                     r"domain .{0,30} (?:does not|doesn't) accept mail|null mx|"
+                     r"domäne (?:existiert|nicht)|domaine (?:inexistant|introuvable)"),
+    (R.NOT_ACCEPTING, r"does not accept (?:e-?)?mail|not accepting (?:e-?)?mail|accepts no mail|"
+                      r"doesn't accept mail|not receiving mail|recipient (?:does not|doesn't) accept"),
+    (R.RATE_LIMITED, r"too many (?:messages|connections|recipients|mails|emails)|rate ?limit|"
+                     r"(?:sending|receiving|inbound|outbound) rate|try (?:again )?later|throttl|"
+                     r"exceed(?:ed|s)? .{0,20}(?:rate|limit of|connection)|temporarily deferred|"
+                     r"has been temporarily rate limited|unusual rate|too many concurrent"),
+    (R.REPUTATION, r"poor reputation|bad reputation|low reputation|reputation|senderscore|sender score"),
+    (R.SPAM, r"\bspam\b|junk mail|unsolicited|content (?:was )?rejected|looks like spam|bulk mail|"
+             r"message (?:content )?(?:was )?(?:classified|identified|detected) as|"
+             r"virus|malware|infected|phish"),
+    (R.BLOCKED, r"blacklist|blocklist|block ?list|black ?list|listed (?:on|in|at) |\brbl\b|dnsbl|spamhaus|"
+                r"spamcop|sorbs|barracuda ?(?:central|reputation)|blocked|client host rejected|"
+                r"connection refused|access denied|not allowed to send|refused to talk|"
+                r"reverse (?:dns|lookup)|\bptr\b|rdns|no reverse|banned|"
+                r"ip address .{0,40}(?:rejected|not permitted)|sender ip|your ip"),
+    (R.POLICY, r"\bspf\b|\bdkim\b|\bdmarc\b|authentication (?:failed|required)|unauthenticated|"
+               r"policy|relay(?:ing)? (?:denied|not permitted|access denied|prohibited)|"
+               r"not permitted to relay|we do not relay|relay not permitted|"
+               r"sender (?:address )?(?:rejected|denied|verify failed)|domain of sender|"
+               r"sender domain|"
+               r"message (?:was )?(?:refused|rejected) by|security|not compliant|rfc ?5322|rfc ?2822|"
+               r"tls required|encryption required|tls is required|"
+               r"header (?:is )?(?:missing|invalid)|invalid header|"
+               r"syntax error|bad sequence|command unrecognized|"
+               r"filter|filtered|content filter|mail from .{0,40}not accepted"),
+    (R.NETWORK_ERROR, r"connection (?:timed out|reset|lost|closed)|network (?:is )?unreachable|"
+                      r"could not connect|couldn't connect|unable to connect|lost connection|"
+                      r"no route|conversation with|connect to .{0,60}(?:failed|refused)|"
+                      r"name server|temporary (?:dns )?lookup failure|dns (?:temporary )?failure"),
+    (R.SYSTEM_ERROR, r"system (?:error|failure|not available)|internal (?:server )?error|"
+                     r"local error|server (?:error|busy|unavailable)|service (?:not available|unavailable)|"
+                     r"temporary (?:failure|problem|error)|mail system (?:error|full)|"
+                     r"insufficient system (?:storage|resources)|system (?:is )?(?:full|busy)|"
+                     r"too many hops|loop detected|mail loop|routing loop|i/o error|"
+                     r"(?:mailer|program|pipe) (?:error|failed)|delivery to (?:a )?(?:pipe|program|file) failed"),
+))
+del R
+
+# The remote server accepted the recipient at RCPT and refused the message after DATA
+# (Exim's "after end of data", Postfix's "in reply to end of DATA command"). Sendmail's
+# ">>> DATA" transcript line is not such a sign: with pipelining it reports refused
+# RCPTs there too (lhost-sendmail-01).
+# whatever words it uses ("user unknown"), the address existed a moment earlier, so the
+# refusal is about the content (a filter), not the address (lhost-mailru-07).
+AFTER_DATA = re.compile(r"after end of data|after data\b|in reply to end of data|"
+                        r"did not like our (?:final )?data|after (?:the )?message (?:was )?(?:sent|transmitted)|"
+                        r"after sending (?:the )?message", I)
+
+# The remote server refused our MAIL FROM: nothing was said about the recipient at all
+# (lhost-mailru-09 "after MAIL FROM: ... 501 5.1.8 Sender address rejected").
+BEFORE_RCPT = re.compile(r"after mail from|in reply to mail from|sender address rejected|"
+                         r"after (?:initial )?connection|after (?:ehlo|helo)|in reply to (?:ehlo|helo)", I)
+
+# A recipient's text that says the problem is temporary (a class 4 reading when no
+# code says otherwise) or permanent (class 5).
+TEMPORARY_WORDS = re.compile(
+    r"temporar(?:y|ily) (?:error|failure|problem)|has been delayed|delivery (?:is )?delayed|"
+    r"will (?:continue to )?(?:retry|be retried|try again|keep trying)|still trying|"
+    r"not yet been delivered|warning: message|this is a warning|try again later", I)
+PERMANENT_WORDS = re.compile(
+    r"permanent(?:ly)?|fatal error|given up|gave up|could not be delivered|couldn't be delivered|"
+    r"did not reach|was not delivered|undeliverable|failed", I)
+
+# Recipient-side: a hard bounce when the class is 5 (RFC 3463 section 3.2 / 3.3 codes
+# that concern the address itself).
+HARD_REASONS = frozenset({BounceReason.USER_UNKNOWN, BounceReason.HOST_UNKNOWN,
+                          BounceReason.HAS_MOVED, BounceReason.NOT_ACCEPTING})
+
+# The RFC 3463 code written when a notice gives a reason in words but no code; the
+# class comes from the notice (TEMPORARY_WORDS / PERMANENT_WORDS, reply code).
+REASON_STATUS: dict[BounceReason, str] = {
+    BounceReason.USER_UNKNOWN: "1.1",
+    BounceReason.HOST_UNKNOWN: "1.2",
+    BounceReason.HAS_MOVED: "1.6",
+    BounceReason.NOT_ACCEPTING: "1.10",
+    BounceReason.MAILBOX_FULL: "2.2",
+    BounceReason.MESSAGE_TOO_BIG: "3.4",
+    BounceReason.RATE_LIMITED: "7.1",
+    BounceReason.EXPIRED: "4.7",
+    BounceReason.SYSTEM_ERROR: "3.0",
+    BounceReason.NETWORK_ERROR: "4.1",
+    BounceReason.SUSPENDED: "2.1",
+    BounceReason.BLOCKED: "7.1",
+    BounceReason.POLICY: "7.1",
+    BounceReason.SPAM: "7.1",
+    BounceReason.REPUTATION: "7.1",
+    BounceReason.OTHER: "0.0",
+}
