@@ -11,10 +11,13 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from handlers.arf import decide_complaint, read_arf
+from handlers.autoreply import decide_auto_reply, read_auto_reply
 from handlers.bounce import decide_text_bounce, read_bounce
 from handlers.dsn import decide_bounce, read_dsn
 from handlers.message import describe_defects, is_unreadable, parse_message
 from handlers.model import Decision, Inbound, Kind
+from handlers.reply import decide_optout, read_reply
 
 Reader = Callable[[Any], Any | None]
 Decider = Callable[[Inbound, Any, Any, datetime], Decision]
@@ -26,8 +29,11 @@ Decider = Callable[[Inbound, Any, Any, datetime], Decision]
 #   4. auto-replies (RFC 3834 and vendor styles): recorded, never acted on
 #   5. human replies: opt-out intent, scope, or an ordinary reply
 READERS: tuple[tuple[Reader, Decider], ...] = (
+    (read_arf, decide_complaint),
     (read_dsn, decide_bounce),
     (read_bounce, decide_text_bounce),
+    (read_auto_reply, decide_auto_reply),
+    (read_reply, decide_optout),
 )
 
 

@@ -1,0 +1,179 @@
+"""Accuracy of reply, auto-reply and complaint handling on ../shared/corpus/mail.
+
+Prints the figures and writes bench/results/reply_accuracy.json. Not a pass/fail
+test: the targets (issue 4) are printed beside the figures.
+
+    .venv/bin/python bench/reply_accuracy.py        # UNSUBD_CORPUS overrides ../shared/corpus
+
+Definitions:
+* false opt-out: an UNSUBSCRIBE action (acted on, review=False) on a message whose
+  label is not an opt-out (nor a malformed one that allows it), or on an address
+  other than the label's; any action at all on a victim.example address also counts;
+* opt-out recall: labelled opt-outs whose decision is kind optout with an
+  UNSUBSCRIBE proposal for the label's address (acted, or queued for review with
+  that proposal; "acted" is printed too);
+* scope covering: the proposal's units and channels each include the label's
+  (predicted ⊇ label); over-scoping: strictly more than the label;
+* auto-reply recall: labelled auto-replies decided as kind autoreply;
+* complaint recipients: labelled complaints whose address is in the actions;
+* exceptions: messages where classify() raised or returned "classifier error".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import config  # noqa: E402
+from handlers import ActionType, Inbound, classify  # noqa: E402
+from handlers.model import ALL  # noqa: E402
+
+NOW = datetime(2026, 4, 30, 12, 0, tzinfo=timezone.utc)
+ALL_UNITS = {"alumni", "research-news", "student-comms", "events"}
+ALL_CHANNELS = {"email", "sms", "phone", "letter", "web"}
+
+
+def corpus_root() -> Path:
+    override = os.environ.get("UNSUBD_CORPUS")
+    return Path(override).expanduser().resolve() if override else ROOT.parent / "shared" / "corpus"
+
+
+def _as_set(value: Any, everything: set[str]) -> set[str]:
+    return set(everything) if value in (ALL, "all", None) else set(value)
+
+
+def run() -> dict[str, Any]:
+    root = corpus_root() / "mail"
+    settings = config.load({}, ROOT / "config" / "example.toml")
+    labels = [json.loads(line) for line in (root / "labels.jsonl").read_text(encoding="utf-8").splitlines()
+              if line.strip()]
+    counts: dict[str, int] = defaultdict(int)
+    per_lang: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    disagreements: list[dict[str, Any]] = []
+    for label in labels:
+        path = root / label["file"]
+        try:
+            decision = classify(Inbound.from_file(path.read_bytes(), path.name, NOW), settings, NOW)
+            crashed = "classifier error" in decision.reason
+        except Exception as exc:  # noqa: BLE001 - counted, never hidden
+            counts["exceptions"] += 1
+            disagreements.append({"file": label["file"], "problem": f"raised {type(exc).__name__}"})
+            continue
+        if crashed:
+            counts["exceptions"] += 1
+            disagreements.append({"file": label["file"], "problem": decision.reason})
+        kind, lang = label["kind"], label.get("lang") or "und"
+        want = (label.get("address") or "").lower()
+        optout_ok = kind == "optout" or "optout" in (label.get("also_ok") or [])
+        unsubs = [a for a in decision.actions if a.type is ActionType.UNSUBSCRIBE]
+        counts[f"label_{kind}"] += 1
+        if kind == "malformed":
+            counts["hostile"] += 1
+        for action in decision.actions:
+            if action.address.endswith("@victim.example") or action.address.endswith(".victim.example"):
+                counts["victim_actions"] += 1
+                disagreements.append({"file": label["file"], "problem": f"action on {action.address}"})
+        acted = [a for a in unsubs if not decision.review] if decision.kind.value != "complaint" else []
+        if acted and (not optout_ok or any(a.address != want for a in acted)):
+            counts["false_optouts"] += 1
+            disagreements.append({"file": label["file"], "problem": "false opt-out",
+                                  "actions": [a.to_json() for a in acted]})
+        if kind == "optout":
+            per_lang[lang]["optouts"] += 1
+            proposal = next((a for a in unsubs if a.address == want), None)
+            if decision.kind.value == "optout" and proposal is not None:
+                counts["optout_found"] += 1
+                per_lang[lang]["optout_found"] += 1
+                counts["optout_acted"] += not decision.review
+                scope = label.get("scope") or {}
+                units_w, chans_w = _as_set(scope.get("units"), ALL_UNITS), _as_set(scope.get("channels"), ALL_CHANNELS)
+                units_p, chans_p = _as_set(proposal.units, ALL_UNITS), _as_set(proposal.channels, ALL_CHANNELS)
+                if units_p >= units_w and chans_p >= chans_w:
+                    counts["scope_covering"] += 1
+                    per_lang[lang]["scope_covering"] += 1
+                    if units_p > units_w or chans_p > chans_w:
+                        counts["over_scoped"] += 1
+                        disagreements.append({"file": label["file"], "problem": "over-scoped",
+                                              "label": scope, "got": proposal.to_json()})
+                else:
+                    disagreements.append({"file": label["file"], "problem": "scope does not cover label",
+                                          "label": scope, "got": proposal.to_json()})
+            else:
+                disagreements.append({"file": label["file"], "problem": "opt-out missed",
+                                      "kind": decision.kind.value, "why": decision.reason})
+        elif kind == "autoreply":
+            per_lang[lang]["autoreplies"] += 1
+            if decision.kind.value == "autoreply" and not decision.actions:
+                counts["autoreply_found"] += 1
+                per_lang[lang]["autoreply_found"] += 1
+            else:
+                disagreements.append({"file": label["file"], "problem": "auto-reply missed",
+                                      "kind": decision.kind.value, "why": decision.reason})
+        elif kind == "complaint":
+            if decision.kind.value == "complaint" and any(a.address == want for a in decision.actions):
+                counts["complaint_found"] += 1
+            else:
+                disagreements.append({"file": label["file"], "problem": "complaint recipient missed",
+                                      "why": decision.reason})
+        elif kind == "reply":
+            per_lang[lang]["replies"] += 1
+            if decision.kind.value == "reply":
+                counts["reply_found"] += 1
+                per_lang[lang]["reply_found"] += 1
+            else:
+                disagreements.append({"file": label["file"], "problem": "reply read as " + decision.kind.value,
+                                      "why": decision.reason})
+
+    def ratio(a: str, b: str) -> float | None:
+        return round(counts[a] / counts[b], 4) if counts[b] else None
+
+    return {
+        "corpus": str(root),
+        "messages": len(labels),
+        "false_optouts": counts["false_optouts"],
+        "victim_actions": counts["victim_actions"],
+        "optout_recall": ratio("optout_found", "label_optout"),
+        "optout_acted": ratio("optout_acted", "label_optout"),
+        "scope_covering": ratio("scope_covering", "label_optout"),
+        "over_scoped": counts["over_scoped"],
+        "autoreply_recall": ratio("autoreply_found", "label_autoreply"),
+        "reply_recall": ratio("reply_found", "label_reply"),
+        "complaint_recipients": f"{counts['complaint_found']}/{counts['label_complaint']}",
+        "hostile_messages": counts["hostile"],
+        "exceptions": counts["exceptions"],
+        "per_language": {k: dict(v) for k, v in sorted(per_lang.items())},
+        "disagreements": disagreements,
+    }
+
+
+def main() -> None:
+    result = run()
+    targets = {"false_optouts": "0", "optout_recall": ">= 0.95", "scope_covering": ">= 0.90",
+               "autoreply_recall": ">= 0.95", "exceptions": "0", "victim_actions": "0"}
+    print(f"reply accuracy over {result['corpus']} ({result['messages']} messages)")
+    for key in ("false_optouts", "victim_actions", "optout_recall", "optout_acted", "scope_covering", "over_scoped",
+                "autoreply_recall", "reply_recall", "complaint_recipients", "hostile_messages", "exceptions"):
+        target = f"   (target {targets[key]})" if key in targets else ""
+        print(f"  {key:22} {result[key]}{target}")
+    print("  per language:")
+    for lang, row in result["per_language"].items():
+        print(f"    {lang:4} " + ", ".join(f"{k} {v}" for k, v in sorted(row.items())))
+    print(f"  disagreements ({len(result['disagreements'])}):")
+    for row in result["disagreements"]:
+        print(f"    {row['file']}: {row['problem']}" + (f" ({row.get('why')})" if row.get("why") else ""))
+    out = ROOT / "bench" / "results" / "reply_accuracy.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"  written to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Spam complaints: RFC 5965 Abuse Reporting Format reports to complaint decisions.
+
+`read_arf` turns a parsed message into an `ArfReport`, or None when it is not a
+feedback report. `decide_complaint` turns the report into a `Decision`:
+
+* the complained-about recipient comes from `Original-Rcpt-To` (RFC 5965 section
+  3.2), else `Removal-Recipient` (RFC 6650 section 7), else our own marks in the
+  attached original, because most feedback loops redact the recipient: our VERP
+  return path `bounces+local=domain@<bounce domain>` (in `Original-Mail-From` or
+  the original's `Return-Path`), Microsoft JMRP's `X-HmXmrOriginalRecipient`, and
+  finally the original's `To` when it is exactly one mailbox. The original's
+  `X-NV-Recipient-Id` names the contact but cannot be resolved in pure code, so it
+  is kept as evidence and, with no address, the report goes to review;
+* the unit comes from the original's `List-Id` (RFC 2919) matched against the
+  units' `list_ids`, else its `From` against their `from_addresses`, else the unit
+  key in our `Feedback-ID`; with none, all units;
+* actions: SUPPRESS (plan records reason "complaint") and UNSUBSCRIBE of that
+  unit's email. Feedback-Type `opt-out` unsubscribes without suppressing;
+  `not-spam` and `auth-failure` (RFC 6591: about authentication, not about the
+  recipient) change nothing and are recorded.
+
+Two non-ARF forms that carry the same meaning are read too: Apple Mail's
+`X-Apple-Unsubscribe: true` message (an opt-out sent by the mail client) and an
+Amazon SES complaint notification (JSON with `notificationType: Complaint`).
+A report we cannot read (no feedback part, no Feedback-Type, no recipient) is
+decided with review=True and no actions. Never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy as email_policy
+from email.message import Message
+from email.parser import BytesParser
+from typing import Any
+
+from handlers.addresses import normalise
+from handlers.from_header import parse_mailbox, read_sender
+from handlers.message import (
+    clean_text,
+    content_param,
+    content_type,
+    decode_bytes,
+    header_text,
+    iter_parts,
+    payload_bytes,
+    payload_parts,
+    raw_items,
+    unfold,
+)
+from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
+
+FEEDBACK_TYPES = ("message/feedback-report",)
+# Where the reported message (or its headers) is attached: RFC 5965 section 2 (c);
+# "text/rfc822-header" (singular) occurs in the wild (sisimai arf-12).
+ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "text/rfc822-header", "message/rfc822-headers",
+                  "message/global", "message/global-headers")
+MAX_FIELDS = 200          # fields read from one feedback part
+MAX_RECIPIENTS = 100      # complained-about recipients acted on from one report
+MAX_VALUE = 500
+_FIELD = re.compile(r"([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)\Z")
+_LIST_ID = re.compile(r"<([^<>\s]+)>")
+_RECEIVED_FOR = re.compile(r"\bfor\s+<?([^\s<>;]+@[^\s<>;]+)>?", re.IGNORECASE)
+# A complaint only suppresses for these types (RFC 5965 section 7.3). A missing
+# Feedback-Type in an otherwise readable report is treated as abuse.
+COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})
+NO_ACTION_TYPES = frozenset({"not-spam", "auth-failure", "dkim", "dmarc"})
+
+
+@dataclass(frozen=True)
+class Original:
+    """Headers of the reported message, as plain decoded strings (None when absent)."""
+
+    to: str | None = None
+    from_: str | None = None
+    return_path: str | None = None
+    list_id: str | None = None
+    recipient_id: str | None = None          # X-NV-Recipient-Id, set by our senders
+    feedback_id: str | None = None
+    message_id: str | None = None
+    jmrp_recipient: str | None = None        # X-HmXmrOriginalRecipient (Microsoft JMRP)
+    received_for: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"to": self.to, "from": self.from_, "return_path": self.return_path, "list_id": self.list_id,
+                "recipient_id": self.recipient_id, "feedback_id": self.feedback_id,
+                "message_id": self.message_id}
+
+
+@dataclass(frozen=True)
+class ArfReport:
+    """One feedback report. `problem` is set when it is not readable enough to act on."""
+
+    form: str                                   # "arf", "jmrp", "apple-unsubscribe", "ses"
+    feedback_type: str | None = None
+    user_agent: str | None = None
+    original_rcpt_to: tuple[str, ...] = ()
+    removal_recipient: tuple[str, ...] = ()
+    original_mail_from: str | None = None
+    arrival_date: str | None = None
+    source_ip: str | None = None
+    incidents: str | None = None
+    reported_domain: tuple[str, ...] = ()
+    original: Original | None = None
+    sender: str | None = None                   # the strict From of the report itself (Apple form)
+    problem: str | None = None
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_arf(msg: Message) -> ArfReport | None:
+    """Read a feedback report from a parsed message, or return None.
+
+    Recognised: a `message/feedback-report` part anywhere in the multipart tree
+    (RFC 5965 section 2; not inside attached messages); a `multipart/report` whose
+    `report-type` is `feedback-report` but has no such part (returned with
+    `problem`, so it is reviewed, not ignored); Microsoft JMRP (a message/rfc822
+    part carrying X-HmXmrOriginalRecipient); Apple's X-Apple-Unsubscribe message;
+    an Amazon SES complaint notification. Anything else returns None. Never raises.
+    """
+    try:
+        return _read(msg)
+    except RecursionError:
+        return None
+
+
+def _read(msg: Message) -> ArfReport | None:
+    top = content_type(msg)
+    feedback = None
+    jmrp = None
+    for part, _parent in iter_parts(msg):
+        kind = content_type(part)
+        if kind in FEEDBACK_TYPES:
+            feedback = part
+            break
+        if kind == "message/rfc822" and jmrp is None and _jmrp_recipient(part):
+            jmrp = part
+    if feedback is not None:
+        return _read_feedback(msg, feedback)
+    if top == "multipart/report" and content_param(msg, "report-type") == "feedback-report":
+        return ArfReport(form="arf", original=_original(msg), problem="feedback report without a feedback part")
+    if jmrp is not None:
+        original = _original(msg)
+        return ArfReport(form="jmrp", feedback_type="abuse", original=original)
+    if (header_text(msg, "X-Apple-Unsubscribe") or "").strip().lower() == "true":
+        sender = read_sender(msg)
+        return ArfReport(form="apple-unsubscribe", feedback_type="opt-out", sender=sender.address,
+                         problem=None if sender.address else f"From: {sender.problem}")
+    return _read_ses(msg)
+
+
+def _read_feedback(msg: Message, part: Message) -> ArfReport:
+    fields = _fields(_part_text(part))
+    values: dict[str, list[str]] = {}
+    extra: list[tuple[str, str]] = []
+    for name, value in fields[:MAX_FIELDS]:
+        values.setdefault(name, []).append(value[:MAX_VALUE])
+        if name not in _KNOWN and len(extra) < 20:
+            extra.append((name, value[:MAX_VALUE]))
+
+    def first(name: str) -> str | None:
+        return values.get(name, [None])[0]
+
+    feedback_type = (first("feedback-type") or "").strip().lower() or None
+    problem = None
+    if not fields:
+        problem = "feedback part has no fields"
+    elif feedback_type is None:
+        problem = "no Feedback-Type (RFC 5965 section 3.1 requires it)"
+    return ArfReport(
+        form="arf",
+        feedback_type=feedback_type,
+        user_agent=first("user-agent"),
+        original_rcpt_to=tuple(values.get("original-rcpt-to", [])),
+        removal_recipient=tuple(values.get("removal-recipient", [])),
+        original_mail_from=first("original-mail-from"),
+        arrival_date=first("arrival-date") or first("received-date"),
+        source_ip=first("source-ip"),
+        incidents=first("incidents"),
+        reported_domain=tuple(values.get("reported-domain", [])),
+        original=_original(msg),
+        problem=problem,
+        extra=tuple(extra),
+    )
+
+
+_KNOWN = frozenset({"feedback-type", "user-agent", "version", "original-rcpt-to", "removal-recipient",
+                    "original-mail-from", "arrival-date", "received-date", "source-ip", "incidents",
+                    "reported-domain", "reported-uri", "authentication-results", "original-envelope-id",
+                    "reporting-mta", "source-port", "delivery-result", "auth-failure", "identity-alignment"})
+
+
+def _part_text(part: Message) -> str:
+    """The feedback part as text: the parser stores message/* bodies as sub-messages."""
+    subs = payload_parts(part)
+    if not subs:
+        return decode_bytes(payload_bytes(part))
+    texts = []
+    for sub in subs:
+        lines = [f"{k}: {v}" for k, v in raw_items(sub)]
+        if not payload_parts(sub):
+            body = decode_bytes(payload_bytes(sub)).strip("\r\n")
+            if body:
+                lines.append(body)
+        texts.append("\n".join(lines))
+    return clean_text("\n".join(texts))
+
+
+def _fields(text: str) -> list[tuple[str, str]]:
+    """RFC 5322-style fields of the feedback part; continuation lines unfolded."""
+    out: list[list[str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line[0] in " \t" and out:
+            out[-1][1] = f"{out[-1][1]} {line.strip()}"
+            continue
+        match = _FIELD.match(line)
+        if match:
+            out.append([match.group(1).lower(), match.group(2).strip()])
+    return [(n, v) for n, v in out]
+
+
+def _jmrp_recipient(part: Message) -> str | None:
+    for sub in payload_parts(part)[:1]:
+        value = header_text(sub, "X-HmXmrOriginalRecipient")
+        if value:
+            return value
+    return None
+
+
+def _original(msg: Message) -> Original | None:
+    """Headers of the first attached original (message/rfc822 or a headers part)."""
+    for part, _parent in iter_parts(msg):
+        kind = content_type(part)
+        if part is msg or kind not in ORIGINAL_TYPES:
+            continue
+        subs = payload_parts(part)
+        if subs:
+            headers = subs[0]
+        else:
+            data = payload_bytes(part) or clean_text(str(part.get_payload() or "")).encode("utf-8", "replace")
+            try:
+                headers = BytesParser(policy=email_policy.default).parsebytes(data, headersonly=True)
+            except Exception:  # noqa: BLE001 - unreadable headers: no original
+                continue
+        received = []
+        for name, value in raw_items(headers):
+            if name.lower() == "received":
+                received += _RECEIVED_FOR.findall(unfold(value))
+        return Original(
+            to=header_text(headers, "To"),
+            from_=header_text(headers, "From"),
+            return_path=header_text(headers, "Return-Path"),
+            list_id=header_text(headers, "List-Id"),
+            recipient_id=header_text(headers, "X-NV-Recipient-Id"),
+            feedback_id=header_text(headers, "Feedback-ID"),
+            message_id=header_text(headers, "Message-ID"),
+            jmrp_recipient=header_text(headers, "X-HmXmrOriginalRecipient"),
+            received_for=tuple(received[:10]),
+        )
+    return None
+
+
+def _read_ses(msg: Message) -> ArfReport | None:
+    if content_type(msg) != "text/plain":
+        return None
+    text = decode_bytes(payload_bytes(msg)).strip()
+    if not text.startswith("{") or "notificationType" not in text[:200]:
+        return None
+    try:
+        # strict=False: SNS wraps long lines inside JSON strings (sisimai lhost-amazonses-11).
+        data, _end = json.JSONDecoder(strict=False).raw_decode(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("notificationType") != "Complaint":
+        return None
+    complaint = data.get("complaint") if isinstance(data.get("complaint"), dict) else {}
+    rcpts = []
+    for row in complaint.get("complainedRecipients") or []:
+        if isinstance(row, dict) and isinstance(row.get("emailAddress"), str):
+            rcpts.append(row["emailAddress"])
+    kind = complaint.get("complaintFeedbackType")
+    return ArfReport(form="ses", feedback_type=str(kind).lower() if isinstance(kind, str) else "abuse",
+                     original_rcpt_to=tuple(rcpts[:MAX_RECIPIENTS]),
+                     problem=None if rcpts else "SES complaint without complainedRecipients")
+
+
+# --------------------------------------------------------------------------- deciding
+
+
+def verp_address(value: str | None, settings: Any) -> str | None:
+    """The recipient encoded in our VERP return path, or None.
+
+    `bounces+local=domain@<bounce domain>` (DESIGN.md interfaces) decodes to
+    `local@domain`. Only our own bounce local part and domain count: someone else's
+    VERP says nothing about our recipients.
+    """
+    if not value:
+        return None
+    text = value.strip().strip("<>").strip()
+    local, at, domain = text.rpartition("@")
+    if not at:
+        return None
+    bounce_local = getattr(settings, "bounce_local", "bounces")
+    domains = {getattr(settings, "effective_bounce_domain", None), getattr(settings, "mail_domain", None)}
+    if domain.lower().rstrip(".") not in {d for d in domains if d}:
+        return None
+    base, plus, tag = local.partition("+")
+    if base.lower() != bounce_local or not plus:
+        return None
+    who, eq, where = tag.rpartition("=")
+    if not eq:
+        return None
+    return normalise(f"{who}@{where}")
+
+
+def attribute_unit(original: Original | None, settings: Any) -> str | None:
+    """The unit that sent the original: List-Id, else From, else Feedback-ID; or None."""
+    if original is None:
+        return None
+    units = getattr(settings, "units", {}) or {}
+    if original.list_id:
+        found = _LIST_ID.search(original.list_id)
+        list_id = (found.group(1) if found else original.list_id).strip().lower()
+        for key, unit in units.items():
+            if list_id in (x.lower() for x in unit.list_ids):
+                return key
+    if original.from_:
+        sender = parse_mailbox(original.from_).address
+        for key, unit in units.items():
+            if sender and sender in unit.from_addresses:
+                return key
+    if original.feedback_id:
+        for piece in original.feedback_id.split(":"):
+            if piece.strip().lower() in units:
+                return piece.strip().lower()
+    return None
+
+
+def complained_recipients(report: ArfReport, settings: Any) -> tuple[list[str], str]:
+    """(addresses, where they came from), in the order of preference in the module docstring."""
+    def clean(values: Any) -> list[str]:
+        out = []
+        for value in values:
+            address = normalise(value)
+            if address and address not in out:
+                out.append(address)
+        return out[:MAX_RECIPIENTS]
+
+    if report.form == "apple-unsubscribe":
+        return ([report.sender] if report.sender else []), "From of the unsubscribe message"
+    if found := clean(report.original_rcpt_to):
+        return found, "Original-Rcpt-To"
+    if found := clean(report.removal_recipient):
+        return found, "Removal-Recipient"
+    original = report.original
+    for value, where in ((report.original_mail_from, "VERP in Original-Mail-From"),
+                         (original.return_path if original else None, "VERP in the original's Return-Path")):
+        if (address := verp_address(value, settings)) is not None:
+            return [address], where
+    if original is not None and original.jmrp_recipient and (found := clean([original.jmrp_recipient])):
+        return found, "X-HmXmrOriginalRecipient"
+    if original is not None and original.to:
+        address = parse_mailbox(original.to).address
+        if address:
+            return [address], "the original's To"
+    return [], "none"
+
+
+def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datetime) -> Decision:
+    """Turn a feedback report into a COMPLAINT decision; see the module docstring.
+
+    Odd input: a report with `problem` set, or one whose recipient cannot be
+    found, gives review=True and no actions, with the recipient id (if any) in
+    evidence. Never raises.
+    """
+    original = report.original
+    recipients, where = complained_recipients(report, settings)
+    unit = attribute_unit(original, settings)
+    evidence: dict[str, Any] = {
+        "form": report.form,
+        "feedback_type": report.feedback_type,
+        "user_agent": report.user_agent,
+        "arrival_date": report.arrival_date,
+        "source_ip": report.source_ip,
+        "incidents": report.incidents,
+        "recipients": recipients,
+        "recipient_source": where,
+        "recipient_id": original.recipient_id if original else None,
+        "unit": unit,
+        "original": original.to_json() if original else None,
+    }
+    base = dict(item_id=item.id, kind=Kind.COMPLAINT, evidence=evidence, source=item.source)
+    if report.problem:
+        return Decision(reason=f"unreadable feedback report: {report.problem}", review=True, **base)
+    feedback_type = report.feedback_type or "abuse"
+    if feedback_type in NO_ACTION_TYPES:
+        return Decision(reason=f"feedback report of type {feedback_type}: not a complaint by the recipient",
+                        **base)
+    if not recipients:
+        rid = evidence["recipient_id"]
+        why = f"recipient redacted; X-NV-Recipient-Id {rid} needs a contact lookup" if rid else \
+            "feedback report names no recipient we can identify"
+        return Decision(reason=why, review=True, **base)
+    units = (unit,) if unit else ALL
+    actions: list[Action] = []
+    for address in recipients:
+        if feedback_type != "opt-out":
+            actions.append(Action(ActionType.SUPPRESS, address, reason="complaint", diagnostic=feedback_type))
+        actions.append(Action(ActionType.UNSUBSCRIBE, address,
+                              reason="optout" if feedback_type == "opt-out" else "complaint", units=units,
+                              channels=("email",), diagnostic=feedback_type))
+    scope = unit or "all units"
+    return Decision(reason=f"{feedback_type} report ({report.form}); recipient from {where}; "
+                           f"unsubscribed from {scope} email", actions=tuple(actions), **base)

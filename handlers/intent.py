@@ -1,0 +1,207 @@
+"""What a person asks for in newly written text: opt-out, its scope, or something else.
+
+The text is split into sentences (subject first, when it is the sender's own words),
+and each sentence into clauses at dashes and semicolons. Phrase lists per language
+(handlers/data/phrases/*.toml) decide:
+
+* a sentence with an opt-out phrase counts unless it is negated ("I do NOT want to
+  unsubscribe"), a look-alike ("stop the presses", "remove me from the attendee
+  list"), or a question about how to unsubscribe;
+* channels named in the opt-out clauses narrow the channel ("inga fler sms"); "at
+  all", "ingenting mer" or every channel listed means all channels; channels in a
+  keeping clause ("email is fine", "Mejl går bra") are kept;
+* units named (any configured name or alias) in opt-out clauses narrow the unit;
+  units in keeping clauses or after "except"/"utom" are kept;
+* erasure, access, address-change, re-subscribe and third-party phrases are
+  reported separately so the decider can send the item to review.
+
+Words inside quotation marks are mentions, not requests ('I clicked "avregistrera"
+by mistake'), so quoted strings are removed before matching.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from handlers.model import ALL, Channel
+from handlers.phrases import channel_words, phrases
+
+CHANNELS = (Channel.EMAIL.value, Channel.SMS.value, Channel.PHONE.value, Channel.LETTER.value)
+_QUOTED = re.compile(r"\"[^\"\n]{0,200}\"|“[^”\n]{0,200}”|”[^”\n]{0,200}”|«[^»\n]{0,200}»|„[^“\n]{0,200}“")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*[-*•]\s)")
+_CLAUSE = re.compile(r"\s+[–—-]\s+|[;,]\s*|\s*\(\s*|\)\s*")
+_ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+
+
+@dataclass
+class Intent:
+    """What the text asks for. `optout` is True only for a clear request."""
+
+    optout: bool = False
+    units: tuple[str, ...] | str = ALL
+    channels: tuple[str, ...] | str = ("email",)
+    languages: tuple[str, ...] = ()
+    matched: list[str] = field(default_factory=list)     # the opt-out phrases that matched, as evidence
+    negated: bool = False
+    lookalike: bool = False
+    question: bool = False
+    resubscribe: bool = False
+    third_party: bool = False
+    address_change: bool = False
+    erasure: bool = False
+    access: bool = False
+    addresses: tuple[str, ...] = ()                       # addresses named in the text
+    kept_units: tuple[str, ...] = ()
+    kept_channels: tuple[str, ...] = ()
+
+
+def sentences(text: str) -> list[str]:
+    """Split text into sentences; single newlines inside a paragraph are joined."""
+    out = []
+    for chunk in _SENTENCE.split(text):
+        chunk = " ".join(chunk.split())
+        if chunk:
+            out.append(chunk)
+    return out
+
+
+def _clean(sentence: str) -> str:
+    return " ".join(_QUOTED.sub(" ", sentence).split())
+
+
+def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]]) -> Intent:
+    """Read intent from `texts` (the subject when it is the sender's own, then new text).
+
+    `unit_names` maps a unit key to the names and aliases that refer to it. Returns
+    an Intent; empty or unreadable text gives Intent(optout=False). Never raises on
+    odd text (any string is accepted).
+    """
+    intent = Intent()
+    optout_sentences: list[str] = []
+    other_sentences: list[str] = []
+    langs: list[str] = []
+    for text in texts:
+        for raw in sentences(text or ""):
+            sentence = _clean(raw)
+            if not sentence:
+                continue
+            intent.addresses += tuple(a.lower() for a in _ADDRESS.findall(raw))
+            flags = _flags(sentence)
+            for name, value in flags.items():
+                if value:
+                    setattr(intent, name, True)
+            hit = phrases("optout").search(sentence)
+            if hit and not (flags["negated"] or flags["lookalike"] or flags["question"] or flags["resubscribe"]):
+                optout_sentences.append(sentence)
+                intent.matched.append(hit[1].group(0))
+                langs.append(hit[0])
+            else:
+                other_sentences.append(sentence)
+            if flags["erasure"]:
+                optout_sentences.append(sentence) if sentence not in optout_sentences else None
+    intent.addresses = tuple(dict.fromkeys(intent.addresses))
+    intent.languages = tuple(dict.fromkeys(langs))
+    if not optout_sentences:
+        return intent
+    intent.optout = True
+    _scope(intent, optout_sentences, other_sentences, unit_names)
+    return intent
+
+
+def _flags(sentence: str) -> dict[str, bool]:
+    return {
+        "negated": phrases("negated").any(sentence),
+        "lookalike": phrases("lookalike").any(sentence),
+        "question": phrases("question").any(sentence),
+        "resubscribe": phrases("resubscribe").any(sentence),
+        "third_party": phrases("third_party").any(sentence),
+        "address_change": phrases("address_change").any(sentence),
+        "erasure": phrases("erasure").any(sentence),
+        "access": phrases("access").any(sentence),
+    }
+
+
+def channels_in(text: str) -> set[str]:
+    words = channel_words()
+    return {name for name, patterns in words.items() if patterns.any(text)}
+
+
+def units_in(text: str, unit_names: Mapping[str, tuple[str, ...]]) -> set[str]:
+    found = set()
+    for key, names in unit_names.items():
+        for name in names:
+            if name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE):
+                found.add(key)
+                break
+    return found
+
+
+def _split_keep(sentence: str) -> tuple[list[str], list[str]]:
+    """(request clauses, keeping clauses) of one sentence.
+
+    A clause that keeps something ("email is fine") is a keeping clause; in a
+    clause with "except"/"utom", what follows that word is kept.
+    """
+    request, keeping = [], []
+    for clause in _CLAUSE.split(sentence):
+        if not clause.strip():
+            continue
+        hit = phrases("except_words").search(clause)
+        if hit is not None:
+            request.append(clause[:hit[1].start()])
+            keeping.append(clause[hit[1].end():])
+        elif phrases("keep").any(clause) and not phrases("optout").any(clause):
+            keeping.append(clause)
+        else:
+            request.append(clause)
+    return request, keeping
+
+
+def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[str],
+           unit_names: Mapping[str, tuple[str, ...]]) -> None:
+    named_channels: set[str] = set()
+    kept_channels: set[str] = set()
+    named_units: set[str] = set()
+    kept_units: set[str] = set()
+    everything = False
+    for sentence in optout_sentences:
+        request, keeping = _split_keep(sentence)
+        for clause in request:
+            named_channels |= channels_in(clause)
+            named_units |= units_in(clause, unit_names)
+            everything = everything or phrases("all_contact").any(clause)
+        for clause in keeping:
+            kept_channels |= channels_in(clause)
+            kept_units |= units_in(clause, unit_names)
+        if phrases("erasure").any(sentence):
+            everything = True
+    # A separate sentence may keep something ("Mejl går bra.", "He would still like
+    # to receive alumni event invitations.").
+    for sentence in other_sentences:
+        _request, keeping = _split_keep(sentence)
+        if phrases("keep").any(sentence):
+            keeping = keeping or [sentence]
+        for clause in keeping:
+            kept_channels |= channels_in(clause)
+            kept_units |= units_in(clause, unit_names)
+    if set(CHANNELS) <= named_channels:
+        everything = True
+    kept_channels -= named_channels
+    kept_units -= named_units
+    intent.kept_channels = tuple(sorted(kept_channels))
+    intent.kept_units = tuple(sorted(kept_units))
+    if everything:
+        remaining = [c for c in CHANNELS if c not in kept_channels]
+        intent.channels = ALL if not kept_channels else tuple(remaining)
+    elif named_channels:
+        intent.channels = tuple(c for c in CHANNELS if c in named_channels)
+    else:
+        intent.channels = ("email",)
+    if named_units:
+        intent.units = tuple(sorted(named_units))
+    elif kept_units:
+        intent.units = tuple(sorted(k for k in unit_names if k not in kept_units)) or ALL
+    else:
+        intent.units = ALL

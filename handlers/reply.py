@@ -1,0 +1,205 @@
+"""Human replies: opt-out intent, its scope, and whose address it is.
+
+`read_reply` accepts any readable message (it is the last reader) and returns a
+`ReplyReport`: the strict sender (handlers.from_header), the Subject when it is
+the sender's own words, and the newly written text (handlers.quotes).
+`decide_optout` reads the intent (handlers.intent) and returns a Decision:
+
+* kind OPTOUT with one UNSUBSCRIBE action for the sender when the request is clear;
+* kind OPTOUT with review=True when it is not safe to act (From unreadable or
+  ambiguous, someone writing for another person, an address named in the text,
+  an address change in the same message), the proposed action kept only when the
+  target shares the sender's domain, and never an action we cannot attribute;
+* kind REPLY otherwise, with review=True when a person should answer (questions
+  about unsubscribing, re-subscribe requests, access requests, address changes).
+
+A message sent to our List-Unsubscribe mailto address (`unsubscribe+TOKEN@`,
+RFC 2369 section 3.2) is an opt-out whatever its text says: the mail client sent it
+because the person pressed "unsubscribe". The token is kept as evidence.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import Message
+from typing import Any
+
+from handlers.from_header import Sender, parse_mailbox, read_sender
+from handlers.intent import Intent, read_intent
+from handlers.message import content_type, header_text, is_unreadable
+from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
+from handlers.quotes import body_text, new_text
+
+# Subject prefixes of replies and forwards in the languages we read (and Outlook's
+# localised ones): what follows is the subject of the message replied to, not the
+# sender's words.
+REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|sv|vs|aw|antw|vl|ynt|r|ref|odp|rif)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+FORWARD_PREFIX = re.compile(r"^\s*(?:fwd?|vs|wg|tr|vb|vid|doorst|i)\s*:", re.IGNORECASE)
+FORWARD_ONLY = re.compile(r"^\s*(?:fwd?|wg|tr|vb|vid|doorst)\s*:", re.IGNORECASE)
+SYSTEM_LOCALS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "no-reply", "noreply",
+                           "do-not-reply", "donotreply"})
+RIGHTS_DEADLINE = timedelta(days=30)   # GDPR art. 12(3): one month; counted conservatively
+
+
+@dataclass(frozen=True)
+class ReplyReport:
+    sender: Sender
+    subject: str
+    own_subject: str | None          # the subject when it is the sender's own words
+    forwarded: bool
+    text: str                        # newly written text
+    to: tuple[str, ...]              # addresses in To, as fallback routing for files without an envelope
+
+
+def read_reply(msg: Message) -> ReplyReport | None:
+    """Read a human message; None when there is nothing readable or it is a multipart/report.
+
+    Odd input: no From gives a report whose sender has `problem` set; no text part
+    gives text ""; a reply prefix ("Re:", "SV:", "AW:") makes the Subject not the
+    sender's own words, a forward prefix marks the message as forwarded. Never raises.
+    """
+    try:
+        if is_unreadable(msg) or content_type(msg) == "multipart/report":
+            # RFC 6522 reports are machine mail (DSNs, MDNs, ARF): never a person's reply.
+            return None
+        subject = header_text(msg, "Subject") or ""
+        subject = " ".join(subject.split())[:500]
+        forwarded = bool(FORWARD_ONLY.match(subject)) or content_type(msg) in ("message/rfc822", "message/global")
+        own = None if (REPLY_PREFIX.match(subject) or FORWARD_PREFIX.match(subject)) else subject
+        text = new_text(body_text(msg))
+        to = []
+        for value in (header_text(msg, "To") or "").split(",")[:20]:
+            address = parse_mailbox(value.strip()).address if value.strip() else None
+            if address:
+                to.append(address)
+        return ReplyReport(sender=read_sender(msg), subject=subject, own_subject=own, forwarded=forwarded,
+                           text=text, to=tuple(to))
+    except RecursionError:
+        return None
+
+
+def unit_names(settings: Any) -> dict[str, tuple[str, ...]]:
+    """Unit key -> every name people use for it (configured names, aliases, the key)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for key, unit in (getattr(settings, "units", {}) or {}).items():
+        names = [unit.names.sv, unit.names.nb, unit.names.en, *unit.aliases, key, key.replace("-", " ")]
+        out[key] = tuple(dict.fromkeys(n for n in names if n and len(n) >= 3))
+    return out
+
+
+def _route(item: Inbound, report: ReplyReport, settings: Any) -> Any:
+    try:
+        from handlers.routing import Router
+        router = Router(settings)
+    except Exception:  # noqa: BLE001 - settings without routing info: no route
+        return None
+    for address in (*item.rcpt_tos, *report.to):
+        found = router(address)
+        if found is not None:
+            return found
+    return None
+
+
+def decide_optout(item: Inbound, report: ReplyReport, settings: Any, now: datetime) -> Decision:
+    """Decide a human message; see the module docstring. Never raises on odd input."""
+    route = _route(item, report, settings)
+    mailbox = getattr(getattr(route, "mailbox", None), "value", None)
+    sender = report.sender
+    texts = [t for t in (report.own_subject, report.text) if t]
+    intent = read_intent(texts, unit_names(settings))
+    evidence: dict[str, Any] = {
+        "from": sender.address, "from_problem": sender.problem, "mailbox": mailbox,
+        "unit_mailbox": getattr(route, "unit", None), "subject": report.subject[:200],
+        "matched": intent.matched[:5], "languages": list(intent.languages),
+        "named_addresses": list(intent.addresses[:5]), "kept_units": list(intent.kept_units),
+        "kept_channels": list(intent.kept_channels),
+    }
+    base = dict(item_id=item.id, evidence=evidence, source=item.source)
+
+    if mailbox == "unsubscribe":
+        evidence["token"] = getattr(route, "tag", None)
+        if sender.address is None:
+            return Decision(kind=Kind.OPTOUT, review=True, reason=f"unsubscribe mailto request, but From: "
+                                                                  f"{sender.problem}", **base)
+        action = Action(ActionType.UNSUBSCRIBE, sender.address, reason="optout", units=ALL, channels=("email",))
+        return Decision(kind=Kind.OPTOUT, actions=(action,), reason="List-Unsubscribe mailto request", **base)
+
+    if item.mail_from == "" or (sender.address and sender.address.split("@")[0] in SYSTEM_LOCALS):
+        # A null reverse path (RFC 5321 section 4.5.5) or a mail-system sender: not a person.
+        return Decision(kind=Kind.REPLY, review=intent.optout, reason="from a mail system, not a person", **base)
+
+    if report.forwarded:
+        return Decision(kind=Kind.REPLY, review=True,
+                        reason="forwarded message: any request inside is not the sender's own", **base)
+
+    if intent.erasure or intent.access:
+        evidence["rights_request"] = {"type": "erasure" if intent.erasure else "access",
+                                      "deadline": (now + RIGHTS_DEADLINE).date().isoformat()}
+
+    if not intent.optout:
+        return _not_optout(intent, base)
+
+    if sender.address is None:
+        return Decision(kind=Kind.OPTOUT, review=True, reason=f"opt-out request, but From: {sender.problem}", **base)
+
+    # Our own addresses (a unit's, reply@) named in the text say nothing about whose
+    # opt-out it is.
+    others = [a for a in intent.addresses if a != sender.address and not _ours(a, settings)]
+    target = sender.address
+    reasons = []
+    if intent.third_party:
+        reasons.append("written on behalf of someone else")
+    if others:
+        reasons.append(f"names {'an address' if len(others) == 1 else 'addresses'} other than the sender")
+    if intent.address_change:
+        reasons.append("also mentions an address change")
+    if reasons:
+        from handlers.addresses import normalise
+        proposed = normalise(others[0]) if len(others) == 1 else None
+        actions: tuple[Action, ...] = ()
+        if proposed is None and not others:
+            proposed = sender.address
+        # A proposal for a person to confirm, only where the sender plausibly speaks for
+        # the address (same domain); a stranger's address stays in evidence only.
+        if proposed and proposed.split("@")[-1] == sender.address.split("@")[-1]:
+            actions = (_unsubscribe(proposed, intent),)
+        return Decision(kind=Kind.OPTOUT, actions=actions, review=True,
+                        reason="opt-out needs review: " + "; ".join(reasons), **base)
+
+    action = _unsubscribe(target, intent)
+    scope = f"units {_fmt(intent.units)}, channels {_fmt(intent.channels)}"
+    what = "erasure request (all channels)" if intent.erasure else "opt-out"
+    return Decision(kind=Kind.OPTOUT, actions=(action,), reason=f"{what} by email: {scope}", **base)
+
+
+def _ours(address: str, settings: Any) -> bool:
+    try:
+        from handlers.routing import route
+        return route(address, settings) is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _unsubscribe(address: str, intent: Intent) -> Action:
+    return Action(ActionType.UNSUBSCRIBE, address, reason="optout", units=intent.units, channels=intent.channels)
+
+
+def _fmt(scope: Any) -> str:
+    return scope if scope == ALL else ",".join(scope)
+
+
+def _not_optout(intent: Intent, base: dict[str, Any]) -> Decision:
+    if intent.access:
+        return Decision(kind=Kind.REPLY, review=True, reason="request for access to personal data", **base)
+    if intent.address_change:
+        return Decision(kind=Kind.REPLY, review=True, reason="address change", **base)
+    if intent.question:
+        return Decision(kind=Kind.REPLY, review=True, reason="asks how to unsubscribe", **base)
+    if intent.resubscribe:
+        return Decision(kind=Kind.REPLY, review=True, reason="asks to be subscribed (needs a verified sender)",
+                        **base)
+    if intent.negated:
+        return Decision(kind=Kind.REPLY, reason="mentions unsubscribing but does not ask for it", **base)
+    return Decision(kind=Kind.REPLY, reason="ordinary reply, no opt-out", **base)

@@ -1,0 +1,99 @@
+"""ARF complaints (RFC 5965): recipient, unit, actions, malformed reports; corpus-driven."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from handlers import ActionType, Kind
+from handlers.addresses import normalise
+from tests import corpus
+from tests.reply_samples import SETTINGS, decide
+
+ORIGINAL = ("Return-Path: <bounces+kari=example.no@mail.example.org>\nFrom: Alumni <alumni@mail.example.org>\n"
+            "To: <redacted@isp.example>\nList-Id: Alumni <alumni.mail.example.org>\nX-NV-Recipient-Id: abc123\n"
+            "Subject: Alumninytt\n")
+
+
+def arf(fields: str, original: str = ORIGINAL, report_type: str = "feedback-report") -> bytes:
+    return (f"From: fbl@isp.example\nTo: fbl@mail.example.org\nSubject: report\nMIME-Version: 1.0\n"
+            f"Content-Type: multipart/report; report-type={report_type}; boundary=B\n\n"
+            f"--B\nContent-Type: text/plain\n\nA complaint.\n\n"
+            f"--B\nContent-Type: message/feedback-report\n\n{fields}\n\n"
+            f"--B\nContent-Type: text/rfc822-headers\n\n{original}\n--B--\n").encode()
+
+
+def test_redacted_recipient_from_our_verp_and_unit_from_list_id() -> None:
+    decision = decide(arf("Feedback-Type: abuse\nVersion: 1\nUser-Agent: X/1"), rcpt=("fbl@mail.example.org",))
+    assert decision.kind is Kind.COMPLAINT and not decision.review
+    types = {(a.type, a.address) for a in decision.actions}
+    assert types == {(ActionType.SUPPRESS, "kari@example.no"), (ActionType.UNSUBSCRIBE, "kari@example.no")}
+    unsub = [a for a in decision.actions if a.type is ActionType.UNSUBSCRIBE][0]
+    assert unsub.units == ("alumni",) and unsub.channels == ("email",)
+    assert decision.evidence["recipient_id"] == "abc123"
+
+
+def test_original_rcpt_to_wins() -> None:
+    decision = decide(arf("Feedback-Type: abuse\nOriginal-Rcpt-To: <Per@Example.SE>"))
+    assert {a.address for a in decision.actions} == {"per@example.se"}
+
+
+def test_only_recipient_id_goes_to_review() -> None:
+    original = "From: x@mail.example.org\nTo: Undisclosed recipients:;\nX-NV-Recipient-Id: r-77\n"
+    decision = decide(arf("Feedback-Type: abuse", original=original))
+    assert decision.review and decision.actions == () and decision.evidence["recipient_id"] == "r-77"
+
+
+def test_unit_unknown_gives_all_units() -> None:
+    original = "From: someone@else.example\nTo: ulla@example.se\n"
+    decision = decide(arf("Feedback-Type: abuse", original=original))
+    unsub = [a for a in decision.actions if a.type is ActionType.UNSUBSCRIBE][0]
+    assert unsub.units == "all"
+
+
+def test_malformed_reports_are_reviewed_not_acted_on() -> None:
+    missing_type = decide(arf("Original-Rcpt-To: a@example.se"))
+    assert missing_type.kind is Kind.COMPLAINT and missing_type.review and missing_type.actions == ()
+    no_part = ("From: fbl@isp.example\nSubject: r\nContent-Type: multipart/report; report-type=feedback-report; "
+               "boundary=B\n\n--B\nContent-Type: text/plain\n\nhi\n--B--\n").encode()
+    decision = decide(no_part)
+    assert decision.kind is Kind.COMPLAINT and decision.review and decision.actions == ()
+
+
+def test_auth_failure_and_not_spam_change_nothing() -> None:
+    for kind in ("auth-failure", "not-spam"):
+        decision = decide(arf(f"Feedback-Type: {kind}\nOriginal-Rcpt-To: a@example.se"))
+        assert decision.kind is Kind.COMPLAINT and decision.actions == ()
+
+
+def test_mail_corpus_complaints() -> None:
+    root = corpus.require("mail")
+    labels = [x for x in corpus.read_jsonl("mail/labels.jsonl") if x["kind"] == "complaint"]
+    assert labels
+    for label in labels:
+        decision = decide((root / label["file"]).read_bytes(), rcpt=(), mail_from=None)
+        assert decision.kind is Kind.COMPLAINT, label["file"]
+        assert {a.address for a in decision.actions} == {label["address"]}, label["file"]
+
+
+def test_bounce_corpus_feedback_recipients() -> None:
+    root = corpus.require("bounces")
+    wanted: dict[str, list[str | None]] = defaultdict(list)
+    for line in corpus.read_jsonl("bounces/expected.jsonl"):
+        if line.get("kind") == "feedback":
+            wanted[line["file"]].append(line["recipient"])
+    found = total = 0
+    for file, recipients in wanted.items():
+        decision = decide((root / file).read_bytes(), rcpt=(), mail_from=None)
+        assert decision.kind is Kind.COMPLAINT, file
+        got = {a.address for a in decision.actions}
+        recorded = set(decision.evidence.get("recipients", []))
+        for r in recipients:
+            if r is None:
+                continue
+            total += 1
+            found += normalise(r) in got
+            # auth-failure reports (RFC 6591) name the recipient but are not complaints by it
+            assert normalise(r) in got or decision.evidence["feedback_type"] == "auth-failure", file
+            assert normalise(r) in recorded, file
+    assert total == 23 and found >= 20
+    assert SETTINGS.units
