@@ -109,6 +109,13 @@ class AmqpSettings(_Frozen):
     reconnect_interval: float = Field(1.0, gt=0)
 
 
+class BounceSettings(_Frozen):
+    """The soft-bounce policy: repeated temporary failures suppress an address too."""
+
+    soft_threshold: int = Field(3, ge=1)          # soft bounces within the window that suppress
+    soft_window_days: float = Field(30.0, gt=0)   # older soft bounces no longer count (decay)
+
+
 class RelaySettings(_Frozen):
     poll_interval: float = Field(0.2, gt=0)
     batch: int = Field(100, ge=1)
@@ -151,6 +158,7 @@ class Settings(BaseSettings):
     parse: ParseSettings = ParseSettings()
     relay: RelaySettings = RelaySettings()
     amqp: AmqpSettings = AmqpSettings()
+    bounces: BounceSettings = BounceSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from handlers.model import Decision
-from handlers.plan import CurrentState, Plan, addresses_of, plan
+from handlers.plan import BouncePolicy, CurrentState, Plan, addresses_of, plan
 
 
 class UnitOfWork(Protocol):
@@ -22,7 +22,7 @@ class UnitOfWork(Protocol):
     async def __aenter__(self) -> UnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
     async def event_exists(self, item_id: str) -> bool: ...
-    async def load_state(self, addresses: list[str]) -> CurrentState: ...
+    async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState: ...
     async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None: ...
     async def commit(self) -> None: ...
 
@@ -39,8 +39,11 @@ class Applied:
         return cls(item_id=item_id, event_id=None, duplicate=True, updates=0)
 
 
-async def apply(decision: Decision, uow: UnitOfWork, now: datetime) -> Applied:
+async def apply(decision: Decision, uow: UnitOfWork, now: datetime,
+                policy: BouncePolicy = BouncePolicy()) -> Applied:
     """Write `decision` once. A decision whose item was already applied changes nothing.
+
+    `policy` is the soft-bounce policy (see handlers.plan.plan).
 
     Raises only for infrastructure failures (the transaction is rolled back and the
     caller retries the whole unit of work); the decision itself is never rejected.
@@ -49,8 +52,8 @@ async def apply(decision: Decision, uow: UnitOfWork, now: datetime) -> Applied:
         if await uow.event_exists(decision.item_id):
             return Applied.dup(decision.item_id)
         event_id = str(uuid.uuid4())
-        state = await uow.load_state(addresses_of(decision.actions))
-        changes = plan(decision, state, event_id, now)
+        state = await uow.load_state(addresses_of(decision.actions), soft_since=now - policy.window)
+        changes = plan(decision, state, event_id, now, policy)
         await uow.record(decision, event_id, changes, now)
         await uow.commit()
     return Applied(item_id=decision.item_id, event_id=event_id, duplicate=False, updates=len(changes.updates))

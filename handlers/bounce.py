@@ -25,7 +25,8 @@ from typing import Any
 
 from handlers import bounce_patterns as patterns
 from handlers.addresses import normalise
-from handlers.bounce_envelope import actions_from_rows, forged_original, guard_rows, null_sender, verp_recipient
+from handlers.bounce_envelope import (actions_from_rows, forged_original, guard_rows, null_sender, original_ref,
+                                      verp_recipient)
 from handlers.dsn import ORIGINAL_TYPES, ReturnedOriginal, STATUS_TYPES, explain
 from handlers.message import (
     content_param,
@@ -393,7 +394,7 @@ def decide_text_bounce(item: Inbound, bounce: TextBounce, settings: Any, now: da
         for row in rows:
             if row["outcome"] is not None:
                 row["outcome"], row["why_none"] = None, "named only in the notice text of a report whose groups name no usable address"
-    actions = actions_from_rows(rows)
+    actions = actions_from_rows(rows, ref=original_ref(bounce.original.to_json() if bounce.original else None))
     failed = [r for r in rows if r["action"] == "failed"]
     delayed = len(rows) - len(failed)
     words = ", ".join(sorted({f"{r['status']} {r['reason']}" for r in failed})[:3])

@@ -75,11 +75,12 @@ def guard_rows(rows: list[dict[str, Any]], sent_to: str | None) -> list[dict[str
     return rows
 
 
-def actions_from_rows(rows: list[dict[str, Any]]) -> tuple[Action, ...]:
+def actions_from_rows(rows: list[dict[str, Any]], ref: str | None = None) -> tuple[Action, ...]:
     """One email-channel Action per distinct address with an outcome; a hard outcome wins.
 
     Rows are evidence rows (`address`, `outcome`, `status`, `reason`, `hard`,
-    `diagnostic`); rows without an address or outcome give nothing.
+    `diagnostic`); rows without an address or outcome give nothing. `ref` names the
+    bounced message (its Message-ID), so that two reports about it count once.
     """
     by_address: dict[str, Action] = {}
     for row in rows:
@@ -92,9 +93,17 @@ def actions_from_rows(rows: list[dict[str, Any]]) -> tuple[Action, ...]:
             continue
         by_address[address] = Action(
             type=ActionType(outcome), address=address, status=row.get("status"), reason=row.get("reason"),
-            hard=suppress, channels=("email",), diagnostic=row.get("diagnostic") or None,
+            hard=suppress, channels=("email",), diagnostic=row.get("diagnostic") or None, ref=ref,
         )
     return tuple(by_address.values())
+
+
+def original_ref(original: dict[str, Any] | None, envelope_id: str | None = None) -> str | None:
+    """What identifies the bounced message: its Message-ID, else the DSN's Original-Envelope-Id."""
+    mid = (original or {}).get("message_id")
+    if mid and mid.strip():
+        return mid.strip()[:300]
+    return f"envid:{envelope_id.strip()[:200]}" if envelope_id and envelope_id.strip() else None
 
 
 def _domain_of(text: str | None) -> str | None:

@@ -36,7 +36,8 @@ from handlers.message import (
     raw_items,
 )
 from handlers import bounce_patterns as patterns
-from handlers.bounce_envelope import actions_from_rows, forged_original, guard_rows, null_sender, verp_recipient
+from handlers.bounce_envelope import (actions_from_rows, forged_original, guard_rows, null_sender, original_ref,
+                                      verp_recipient)
 from handlers.bounce_reason import BounceReason
 from handlers.model import Action, ActionType, Decision, Inbound, Kind
 
@@ -753,14 +754,15 @@ def decide_bounce(item: Inbound, report: DsnReport, settings: Any, now: datetime
     del now  # part of every decide_* signature
     sent_to = verp_recipient(item, settings)
     rows = guard_rows([a.to_json() for a in assessments], sent_to)
-    actions = actions_from_rows(rows)
+    original = report.original.to_json() if report.original else None
+    actions = actions_from_rows(rows, ref=original_ref(original, report.original_envelope_id))
     evidence: dict[str, Any] = {
         "report_type": report.report_type,
         "reporting_mta": report.reporting_mta,
         "arrival_date": report.arrival_date,
         "original_envelope_id": report.original_envelope_id,
         "recipients": rows,
-        "original": report.original.to_json() if report.original else None,
+        "original": original,
         "notes": list(report.notes),
         "verp_recipient": sent_to,
         "null_sender": null_sender(item),

@@ -25,6 +25,7 @@ class Kind(enum.StrEnum):
     AUTOREPLY = "autoreply"
     REPLY = "reply"
     CLICK = "click"
+    ADMIN = "admin"                # an operator's action (release of a suppression)
     UNKNOWN = "unknown"
 
 
@@ -33,6 +34,7 @@ class ActionType(enum.StrEnum):
     SOFT_BOUNCE = "soft_bounce"    # a temporary or sender-side failure: counted, no state change yet
     UNSUBSCRIBE = "unsubscribe"    # consent withdrawn for (units, channels)
     SUBSCRIBE = "subscribe"        # consent given again (needs proof: see DESIGN promise 6)
+    RELEASE = "release"            # an operator lifts a suppression
 
 
 class Channel(enum.StrEnum):
@@ -105,6 +107,8 @@ class Action:
     units: Scope = ALL
     channels: Scope = ALL
     diagnostic: str | None = None      # the remote server's own words, kept as evidence
+    ref: str | None = None             # the message this concerns (the bounced original's Message-ID):
+                                       # duplicate reports about one message count once
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +120,7 @@ class Action:
             "units": self.units if self.units == ALL else list(self.units),
             "channels": self.channels if self.channels == ALL else list(self.channels),
             "diagnostic": self.diagnostic,
+            "ref": self.ref,
         }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
 from handlers.model import ALL, WILDCARD, Action, ActionType, Decision, Kind, State
@@ -34,12 +34,27 @@ class ContactState:
     preferences: dict[tuple[str, str], PreferenceRow] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SoftBounceRow:
+    ref: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class BouncePolicy:
+    """`threshold` soft bounces within `window`, with no sign of life since, suppress."""
+
+    threshold: int = 3
+    window: timedelta = timedelta(days=30)
+
+
 @dataclass
 class CurrentState:
     """The state of every address a decision touches, read inside the transaction."""
 
     contacts: dict[str, ContactState] = field(default_factory=dict)   # by address
     suppressed: dict[str, str] = field(default_factory=dict)          # address -> active reason
+    soft_bounces: dict[str, list[SoftBounceRow]] = field(default_factory=dict)  # open, within the window
 
     def contact_for(self, address: str) -> ContactState:
         return self.contacts.setdefault(address, ContactState(contact_id=None))
@@ -70,16 +85,27 @@ class Update:
     payload: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class SoftBounceChange:
+    address: str
+    ref: str
+    status: str | None
+    reason: str | None
+
+
 @dataclass
 class Plan:
     new_contacts: list[str] = field(default_factory=list)             # addresses needing a contact
     suppressions: list[SuppressionChange] = field(default_factory=list)
     preferences: list[PreferenceChange] = field(default_factory=list)
+    soft_bounces: list[SoftBounceChange] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)                   # addresses whose soft bounces stop counting
+    releases: list[str] = field(default_factory=list)                  # suppressions an operator lifts
     updates: list[Update] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.suppressions or self.preferences)
+        return not (self.suppressions or self.preferences or self.soft_bounces or self.cleared or self.releases)
 
 
 def effective_state(preferences: Mapping[tuple[str, str], PreferenceRow], unit: str, channel: str) -> State:
@@ -105,15 +131,20 @@ def _scope(values: Any) -> tuple[str, ...]:
 def suppression_reason(decision: Decision, action: Action) -> str:
     if decision.kind is Kind.COMPLAINT:
         return "complaint"
-    return "hard_bounce" if action.hard is not False else "soft_bounce_threshold"
+    return "hard_bounce"
 
 
-def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime) -> Plan:
+def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
+         policy: BouncePolicy = BouncePolicy()) -> Plan:
     """Turn a decision into the changes to write, given the current state.
 
     Idempotent: an action whose effect is already in place (address already
-    suppressed, consent already in that state) plans nothing. A decision marked
-    for review plans nothing: a person confirms first.
+    suppressed, consent already in that state, a soft bounce already counted for
+    the same message) plans nothing. A decision marked for review plans nothing: a
+    person confirms first. Soft bounces are counted per address and bounced message;
+    `policy.threshold` of them within `policy.window` suppress the address (reason
+    soft_bounce_threshold). A consent action from the address shows it is alive and
+    clears its count; an operator's release lifts a suppression and clears it too.
     """
     result = Plan()
     if decision.review:
@@ -121,10 +152,14 @@ def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime) 
     state = copy.deepcopy(state)    # planning updates sequences and rows as it goes; the caller's stay as read
     for action in decision.actions:
         if action.type is ActionType.SUPPRESS:
-            _plan_suppression(decision, action, state, event_id, now, result)
+            _suppress(decision, action.address, suppression_reason(decision, action), state, event_id, now, result)
+        elif action.type is ActionType.SOFT_BOUNCE:
+            _plan_soft_bounce(decision, action, state, event_id, now, policy, result)
         elif action.type in (ActionType.UNSUBSCRIBE, ActionType.SUBSCRIBE):
             _plan_consent(decision, action, state, event_id, now, result)
-        # SOFT_BOUNCE changes no state here: it stays as evidence on the event.
+            _clear(action.address, state, result)
+        elif action.type is ActionType.RELEASE:
+            _plan_release(decision, action, state, event_id, now, result)
     return result
 
 
@@ -158,17 +193,52 @@ def _payload(decision: Decision, event_id: str, address: str, unit: str | None, 
     }
 
 
-def _plan_suppression(decision: Decision, action: Action, state: CurrentState, event_id: str,
-                      now: datetime, result: Plan) -> None:
-    address = action.address
+def _suppress(decision: Decision, address: str, reason: str, state: CurrentState, event_id: str,
+              now: datetime, result: Plan) -> None:
     if address in state.suppressed or any(s.address == address for s in result.suppressions):
         return
-    reason = suppression_reason(decision, action)
     contact = _ensure_contact(address, state, result)
     seq = _next_sequence(contact)
     result.suppressions.append(SuppressionChange(address=address, reason=reason))
     payload = _payload(decision, event_id, address, None, "email", State.SUPPRESSED, reason, seq, now)
     result.updates.append(Update(address=address, routing_key=f"suppression.{reason}", sequence=seq,
+                                 payload=payload))
+
+
+def _plan_soft_bounce(decision: Decision, action: Action, state: CurrentState, event_id: str, now: datetime,
+                      policy: BouncePolicy, result: Plan) -> None:
+    address = action.address
+    if address in state.suppressed or any(s.address == address for s in result.suppressions):
+        return
+    ref = action.ref or f"event:{event_id}"
+    counted = state.soft_bounces.setdefault(address, [])
+    if any(row.ref == ref for row in counted):
+        return                                  # the same message reported again: counts once
+    counted.append(SoftBounceRow(ref, now))
+    result.soft_bounces.append(SoftBounceChange(address, ref, action.status, action.reason))
+    if len(counted) >= policy.threshold:
+        _suppress(decision, address, "soft_bounce_threshold", state, event_id, now, result)
+
+
+def _clear(address: str, state: CurrentState, result: Plan) -> None:
+    if state.soft_bounces.get(address) and address not in result.cleared:
+        state.soft_bounces[address] = []
+        result.cleared.append(address)
+
+
+def _plan_release(decision: Decision, action: Action, state: CurrentState, event_id: str, now: datetime,
+                  result: Plan) -> None:
+    address = action.address
+    _clear(address, state, result)
+    if address not in state.suppressed or address in result.releases:
+        return
+    del state.suppressed[address]
+    result.releases.append(address)
+    contact = _ensure_contact(address, state, result)
+    seq = _next_sequence(contact)
+    reason = action.reason or "released"
+    payload = _payload(decision, event_id, address, None, "email", State.RELEASED, reason, seq, now)
+    result.updates.append(Update(address=address, routing_key="suppression.released", sequence=seq,
                                  payload=payload))
 
 

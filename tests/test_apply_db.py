@@ -135,3 +135,55 @@ async def test_all_units_all_channels_is_one_wildcard_row(database):
         pref = (await s.scalars(select(Preference))).one()
         out = (await s.scalars(select(Outbox))).one()
     assert (pref.unit, pref.channel) == ("*", "*") and out.routing_key == "preference.all.all"
+
+
+def soft_bounce(item_id, ref, address="full@kommun-vast.example"):
+    act = Action(ActionType.SOFT_BOUNCE, address, status="4.2.2", reason="mailbox_full", hard=False, ref=ref)
+    return Decision(item_id=item_id, kind=Kind.BOUNCE, actions=(act,), reason="dsn: 1 failed (4.2.2)")
+
+
+async def test_soft_bounces_suppress_at_the_threshold_counting_each_message_once(database):
+    from handlers.plan import BouncePolicy
+    from worker.models import SoftBounce
+
+    policy = BouncePolicy(threshold=3, window=timedelta(days=30))
+    day = timedelta(days=1)
+    await apply(soft_bounce("s1", "<m1@mail.example.org>"), database.unit_of_work(), T0, policy)
+    await apply(soft_bounce("s2", "<m1@mail.example.org>"), database.unit_of_work(), T0 + day, policy)  # same message
+    await apply(soft_bounce("s3", "<m2@mail.example.org>"), database.unit_of_work(), T0 + 2 * day, policy)
+    assert await count(database, Suppression) == 0 and await count(database, SoftBounce) == 2
+    applied = await apply(soft_bounce("s4", "<m3@mail.example.org>"), database.unit_of_work(), T0 + 3 * day, policy)
+    assert applied.updates == 1
+    async with database.sessions() as s:
+        sup = (await s.scalars(select(Suppression))).one()
+        out = (await s.scalars(select(Outbox))).one()
+    assert sup.reason == "soft_bounce_threshold" and out.routing_key == "suppression.soft_bounce_threshold"
+
+
+async def test_soft_bounces_older_than_the_window_no_longer_count(database):
+    from handlers.plan import BouncePolicy
+
+    policy = BouncePolicy(threshold=2, window=timedelta(days=7))
+    await apply(soft_bounce("w1", "<a@x>"), database.unit_of_work(), T0, policy)
+    await apply(soft_bounce("w2", "<b@x>"), database.unit_of_work(), T0 + timedelta(days=10), policy)
+    assert await count(database, Suppression) == 0                    # the first one decayed
+    await apply(soft_bounce("w3", "<c@x>"), database.unit_of_work(), T0 + timedelta(days=11), policy)
+    assert await count(database, Suppression) == 1
+
+
+async def test_an_operator_release_is_an_event_and_an_update(database):
+    from worker.admin import release
+
+    await apply(bounce("item-1"), database.unit_of_work(), T0)
+    applied = await release(database, "Per.Ek@kommun-vast.example", "confirmed by phone", T0 + timedelta(hours=1))
+    assert applied.updates == 1
+    async with database.sessions() as s:
+        sup = (await s.scalars(select(Suppression))).one()
+        outs = (await s.scalars(select(Outbox).order_by(Outbox.sequence))).all()
+        ev = (await s.scalars(select(Event).where(Event.kind == "admin"))).one()
+    assert not sup.active and sup.released_at is not None
+    assert [o.routing_key for o in outs] == ["suppression.hard_bounce", "suppression.released"]
+    assert [o.sequence for o in outs] == [1, 2] and outs[1].payload["source"] == "admin"
+    assert ev.actions[0]["reason"] == "confirmed by phone"
+    again = await apply(bounce("item-2"), database.unit_of_work(), T0 + timedelta(hours=2))   # bounces again
+    assert again.updates == 1 and await count(database, Suppression, Suppression.active.is_(True)) == 1

@@ -128,7 +128,7 @@ def test_import_refuses_a_bad_file_whole(tmp_path: Path):
 
 def test_db_upgrade_reports_the_revision(tmp_path: Path):
     res = unsubd("db", "upgrade", db=tmp_path / "u.db")
-    assert res.returncode == 0 and "schema at revision 0001" in res.stdout
+    assert res.returncode == 0 and "schema at revision 0002" in res.stdout
     assert (tmp_path / "u.db").exists()
 
 
@@ -150,3 +150,43 @@ def test_serve_says_clearly_when_the_broker_is_unreachable(tmp_path: Path):
 def test_serve_refuses_an_unknown_role(tmp_path: Path):
     res = unsubd("serve", "--role", "smtp,teapot", db=tmp_path / "u.db")
     assert res.returncode == 2 and "teapot" in res.stderr
+
+
+def test_suppressions_export_and_release(tmp_path: Path):
+    db = tmp_path / "u.db"
+    from tests.messages import dsn as make_dsn
+
+    f = tmp_path / "b.eml"
+    f.write_bytes(make_dsn("gone@kommun-vast.example"))
+    # apply one bounce through the real path: classify + apply, as the consumer does
+    import asyncio
+    from datetime import datetime, timezone
+
+    from handlers.apply import apply
+    from handlers.classify import classify
+    from handlers.model import Inbound
+    from worker.app import prepare_database
+    from worker.db import Database
+    from tests.conftest import make_settings
+
+    async def seed() -> None:
+        settings = make_settings(f"sqlite+aiosqlite:///{db}")
+        database = Database.connect(settings.database_url)
+        await prepare_database(settings, database)
+        now = datetime.now(timezone.utc)
+        await apply(classify(Inbound.from_file(f.read_bytes(), "b", now), settings, now), database.unit_of_work(), now)
+        await database.close()
+
+    asyncio.run(seed())
+    exported = unsubd("suppressions", "export", db=db)
+    assert exported.returncode == 0 and exported.stdout.splitlines()[0] == "address,reason,since,contact_id"
+    assert "gone@kommun-vast.example,hard_bounce," in exported.stdout
+    missing_reason = unsubd("suppressions", "release", "gone@kommun-vast.example", db=db)
+    assert missing_reason.returncode == 2
+    released = unsubd("suppressions", "release", "Gone@kommun-vast.example", "--reason", "mailbox restored", db=db)
+    assert released.returncode == 0, released.stderr
+    assert unsubd("suppressions", "export", "--json", db=db).stdout == ""
+    again = unsubd("suppressions", "release", "gone@kommun-vast.example", "--reason", "twice", db=db)
+    assert again.returncode == 1
+    shown = json.loads(unsubd("contacts", "show", "gone@kommun-vast.example", "--json", db=db).stdout)
+    assert shown["suppressions"] == [] and shown["events"][0]["kind"] == "admin"

@@ -55,7 +55,7 @@ class NullUow:
     async def event_exists(self, item_id):
         return False
 
-    async def load_state(self, addresses):
+    async def load_state(self, addresses, soft_since):
         from handlers.plan import CurrentState
         return CurrentState()
 

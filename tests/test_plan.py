@@ -5,7 +5,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from handlers.model import ALL, Action, ActionType, Decision, Kind, State
-from handlers.plan import ContactState, CurrentState, PreferenceRow, effective_state, plan
+from handlers.plan import (BouncePolicy, ContactState, CurrentState, PreferenceRow, SoftBounceRow, effective_state,
+                           plan)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 U, S = State.UNSUBSCRIBED, State.SUBSCRIBED
@@ -90,10 +91,61 @@ def test_hard_bounce_suppresses_once():
     assert again.empty
 
 
-def test_soft_bounce_changes_no_state():
-    act = Action(ActionType.SOFT_BOUNCE, "a@example.se", status="4.2.2", hard=False)
-    p = plan(decision(act, kind=Kind.BOUNCE), CurrentState(), "ev", T0)
-    assert p.empty and p.new_contacts == []
+def soft(ref="<m1@mail.example.org>", address="a@example.se"):
+    return Action(ActionType.SOFT_BOUNCE, address, status="4.2.2", reason="mailbox_full", hard=False, ref=ref)
+
+
+def test_one_soft_bounce_is_counted_and_changes_nothing_else():
+    p = plan(decision(soft(), kind=Kind.BOUNCE), CurrentState(), "ev", T0)
+    assert [(c.address, c.ref) for c in p.soft_bounces] == [("a@example.se", "<m1@mail.example.org>")]
+    assert p.suppressions == [] and p.updates == [] and p.new_contacts == []
+
+
+def test_the_threshold_suppresses_with_its_own_reason():
+    state = CurrentState(soft_bounces={"a@example.se": [SoftBounceRow("<m1@x>", T0), SoftBounceRow("<m2@x>", T0)]})
+    p = plan(decision(soft("<m3@x>"), kind=Kind.BOUNCE), state, "ev", T0, BouncePolicy(threshold=3))
+    assert [(s.address, s.reason) for s in p.suppressions] == [("a@example.se", "soft_bounce_threshold")]
+    assert [u.routing_key for u in p.updates] == ["suppression.soft_bounce_threshold"]
+    below = plan(decision(soft("<m3@x>"), kind=Kind.BOUNCE), state, "ev", T0, BouncePolicy(threshold=4))
+    assert below.suppressions == [] and len(below.soft_bounces) == 1
+
+
+def test_duplicate_reports_about_one_message_count_once():
+    state = CurrentState(soft_bounces={"a@example.se": [SoftBounceRow("<m1@x>", T0), SoftBounceRow("<m2@x>", T0)]})
+    p = plan(decision(soft("<m2@x>"), kind=Kind.BOUNCE), state, "ev", T0, BouncePolicy(threshold=3))
+    assert p.empty
+    twice = plan(decision(soft("<m9@x>"), soft("<m9@x>"), kind=Kind.BOUNCE), CurrentState(), "ev", T0,
+                 BouncePolicy(threshold=2))
+    assert len(twice.soft_bounces) == 1 and twice.suppressions == []
+
+
+def test_a_soft_bounce_without_a_known_message_counts_by_event():
+    p = plan(decision(soft(ref=None), kind=Kind.BOUNCE), CurrentState(), "ev-7", T0)
+    assert p.soft_bounces[0].ref == "event:ev-7"
+
+
+def test_a_suppressed_address_collects_no_more_soft_bounces():
+    p = plan(decision(soft(), kind=Kind.BOUNCE), CurrentState(suppressed={"a@example.se": "hard_bounce"}), "e", T0)
+    assert p.empty
+
+
+def test_a_consent_action_from_the_address_clears_its_count():
+    state = CurrentState(soft_bounces={"a@example.se": [SoftBounceRow("<m1@x>", T0)]})
+    p = plan(decision(unsub(units=("alumni",))), state, "ev", T0)
+    assert p.cleared == ["a@example.se"]
+
+
+def test_an_operator_release_lifts_the_suppression_and_clears_the_count():
+    state = CurrentState(contacts={"a@example.se": ContactState(7, 4)}, suppressed={"a@example.se": "hard_bounce"},
+                         soft_bounces={"a@example.se": [SoftBounceRow("<m1@x>", T0)]})
+    act = Action(ActionType.RELEASE, "a@example.se", reason="mailbox fixed, confirmed by phone")
+    p = plan(Decision(item_id="admin-1", kind=Kind.ADMIN, actions=(act,), reason="t", source="admin"), state, "ev", T0)
+    assert p.releases == ["a@example.se"] and p.cleared == ["a@example.se"]
+    (u,) = p.updates
+    assert u.routing_key == "suppression.released" and u.sequence == 5
+    assert u.payload["state"] == "released" and u.payload["source"] == "admin"
+    nothing = plan(Decision(item_id="admin-2", kind=Kind.ADMIN, actions=(act,), reason="t"), CurrentState(), "e", T0)
+    assert nothing.releases == [] and nothing.updates == []
 
 
 def test_a_decision_under_review_changes_nothing():

@@ -152,6 +152,40 @@ def cmd_contacts_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_suppressions_release(args: argparse.Namespace) -> int:
+    from worker.admin import release
+
+    settings = _settings(args)
+    now = datetime.now(timezone.utc)
+    try:
+        applied = asyncio.run(_with_db(settings, lambda db: release(db, args.address, args.reason, now)))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if not applied.updates:
+        print(f"{args.address} was not suppressed; the request is recorded as an event", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(f"released {args.address}; marketing systems are told (event {applied.event_id})")
+    return EXIT_OK
+
+
+def cmd_suppressions_export(args: argparse.Namespace) -> int:
+    import csv
+
+    from worker.admin import export_suppressions
+
+    settings = _settings(args)
+    rows = asyncio.run(_with_db(settings, export_suppressions))
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return EXIT_OK
+    writer = csv.DictWriter(sys.stdout, fieldnames=["address", "reason", "since", "contact_id"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from worker import logs
     from worker.app import parse_roles, serve
@@ -185,6 +219,16 @@ def parser() -> argparse.ArgumentParser:
 
     ct = sub.add_parser("contacts", help="contacts").add_subparsers(dest="contacts_command", required=True,
                                                                     metavar="ACTION")
+    sp = sub.add_parser("suppressions", help="suppressed addresses").add_subparsers(
+        dest="suppressions_command", required=True, metavar="ACTION")
+    r = sp.add_parser("release", parents=[common], help="lift a suppression (recorded as an event)")
+    r.add_argument("address")
+    r.add_argument("--reason", required=True, help="why, kept as evidence (e.g. 'mailbox fixed, confirmed by phone')")
+    r.set_defaults(func=cmd_suppressions_release)
+    ex = sp.add_parser("export", parents=[common], help="every active suppression, as CSV (or --json lines)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_suppressions_export)
+
     i = ct.add_parser("import", parents=[common], help="import contacts from CSV (address,name,units)")
     i.add_argument("file", metavar="FILE.csv")
     i.set_defaults(func=cmd_contacts_import)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Awaitable, Callable, Protocol
 
 from config import Settings
 from handlers.apply import UnitOfWork, apply
+from handlers.plan import BouncePolicy
 from handlers.model import Decision, Inbound
 from worker.pool import ClassifyFailed, ClassifyTimeout
 from worker.queue import Claimed
@@ -74,6 +75,8 @@ class Consumer:
         self._uow = unit_of_work
         self._clock = clock
         self._on_applied = on_applied or (lambda: None)
+        self._policy = BouncePolicy(threshold=settings.bounces.soft_threshold,
+                                    window=timedelta(days=settings.bounces.soft_window_days))
         self.counters = Counters()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -127,7 +130,7 @@ class Consumer:
         except ClassifyFailed as exc:
             return self._failed(f"classify: {exc}", attempts)
         try:
-            applied = await apply(decision, self._uow(), self._clock())
+            applied = await apply(decision, self._uow(), self._clock(), self._policy)
         except Exception as exc:              # noqa: BLE001 - any failure is retried, then parked
             return self._failed(f"apply: {type(exc).__name__}: {exc}", attempts)
         c = self.counters

@@ -15,9 +15,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from handlers.model import Decision, State
-from handlers.plan import ContactState, CurrentState, Plan, PreferenceRow
+from handlers.plan import ContactState, CurrentState, Plan, PreferenceRow, SoftBounceRow
 from worker.errors import DatabaseUnavailable
-from worker.models import Address, Contact, Event, EventAddress, Outbox, Preference, Suppression
+from worker.models import Address, Contact, Event, EventAddress, Outbox, Preference, SoftBounce, Suppression
 
 
 def create_engine(url: str, *, for_reads: bool = False) -> AsyncEngine:
@@ -117,7 +117,7 @@ class SqlUnitOfWork:
         found = await self.session.scalar(select(Event.id).where(Event.item_id == item_id))
         return found is not None
 
-    async def load_state(self, addresses: list[str]) -> CurrentState:
+    async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState:
         state = CurrentState()
         if not addresses:
             return state
@@ -143,6 +143,12 @@ class SqlUnitOfWork:
                 select(Suppression.address, Suppression.reason)
                 .where(Suppression.address.in_(addresses), Suppression.active.is_(True)))).all():
             state.suppressed[address] = reason
+        for address, ref, occurred_at in (await self.session.execute(
+                select(SoftBounce.address, SoftBounce.ref, SoftBounce.occurred_at)
+                .where(SoftBounce.address.in_(addresses), SoftBounce.cleared_at.is_(None),
+                       SoftBounce.occurred_at >= soft_since)
+                .order_by(SoftBounce.occurred_at))).all():
+            state.soft_bounces.setdefault(address, []).append(SoftBounceRow(ref, occurred_at))
         return state
 
     async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None:
@@ -163,6 +169,16 @@ class SqlUnitOfWork:
             else:
                 row.active, row.reason, row.event_id, row.created_at, row.released_at = (
                     True, sup.reason, event_id, now, None)
+        for soft in changes.soft_bounces:
+            s.add(SoftBounce(address=soft.address, ref=soft.ref, status=soft.status, reason=soft.reason,
+                             event_id=event_id, occurred_at=now))
+        if changes.cleared:
+            await s.execute(update(SoftBounce).where(SoftBounce.address.in_(changes.cleared),
+                                                     SoftBounce.cleared_at.is_(None)).values(cleared_at=now))
+        if changes.releases:
+            await s.execute(update(Suppression).where(Suppression.address.in_(changes.releases),
+                                                      Suppression.active.is_(True))
+                            .values(active=False, released_at=now, event_id=event_id))
         for pref in changes.preferences:
             contact_id = contact_ids[pref.address]
             row = await s.scalar(select(Preference).where(

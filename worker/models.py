@@ -186,3 +186,24 @@ class Outbox(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class SoftBounce(Base):
+    """A temporary failure for an address, counted by the soft-bounce policy.
+
+    One row per (address, bounced message): duplicate reports about one message count
+    once. `cleared_at` is set when the address shows it is alive again (its owner
+    acts on their consent) or an operator releases it; cleared rows no longer count.
+    """
+
+    __tablename__ = "soft_bounce"
+    __table_args__ = (UniqueConstraint("address", "ref"), Index("ix_soft_bounce_address_occurred_at",
+                                                                 "address", "occurred_at"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320))
+    ref: Mapped[str] = mapped_column(String(320))       # the bounced message, or the event id when unknown
+    status: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id"))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
