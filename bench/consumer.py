@@ -1,0 +1,91 @@
+"""Consumer throughput: how fast one process classifies and applies the corpus mix.
+
+Prefills the embedded queue (SQLite, or PostgreSQL with --database-url) with
+--messages corpus messages, then starts one `Worker` with the consumer and relay
+roles and times until every item is done. Prints messages/s (and the same for the
+sandboxed classifier alone, the ceiling the parser sets) and writes
+bench/results/consumer.json.
+
+    .venv/bin/python bench/consumer.py [--messages 2000] [--database-url URL]
+    (UNSUBD_* variables apply, e.g. UNSUBD_CONSUMER__CONCURRENCY=16)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import config  # noqa: E402
+from handlers.model import Inbound  # noqa: E402
+from worker.app import Worker  # noqa: E402
+from worker.pool import ClassifyPool  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from pipeline import corpus_messages  # noqa: E402
+
+
+async def run(args: argparse.Namespace) -> dict:
+    url = args.database_url or f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'consumer.db'}"
+    env = {k: v for k, v in os.environ.items() if k.startswith("UNSUBD_")}   # e.g. UNSUBD_CONSUMER__CONCURRENCY
+    settings = config.load({**env, "UNSUBD_DATABASE_URL": url, "UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0"},
+                           REPO / "config" / "example.toml")
+    corpus = corpus_messages()
+    now = datetime.now(timezone.utc)
+    items = [Inbound.from_smtp(raw + f"\nX-Bench: {i}\n".encode(), "", [rcpt], now)
+             for i, (raw, rcpt) in enumerate(corpus[i % len(corpus)] for i in range(args.messages))]
+
+    pool = ClassifyPool(settings)
+    await pool.warm_up()
+    started = time.perf_counter()
+    await asyncio.gather(*(pool.classify(item, now) for item in items[:500]), return_exceptions=True)
+    classify_rate = min(500, len(items)) / (time.perf_counter() - started)
+
+    filler = Worker(settings, roles=["relay"])
+    await filler.start()
+    for item in items:
+        await filler.queue.put(item)
+    await filler.stop()
+
+    worker = Worker(settings, roles=["consumer", "relay"], pool=pool)
+    started = time.perf_counter()
+    await worker.start()
+    while True:
+        counts = await worker.queue.counts()
+        if counts.get("done", 0) + counts.get("failed", 0) >= len(items):
+            break
+        await asyncio.sleep(0.1)
+    seconds = time.perf_counter() - started
+    await worker.stop()
+    return {"bench": "consumer", "database": url.split(":")[0], "messages": len(items),
+            "seconds": round(seconds, 2), "per_s": round(len(items) / seconds, 1),
+            "classify_only_per_s": round(classify_rate, 1), "parse_workers": settings.parse.workers,
+            "concurrency": settings.consumer.concurrency,
+            "outcomes": counts, "machine": {"cpus": os.cpu_count()},
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--database-url")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "consumer.json")
+    args = ap.parse_args()
+    result = asyncio.run(run(args))
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
