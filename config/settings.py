@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -116,6 +116,44 @@ class BounceSettings(_Frozen):
     soft_window_days: float = Field(30.0, gt=0)   # older soft bounces no longer count (decay)
 
 
+class TokenSettings(_Frozen):
+    """Unsubscribe-link signing keys. With no keys, the embedded (SQLite) mode creates one
+    beside the database file on first start (worker/keys.py); production sets them."""
+
+    keys: dict[str, SecretStr] = {}               # key id -> secret (at least 32 characters)
+    active: str | None = None                     # the key that signs new links; default: the only key
+    base_url: str = "http://127.0.0.1:8025"       # public base URL of the links (https in production)
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key_id, secret in v.items():
+            if not re.match(r"^[A-Za-z0-9_-]{1,16}$", key_id):
+                raise ValueError(f"key id {key_id!r}: use 1 to 16 letters, digits, '-' or '_'")
+            if len(secret.get_secret_value().encode("utf-8")) < 32:
+                raise ValueError(f"key {key_id!r} is too short: use at least 32 random characters")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", v):
+            raise ValueError(f"not an http(s) URL without query: {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _active(self) -> TokenSettings:
+        if self.active is not None and self.active not in self.keys:
+            raise ValueError(f"active key {self.active!r} is not one of tokens.keys ({', '.join(self.keys) or 'none'})")
+        if self.active is None and len(self.keys) > 1:
+            raise ValueError("several keys: set tokens.active to the one that signs new links")
+        return self
+
+    @property
+    def active_key_id(self) -> str | None:
+        return self.active or next(iter(self.keys), None)
+
+
 class RelaySettings(_Frozen):
     poll_interval: float = Field(0.2, gt=0)
     batch: int = Field(100, ge=1)
@@ -159,6 +197,7 @@ class Settings(BaseSettings):
     relay: RelaySettings = RelaySettings()
     amqp: AmqpSettings = AmqpSettings()
     bounces: BounceSettings = BounceSettings()
+    tokens: TokenSettings = TokenSettings()
 
     @model_validator(mode="before")
     @classmethod
