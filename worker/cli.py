@@ -186,6 +186,36 @@ def cmd_suppressions_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """The unsubscribe token and header set for one contact's messages from one unit."""
+    from worker.keys import keyring_for
+    from worker.links import BadRequest, issue
+
+    settings = _settings(args)
+    keyring = keyring_for(settings)
+    if keyring is None:
+        raise ConfigError("invalid setting tokens.keys (UNSUBD_TOKENS__KEYS): no signing key; "
+                          "a PostgreSQL deployment must configure its keys")
+    try:
+        issued = asyncio.run(_with_db(settings, lambda db: issue(db.sessions, settings, keyring, args.address,
+                                                                  args.unit, args.channel)))
+    except BadRequest as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if issued is None:
+        print(f"no contact has the address {args.address}; import it first", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if args.json:
+        print(json.dumps(issued.to_json(), ensure_ascii=False, indent=2))
+        return EXIT_OK
+    for name, value in issued.headers.items():
+        print(f"{name}: {value}")
+    print(f"# preference page: {issued.preferences_url}")
+    print("# sign List-Unsubscribe and List-Unsubscribe-Post with DKIM (RFC 8058 section 4)")
+    print("# Return-Path: the signed VERP return path is not issued yet (bounce issue, step 2)")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from worker import logs
     from worker.app import parse_roles, serve
@@ -236,6 +266,12 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("address")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=cmd_contacts_show)
+    tk = sub.add_parser("token", parents=[common], help="the unsubscribe headers for one contact and unit")
+    tk.add_argument("address")
+    tk.add_argument("--unit", required=True, help="the sending unit's key, or '*' for every unit")
+    tk.add_argument("--channel", default="email", help="email (default), sms, phone, letter, web, or '*'")
+    tk.add_argument("--json", action="store_true")
+    tk.set_defaults(func=cmd_token)
     return p
 
 

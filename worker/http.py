@@ -1,24 +1,56 @@
-"""HTTP: health, metrics and the JSON API under /v1/ (aiohttp, on the worker's loop).
+"""HTTP: health, metrics, the JSON API under /v1/, and the unsubscribe links /u/{token}
+(aiohttp, on the worker's loop).
 
-Promise 5: GET never changes state.
+Promise 5: GET and HEAD never change state. `POST /u/{token}` is either an RFC 8058
+one-click (body `List-Unsubscribe=One-Click`, no other proof needed: the signed
+token is the proof, and it can only opt out) or a preference-page save, which must
+carry the form proof the page was rendered with (CSRF). Every change is a Decision
+written by handlers.apply, like mail.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import uuid
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
+import jinja2
 from aiohttp import web
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
+from handlers.apply import apply
+from handlers.model import ALL, WILDCARD, Action, ActionType, Decision, Kind, State, item_key
+from handlers.plan import effective_state
+from handlers.tokens import Claims, Keyring, check_form_proof, form_proof, verify
+from worker import keys as token_keys
+from worker.db import Database
+from worker.links import CHANNELS, BadRequest, ContactPreferences, issue, load_preferences
 from worker.models import Outbox
+from worker.page_text import LANGUAGE_NAMES, LANGUAGES, TEXT, choose_language
 
 log = logging.getLogger("unsubd.http")
 
 MAX_PAGE = 1000
+FORM_MAX_AGE = 2 * 24 * 3600          # seconds a rendered preference form can be saved
+_UNSET: Any = object()
+
+# The /u/ pages carry a bearer token in their URL: never cache them, never send them
+# on as a Referer, never index them, and allow no script at all.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+}
+
+_templates = jinja2.Environment(loader=jinja2.PackageLoader("worker", "templates"), autoescape=True,
+                                undefined=jinja2.StrictUndefined)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -27,9 +59,18 @@ def _problem(status: int, title: str) -> web.Response:
     return web.json_response({"error": title, "status": status}, status=status)
 
 
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
-              metrics: Callable[[], Awaitable[dict[str, Any]]]) -> web.Application:
+              metrics: Callable[[], Awaitable[dict[str, Any]]], db: Database | None = None,
+              keyring: Keyring | None = _UNSET, clock: Callable[[], datetime] = _utcnow) -> web.Application:
+    """The HTTP application. Without `db` the /u/ pages can show but not save (503);
+    `keyring` defaults to worker.keys.keyring_for(settings)."""
     keys = [k.encode() for k in settings.api_keys]
+    if keyring is _UNSET:
+        keyring = token_keys.keyring_for(settings)
 
     @web.middleware
     async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -78,12 +119,201 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
         items = [{"id": r.id, "routing_key": r.routing_key, **r.payload} for r in rows]
         return web.json_response({"updates": items, "next": rows[-1].id if rows else after})
 
+    links = _Links(settings, sessions, db, keyring, clock)
     app = web.Application(middlewares=[errors, api_key], client_max_size=1024 * 1024)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_text)
     app.router.add_get("/v1/updates", updates)
+    app.router.add_post("/v1/tokens", links.issue_api)
+    app.router.add_get("/u/{token}", links.page)            # also answers HEAD, equally without effect
+    app.router.add_post("/u/{token}", links.post)
     return app
+
+
+class _Links:
+    """The /u/{token} pages and POST /v1/tokens."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], db: Database | None,
+                 keyring: Keyring | None, clock: Callable[[], datetime]) -> None:
+        self.settings, self.sessions, self.db, self.keyring, self.clock = settings, sessions, db, keyring, clock
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def _render(self, template: str, lang: str, status: int = 200, **context: Any) -> web.Response:
+        html = _templates.get_template(template).render(
+            lang=lang, t=TEXT[lang], org=self.settings.organisation, dpo=self.settings.dpo_contact,
+            languages=[(code, LANGUAGE_NAMES[code]) for code in LANGUAGES], **context)
+        return web.Response(text=html, status=status, content_type="text/html", charset="utf-8",
+                            headers=PAGE_HEADERS)
+
+    def _notice(self, lang: str, status: int, title: str, message: str, again: str | None = None) -> web.Response:
+        t = TEXT[lang]
+        return self._render("notice.html", lang, status, heading=t[title],
+                            message=t[message].format(dpo=self.settings.dpo_contact), again=again)
+
+    def _invalid(self, lang: str) -> web.Response:
+        # One answer for every link we cannot use (not a token, bad signature, retired key,
+        # no such contact): the page must not tell anyone whether a contact exists.
+        return self._notice(lang, 404, "invalid_title", "invalid")
+
+    def _unit_name(self, unit: str, lang: str) -> str:
+        if unit == WILDCARD:
+            return TEXT[lang]["all_units"]
+        configured = self.settings.units.get(unit)
+        return getattr(configured.names, lang) if configured else unit
+
+    def _scope_name(self, claims: Claims, lang: str) -> str:
+        name = self._unit_name(claims.unit, lang)
+        if claims.channel != WILDCARD:
+            name += f" ({TEXT[lang]['channel.' + claims.channel]})"
+        return name
+
+    def _units(self, prefs: ContactPreferences, claims: Claims) -> list[str]:
+        """The sending unit first, then every configured unit, then units only the contact's rows name."""
+        units = list(self.settings.units) + sorted({u for u, _ in prefs.rows} - set(self.settings.units)
+                                                  - {WILDCARD})
+        if claims.unit in units:
+            units.remove(claims.unit)
+            units.insert(0, claims.unit)
+        return units
+
+    # -- token to contact ------------------------------------------------------------------
+
+    async def _resolve(self, token: str) -> tuple[Claims, ContactPreferences] | None:
+        if self.keyring is None:
+            raise web.HTTPServiceUnavailable(text="token keys are not configured (tokens.keys)")
+        claims = verify(token, self.keyring)
+        if claims is None:
+            return None
+        prefs = await load_preferences(self.sessions, claims.contact_id)
+        return (claims, prefs) if prefs is not None else None
+
+    # -- GET / HEAD: show, never change ------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.Response:
+        lang = choose_language(request.query.get("lang"), request.headers.get("Accept-Language"))
+        token = request.match_info["token"]
+        found = await self._resolve(token)
+        if found is None:
+            return self._invalid(lang)
+        claims, prefs = found
+        saved = request.query.get("saved") == "1"
+        preselect = not saved       # the sending unit's opt-out, until the person has saved once
+        units = []
+        for unit in self._units(prefs, claims):
+            boxes = []
+            for channel in CHANNELS:
+                checked = effective_state(prefs.rows, unit, channel) is State.SUBSCRIBED
+                if preselect and claims.unit in (WILDCARD, unit) and claims.channel in (WILDCARD, channel):
+                    checked = False
+                boxes.append({"value": f"{unit}:{channel}", "id": f"b-{unit}-{channel}", "checked": checked,
+                              "label": TEXT[lang]["channel." + channel]})
+            units.append({"name": self._unit_name(unit, lang), "boxes": boxes})
+        stop_all = effective_state(prefs.rows, WILDCARD, WILDCARD) is State.UNSUBSCRIBED
+        if preselect and claims.unit == WILDCARD and claims.channel == WILDCARD:
+            stop_all = True
+        now = int(self.clock().timestamp())
+        return self._render("page.html", lang, heading=TEXT[lang]["title"], saved=saved,
+                            preselected=self._scope_name(claims, lang) if preselect else None,
+                            address=prefs.address, units=units, stop_all=stop_all,
+                            proof=form_proof(token, now, self.keyring) if self.keyring else "",
+                            action=f"/u/{token}?lang={lang}")
+
+    # -- POST: one-click, or a page save ----------------------------------------------------------
+
+    async def post(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        lang = choose_language(request.query.get("lang"), request.headers.get("Accept-Language"))
+        found = await self._resolve(token)
+        if found is None:
+            return self._invalid(lang)
+        try:
+            form = await request.post()
+        except (ValueError, AssertionError, web.HTTPException):
+            return web.Response(status=400, text="the body must be a form: List-Unsubscribe=One-Click\n")
+        if self.db is None:
+            raise web.HTTPServiceUnavailable(text="this process cannot write (no database given)")
+        claims, prefs = found
+        if form.get("List-Unsubscribe") == "One-Click":
+            return await self._one_click(token, claims, prefs, lang)
+        if "proof" in form:
+            return await self._save(request, token, claims, prefs, form)
+        return web.Response(status=400, text="one-click needs the body List-Unsubscribe=One-Click (RFC 8058)\n",
+                            headers=PAGE_HEADERS)
+
+    def _evidence(self, claims: Claims) -> dict[str, Any]:
+        return {"token_key": claims.key_id, "token_unit": claims.unit, "token_channel": claims.channel,
+                "contact_id": claims.contact_id}
+
+    async def _one_click(self, token: str, claims: Claims, prefs: ContactPreferences, lang: str) -> web.Response:
+        assert self.db is not None
+        action = Action(ActionType.UNSUBSCRIBE, prefs.address, reason="optout",
+                        units=ALL if claims.unit == WILDCARD else (claims.unit,),
+                        channels=ALL if claims.channel == WILDCARD else (claims.channel,))
+        # A fresh item id per POST: a repeat is recorded as evidence, and plan() finds the
+        # opt-out already in effect, so it publishes no second update.
+        decision = Decision(item_id=item_key("one_click", token, uuid.uuid4().hex), kind=Kind.CLICK,
+                            actions=(action,), reason="one-click unsubscribe (RFC 8058)", verified=True,
+                            source="one_click", evidence=self._evidence(claims))
+        await apply(decision, self.db.unit_of_work(), self.clock())
+        return self._notice(lang, 200, "done_title", "done")
+
+    async def _save(self, request: web.Request, token: str, claims: Claims, prefs: ContactPreferences,
+                    form: Any) -> web.Response:
+        assert self.db is not None and self.keyring is not None
+        lang = form.get("lang") if form.get("lang") in LANGUAGES else \
+            choose_language(None, request.headers.get("Accept-Language"))
+        proof = form.get("proof")
+        now = self.clock()
+        if not isinstance(proof, str) or not check_form_proof(proof, token, self.keyring, int(now.timestamp()),
+                                                              FORM_MAX_AGE):
+            return self._notice(lang, 403, "expired_title", "expired", again=f"/u/{token}?lang={lang}")
+        known_units = set(self._units(prefs, claims))
+        shown = [v for v in dict.fromkeys(form.getall("box", [])) if isinstance(v, str)
+                 and v.partition(":")[0] in known_units and v.partition(":")[2] in CHANNELS]
+        wanted = {v for v in form.getall("want", []) if isinstance(v, str)}
+        actions: list[Action] = []
+        if form.get("stop_all") == "1":
+            actions.append(Action(ActionType.UNSUBSCRIBE, prefs.address, reason="optout", units=ALL, channels=ALL))
+        else:
+            for value in shown:
+                unit, _, channel = value.partition(":")
+                want = value in wanted
+                if want == (effective_state(prefs.rows, unit, channel) is State.SUBSCRIBED):
+                    continue
+                # Opting back in is allowed here: the signed token proves the link was ours (promise 6).
+                actions.append(Action(ActionType.SUBSCRIBE if want else ActionType.UNSUBSCRIBE, prefs.address,
+                                      reason="optin" if want else "optout", units=(unit,), channels=(channel,)))
+        if actions:
+            key = item_key("page", token, proof, *(f"{a.type.value}:{a.units}:{a.channels}" for a in actions))
+            decision = Decision(item_id=key, kind=Kind.CLICK, actions=tuple(actions), verified=True, source="page",
+                                reason=f"preference page: {len(actions)} change(s)", evidence=self._evidence(claims))
+            await apply(decision, self.db.unit_of_work(), now)
+        raise web.HTTPSeeOther(f"/u/{token}?lang={lang}&saved=1", headers=PAGE_HEADERS)
+
+    # -- the API ------------------------------------------------------------------------------
+
+    async def issue_api(self, request: web.Request) -> web.Response:
+        """POST /v1/tokens {"address", "unit", "channel"?}: the header set for one recipient."""
+        if self.keyring is None:
+            return _problem(503, "no token keys: set tokens.keys (UNSUBD_TOKENS__KEYS)")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _problem(400, "the body must be JSON: {\"address\": ..., \"unit\": ..., \"channel\": ...}")
+        if not isinstance(body, dict) or not all(isinstance(body.get(k, "email"), str)
+                                                 for k in ("address", "unit", "channel")) \
+                or "address" not in body or "unit" not in body:
+            return _problem(400, "'address' and 'unit' are required strings; 'channel' defaults to email")
+        try:
+            issued = await issue(self.sessions, self.settings, self.keyring, body["address"], body["unit"],
+                                 body.get("channel", "email"))
+        except BadRequest as exc:
+            return _problem(400, str(exc))
+        if issued is None:
+            return _problem(404, "no contact has this address; import it first")
+        return web.json_response(issued.to_json())
 
 
 class HttpServer:
