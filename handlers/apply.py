@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -23,6 +23,7 @@ class UnitOfWork(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
     async def event_exists(self, item_id: str) -> bool: ...
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState: ...
+    async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]: ...
     async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None: ...
     async def commit(self) -> None: ...
 
@@ -39,6 +40,21 @@ class Applied:
         return cls(item_id=item_id, event_id=None, duplicate=True, updates=0)
 
 
+async def _resolve_contacts(decision: Decision, uow: UnitOfWork) -> Decision:
+    """Give actions that name a contact (from a signed token) that contact's email address.
+
+    An action whose contact no longer exists (anonymised, never imported) is dropped:
+    the event still records the request, and nothing else can be acted on.
+    """
+    ids = sorted({a.contact_id for a in decision.actions if a.contact_id is not None})
+    if not ids:
+        return decision
+    found = await uow.contact_addresses(ids)
+    actions = tuple(a if a.contact_id is None else replace(a, address=found[a.contact_id])
+                    for a in decision.actions if a.contact_id is None or a.contact_id in found)
+    return replace(decision, actions=actions)
+
+
 async def apply(decision: Decision, uow: UnitOfWork, now: datetime,
                 policy: BouncePolicy = BouncePolicy()) -> Applied:
     """Write `decision` once. A decision whose item was already applied changes nothing.
@@ -52,6 +68,7 @@ async def apply(decision: Decision, uow: UnitOfWork, now: datetime,
         if await uow.event_exists(decision.item_id):
             return Applied.dup(decision.item_id)
         event_id = str(uuid.uuid4())
+        decision = await _resolve_contacts(decision, uow)
         state = await uow.load_state(addresses_of(decision.actions), soft_since=now - policy.window)
         changes = plan(decision, state, event_id, now, policy)
         await uow.record(decision, event_id, changes, now)

@@ -14,6 +14,7 @@ from typing import Any
 from handlers.arf import decide_complaint, read_arf
 from handlers.autoreply import decide_auto_reply, read_auto_reply
 from handlers.bounce import decide_text_bounce, read_bounce
+from handlers.click import decide_queue_item
 from handlers.dsn import decide_bounce, read_dsn
 from handlers.message import describe_defects, is_unreadable, parse_message
 from handlers.model import Decision, Inbound, Kind
@@ -48,6 +49,8 @@ def classify(item: Inbound, settings: Any, now: datetime) -> Decision:
     carries `source=item.source`.
     """
     try:
+        if item.source == "queue":
+            return decide_queue_item(item, settings, now)
         msg = parse_message(item.raw)
         for read, decide in READERS:
             report = read(msg)
@@ -67,6 +70,7 @@ def classify(item: Inbound, settings: Any, now: datetime) -> Decision:
 
 
 def _with_source(decision: Decision, item: Inbound) -> Decision:
-    if decision.source == item.source:
+    # A decider may name a more specific source (e.g. "mailto"); otherwise the transport's.
+    if decision.source == item.source or decision.source not in ("smtp", ""):
         return decision
     return replace(decision, source=item.source)

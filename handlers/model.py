@@ -109,6 +109,8 @@ class Action:
     diagnostic: str | None = None      # the remote server's own words, kept as evidence
     ref: str | None = None             # the message this concerns (the bounced original's Message-ID):
                                        # duplicate reports about one message count once
+    contact_id: int | None = None      # set when a signed token names the contact but not the address:
+                                       # apply() acts on that contact's email address
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +123,7 @@ class Action:
             "channels": self.channels if self.channels == ALL else list(self.channels),
             "diagnostic": self.diagnostic,
             "ref": self.ref,
+            "contact_id": self.contact_id,
         }
 
 

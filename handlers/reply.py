@@ -31,6 +31,8 @@ from handlers.intent import Intent, read_intent
 from handlers.message import content_type, header_text, is_unreadable
 from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
 from handlers.quotes import body_text, new_text
+from handlers.tokens import Claims, keyring_from_settings, verify
+from handlers.tokens import scope as token_scope
 
 # Subject prefixes of replies and forwards in the languages we read (and Outlook's
 # localised ones): what follows is the subject of the message replied to, not the
@@ -120,6 +122,17 @@ def decide_optout(item: Inbound, report: ReplyReport, settings: Any, now: dateti
 
     if mailbox == "unsubscribe":
         evidence["token"] = getattr(route, "tag", None)
+        claims = _token_claims(evidence["token"], settings)
+        if claims is not None:
+            # A valid signed token says exactly whose preferences and which scope: no text
+            # analysis, and it holds whoever the mail client sent it from (issue 5, item 5).
+            units, channels = token_scope(claims)
+            evidence["token_claims"] = {"contact_id": claims.contact_id, "unit": claims.unit,
+                                        "channel": claims.channel, "key_id": claims.key_id}
+            action = Action(ActionType.UNSUBSCRIBE, "", reason="optout", units=units, channels=channels,
+                            contact_id=claims.contact_id)
+            return Decision(kind=Kind.OPTOUT, actions=(action,), verified=True,
+                            reason="List-Unsubscribe mailto request with a valid token", **{**base, "source": "mailto"})
         if sender.address is None:
             return Decision(kind=Kind.OPTOUT, review=True, reason=f"unsubscribe mailto request, but From: "
                                                                   f"{sender.problem}", **base)
@@ -180,6 +193,13 @@ def _ours(address: str, settings: Any) -> bool:
         return route(address, settings) is not None
     except Exception:  # noqa: BLE001
         return False
+
+
+def _token_claims(token: str | None, settings: Any) -> Claims | None:
+    keyring = keyring_from_settings(settings)
+    if not token or keyring is None:
+        return None
+    return verify(token, keyring)
 
 
 def _unsubscribe(address: str, intent: Intent) -> Action:

@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from handlers.model import WILDCARD, Channel
 
@@ -236,3 +236,27 @@ def link_headers(token: str, base_url: str, unsubscribe_local: str, mail_domain:
     if len(local) <= MAX_LOCAL_PART:
         uris.append(f"<mailto:{local}@{mail_domain}?subject=unsubscribe>")
     return {"List-Unsubscribe": ", ".join(uris), "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def keyring_from_settings(settings: Any) -> Keyring | None:
+    """The keyring in `settings.tokens.keys`, or None when there are no keys (then no token verifies).
+
+    The worker fills these in from the embedded key file before classification
+    (worker.keys.settings_with_keys), so the sandboxed classifier can verify tokens.
+    """
+    tokens = getattr(settings, "tokens", None)
+    keys = getattr(tokens, "keys", None) or {}
+    if not keys:
+        return None
+    try:
+        return Keyring({k: v.get_secret_value().encode("utf-8") for k, v in keys.items()},
+                       tokens.active_key_id)
+    except (ValueError, AttributeError):
+        return None
+
+
+def scope(claims: Claims) -> tuple[Any, Any]:
+    """(units, channels) of an Action for what the token covers: '*' means all."""
+    units: Any = "all" if claims.unit == "*" else (claims.unit,)
+    channels: Any = "all" if claims.channel == "*" else (claims.channel,)
+    return units, channels

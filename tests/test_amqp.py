@@ -303,3 +303,32 @@ async def send_like_an_mta(port: int, raw: bytes, tries: int = 20) -> Any:
 
 async def _got_addresses(listener: UpdateListener, wanted: set[str]) -> bool:
     return wanted <= {u["address"] for _, u in listener.received}
+
+
+async def test_a_link_click_on_the_queue_becomes_a_published_preference_update(names, pg_url):
+    from handlers.tokens import keyring_from_settings, sign
+
+    keys = json.dumps({"k1": "a-production-signing-key-long-enough-0123"})
+    settings = make_settings(pg_url, UNSUBD_TOKENS__KEYS=keys, **names)
+    async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange, "preference.alumni.*") as listener:
+        w = Worker(settings, roles=["consumer", "relay"])
+        await w.start()
+        try:
+            await import_rows(w.db, parse_csv("address\nclicker@example.se\n", settings),
+                              datetime.now(timezone.utc), "t.csv")
+            token = sign(1, "alumni", "email", keyring_from_settings(settings))
+            conn = await aio_pika.connect(RABBIT_URL)
+            async with conn:
+                ch = await conn.channel()
+                body = json.dumps({"type": "click", "token": token, "at": "2026-03-01T12:00:00Z"}).encode()
+                for _ in range(2):                 # the upstream tier delivers it twice
+                    await ch.default_exchange.publish(aio_pika.Message(body, content_type="application/json"),
+                                                      routing_key=settings.amqp.inbound_queue)
+            await wait_for(lambda: _got(listener, 1), timeout=30)
+            await asyncio.sleep(1)                 # room for a wrong second update to arrive
+        finally:
+            await w.stop()
+    (key, update), = listener.received
+    jsonschema.validate(update, SCHEMA)
+    assert key == "preference.alumni.email" and update["source"] == "queue" and update["verified"] is True
+    assert update["address"] == "clicker@example.se" and update["state"] == "unsubscribed"

@@ -18,6 +18,7 @@ from worker.amqp import AmqpConsumer, AmqpEnqueue, AmqpPublisher, Broker
 from worker.consumer import Consumer
 from worker.db import Database, redact_url
 from worker.http import HttpServer, build_app
+from worker.keys import settings_with_keys
 from worker.models import Unit
 from worker.pool import ClassifyPool
 from worker.queue import EmbeddedQueue
@@ -70,6 +71,9 @@ class Worker:
 
     def __init__(self, settings: Settings, roles: Iterable[str] = ROLES,
                  clock: Callable[[], datetime] = utcnow, pool: ClassifyPool | None = None) -> None:
+        # The embedded key file's keys go into the settings, so that the sandboxed
+        # classifier verifies mailto tokens with the same keys as the HTTP side.
+        settings = settings_with_keys(settings)
         self.settings = settings
         self.roles = parse_roles(roles)
         self.clock = clock

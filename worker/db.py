@@ -117,6 +117,16 @@ class SqlUnitOfWork:
         found = await self.session.scalar(select(Event.id).where(Event.item_id == item_id))
         return found is not None
 
+    async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]:
+        """The first email address of each contact that exists."""
+        found: dict[int, str] = {}
+        for contact_id, address in (await self.session.execute(
+                select(Address.contact_id, Address.address)
+                .where(Address.contact_id.in_(contact_ids), Address.channel == "email")
+                .order_by(Address.id))).all():
+            found.setdefault(contact_id, address)
+        return found
+
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState:
         state = CurrentState()
         if not addresses:

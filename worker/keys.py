@@ -15,6 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from config import ConfigError, Settings
@@ -103,3 +104,17 @@ def _read(path: Path) -> Keyring:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("the token key file is readable by others; chmod 600 it", extra={"file": str(path)})
     return ring
+
+
+def settings_with_keys(settings: Settings) -> Settings:
+    """`settings` with the embedded key file's keys in `tokens.keys`, so every part
+    (the sandboxed classifier too) verifies with the same keys. Unchanged when keys
+    are configured, or when none can be had (PostgreSQL without keys)."""
+    if settings.tokens.keys:
+        return settings
+    ring = keyring_for(settings)
+    if ring is None:
+        return settings
+    keys = {kid: SecretStr(secret.decode("utf-8")) for kid, secret in ring.secrets.items()}
+    tokens = settings.tokens.model_copy(update={"keys": keys, "active": ring.active})
+    return settings.model_copy(update={"tokens": tokens})
