@@ -216,6 +216,60 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _scope_arg(text: str, allowed: list[str], what: str) -> tuple[str, ...] | str:
+    if text.strip().lower() == "all":
+        return "all"
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise ValueError(f"--{what}: 'all' or a comma-separated list of {', '.join(allowed)}; got {text!r}")
+    return values
+
+
+def cmd_review_list(args: argparse.Namespace) -> int:
+    from worker.review import list_open
+
+    settings = _settings(args)
+    items = asyncio.run(_with_db(settings, list_open))
+    if args.json:
+        for item in items:
+            print(json.dumps(item, ensure_ascii=False))
+        return EXIT_OK
+    if not items:
+        print("nothing to review")
+        return EXIT_OK
+    for item in items:
+        due = f" due {item['due_at'][:10]}" if item["due_at"] else ""
+        print(f"{item['id']:>6}  {item['created_at'][:16]}  {item['kind']:<14} {item['address'] or '-':<32}{due}")
+        print(f"        {item['reason'][:150]}")
+    return EXIT_OK
+
+
+def cmd_review_resolve(args: argparse.Namespace) -> int:
+    from handlers.model import Channel
+    from worker.review import ReviewError, resolve
+
+    settings = _settings(args)
+    try:
+        units = _scope_arg(args.units, list(settings.units), "units")
+        channels = _scope_arg(args.channels, [c.value for c in Channel], "channels")
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    now = datetime.now(timezone.utc)
+    try:
+        applied = asyncio.run(_with_db(settings, lambda db: resolve(
+            db, args.id, args.as_, now, units=units, channels=channels, address=args.address, note=args.note)))
+    except LookupError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except ReviewError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    print(f"review item {args.id} resolved as {args.as_} (event {applied.event_id}, {applied.updates} updates)")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from worker import logs
     from worker.app import parse_roles, serve
@@ -258,6 +312,20 @@ def parser() -> argparse.ArgumentParser:
     ex = sp.add_parser("export", parents=[common], help="every active suppression, as CSV (or --json lines)")
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_suppressions_export)
+
+    rv = sub.add_parser("review", help="the review queue").add_subparsers(
+        dest="review_command", required=True, metavar="ACTION")
+    rl = rv.add_parser("list", parents=[common], help="open review items, deadlines first")
+    rl.add_argument("--json", action="store_true")
+    rl.set_defaults(func=cmd_review_list)
+    rr = rv.add_parser("resolve", parents=[common], help="settle one item (recorded as an event)")
+    rr.add_argument("id", type=int)
+    rr.add_argument("--as", dest="as_", required=True, choices=["optout", "ignore"])
+    rr.add_argument("--units", default="all", help="'all' (default) or unit keys, comma-separated")
+    rr.add_argument("--channels", default="email", help="'email' (default), 'all', or channels, comma-separated")
+    rr.add_argument("--address", help="act on this address instead of the one the item names")
+    rr.add_argument("--note", default="", help="why, kept with the event")
+    rr.set_defaults(func=cmd_review_resolve)
 
     i = ct.add_parser("import", parents=[common], help="import contacts from CSV (address,name,units)")
     i.add_argument("file", metavar="FILE.csv")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from handlers.model import Decision, State
 from handlers.plan import ContactState, CurrentState, Plan, PreferenceRow, SoftBounceRow
 from worker.errors import DatabaseUnavailable
-from worker.models import Address, Contact, Event, EventAddress, Outbox, Preference, SoftBounce, Suppression
+from worker.models import (Address, Contact, Event, EventAddress, Outbox, Preference, ReviewItem, SoftBounce,
+                           Suppression)
 
 
 def create_engine(url: str, *, for_reads: bool = False) -> AsyncEngine:
@@ -168,6 +169,9 @@ class SqlUnitOfWork:
                     actions=[a.to_json() for a in decision.actions], evidence=dict(decision.evidence),
                     occurred_at=now))
         await s.flush()
+        for kind, due in _review_kinds(decision):
+            s.add(ReviewItem(event_id=event_id, kind=kind, reason=decision.reason[:2000],
+                             address=_concerned_address(decision), created_at=now, due_at=due))
         contact_ids = await self._contact_ids(decision, changes, now)
         for address in dict.fromkeys(a.address for a in decision.actions):
             s.add(EventAddress(event_id=event_id, address=address, contact_id=contact_ids.get(address)))
@@ -224,6 +228,30 @@ class SqlUnitOfWork:
             found[address] = contact.id
         await self.session.flush()
         return found
+
+
+def _review_kinds(decision: Decision) -> list[tuple[str, datetime | None]]:
+    """The review items a decision opens: one when it is for review, one per rights request."""
+    kinds: list[tuple[str, datetime | None]] = []
+    if decision.review:
+        kinds.append(("decision", None))
+    rights = decision.evidence.get("rights_request") if isinstance(decision.evidence, dict) else None
+    if isinstance(rights, dict):
+        due = None
+        try:
+            due = datetime.fromisoformat(str(rights.get("deadline"))).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+        kinds.append(("rights_request", due))
+    return kinds
+
+
+def _concerned_address(decision: Decision) -> str | None:
+    for action in decision.actions:
+        if action.address:
+            return action.address
+    sender = decision.evidence.get("from") if isinstance(decision.evidence, dict) else None
+    return sender if isinstance(sender, str) and "@" in sender else None
 
 
 class Database:

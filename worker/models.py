@@ -207,3 +207,24 @@ class SoftBounce(Base):
     event_id: Mapped[str] = mapped_column(ForeignKey("event.id"))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime())
     cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class ReviewItem(Base):
+    """Something a person must look at: an unclear decision, or a rights request with its deadline.
+
+    Events stay append-only; the review's own life (resolved, and how) lives here, and
+    the resolution is an event of its own.
+    """
+
+    __tablename__ = "review_item"
+    __table_args__ = (Index("ix_review_item_resolved_at_id", "resolved_at", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id"))
+    kind: Mapped[str] = mapped_column(String(32))              # decision, rights_request
+    reason: Mapped[str] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(String(320))   # whom it concerns, when known
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    resolution_event_id: Mapped[str | None] = mapped_column(String(36))
