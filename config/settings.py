@@ -197,6 +197,12 @@ class Settings(BaseSettings):
     relay: RelaySettings = RelaySettings()
     amqp: AmqpSettings = AmqpSettings()
     bounces: BounceSettings = BounceSettings()
+    # authserv-ids (RFC 8601) of our own receiving MTAs: only their Authentication-Results
+    # can verify a sender; any other such header is ignored (RFC 8601 section 5).
+    trusted_authserv_ids: tuple[str, ...] = ()
+    # More unverified emailed opt-outs than this in one hour: the next go to review
+    # (a guard against mass spoofing); 0 turns the guard off.
+    unverified_optouts_per_hour: int = Field(200, ge=0)
     tokens: TokenSettings = TokenSettings()
 
     @model_validator(mode="before")

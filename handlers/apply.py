@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from handlers.model import Decision
-from handlers.plan import BouncePolicy, CurrentState, Plan, addresses_of, plan
+from handlers.model import Decision, Kind
+from handlers.plan import BouncePolicy, CurrentState, Plan, addresses_of, hold_unverified, plan
 
 
 class UnitOfWork(Protocol):
@@ -24,6 +24,7 @@ class UnitOfWork(Protocol):
     async def event_exists(self, item_id: str) -> bool: ...
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState: ...
     async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]: ...
+    async def recent_unverified_optouts(self, since: datetime) -> int: ...
     async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None: ...
     async def commit(self) -> None: ...
 
@@ -56,10 +57,12 @@ async def _resolve_contacts(decision: Decision, uow: UnitOfWork) -> Decision:
 
 
 async def apply(decision: Decision, uow: UnitOfWork, now: datetime,
-                policy: BouncePolicy = BouncePolicy()) -> Applied:
+                policy: BouncePolicy = BouncePolicy(), unverified_per_hour: int = 0) -> Applied:
     """Write `decision` once. A decision whose item was already applied changes nothing.
 
-    `policy` is the soft-bounce policy (see handlers.plan.plan).
+    `policy` is the soft-bounce policy (see handlers.plan.plan). With
+    `unverified_per_hour` > 0, an unverified opt-out beyond that many in the last hour
+    is held for review instead (handlers.plan.hold_unverified).
 
     Raises only for infrastructure failures (the transaction is rolled back and the
     caller retries the whole unit of work); the decision itself is never rejected.
@@ -69,6 +72,9 @@ async def apply(decision: Decision, uow: UnitOfWork, now: datetime,
             return Applied.dup(decision.item_id)
         event_id = str(uuid.uuid4())
         decision = await _resolve_contacts(decision, uow)
+        if unverified_per_hour and decision.kind is Kind.OPTOUT and not decision.verified and decision.actions:
+            recent = await uow.recent_unverified_optouts(now - timedelta(hours=1))
+            decision = hold_unverified(decision, recent, unverified_per_hour)
         state = await uow.load_state(addresses_of(decision.actions), soft_since=now - policy.window)
         changes = plan(decision, state, event_id, now, policy)
         await uow.record(decision, event_id, changes, now)

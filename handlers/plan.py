@@ -8,7 +8,7 @@ changed one wins; with none, the contact is subscribed. A suppression beats cons
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
@@ -260,6 +260,22 @@ def _plan_consent(decision: Decision, action: Action, state: CurrentState, event
             result.updates.append(Update(address=action.address,
                                          routing_key=f"preference.{key_unit}.{key_channel}",
                                          sequence=seq, payload=payload))
+
+
+def hold_unverified(decision: Decision, recent: int, limit: int) -> Decision:
+    """Hold an unverified emailed opt-out for review once `recent` such opt-outs in the last
+    hour reach `limit` (0: never): a guard against mass spoofing (issue 4, item 6).
+
+    Verified decisions, decisions already for review and anything but OPTOUT pass
+    unchanged. A held decision keeps its proposed actions in evidence for the reviewer.
+    """
+    if (limit <= 0 or recent < limit or decision.verified or decision.review
+            or decision.kind is not Kind.OPTOUT or not decision.actions):
+        return decision
+    return replace(decision, actions=(), review=True,
+                   reason=f"{decision.reason}; held for review: {recent} unverified opt-outs in the last hour "
+                          f"(limit {limit})",
+                   evidence={**decision.evidence, "held_actions": [a.to_json() for a in decision.actions]})
 
 
 def addresses_of(actions: Iterable[Action]) -> list[str]:

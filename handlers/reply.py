@@ -21,18 +21,19 @@ because the person pressed "unsubscribe". The token is kept as evidence.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.message import Message
 from typing import Any
 
 from handlers.from_header import Sender, parse_mailbox, read_sender
 from handlers.intent import Intent, read_intent
-from handlers.message import content_type, header_text, is_unreadable
+from handlers.message import content_type, header_text, is_unreadable, raw_items
 from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
 from handlers.quotes import body_text, new_text
 from handlers.tokens import Claims, keyring_from_settings, verify
 from handlers.tokens import scope as token_scope
+from handlers.trust import verify_sender
 
 # Subject prefixes of replies and forwards in the languages we read (and Outlook's
 # localised ones): what follows is the subject of the message replied to, not the
@@ -45,6 +46,9 @@ SYSTEM_LOCALS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailer
 RIGHTS_DEADLINE = timedelta(days=30)   # GDPR art. 12(3): one month; counted conservatively
 
 
+MAX_AUTH_RESULTS = 20     # Authentication-Results headers read; more is noise, or an attack
+
+
 @dataclass(frozen=True)
 class ReplyReport:
     sender: Sender
@@ -53,6 +57,7 @@ class ReplyReport:
     forwarded: bool
     text: str                        # newly written text
     to: tuple[str, ...]              # addresses in To, as fallback routing for files without an envelope
+    auth_results: tuple[str, ...] = ()   # raw Authentication-Results values (handlers.trust reads them)
 
 
 def read_reply(msg: Message) -> ReplyReport | None:
@@ -76,8 +81,9 @@ def read_reply(msg: Message) -> ReplyReport | None:
             address = parse_mailbox(value.strip()).address if value.strip() else None
             if address:
                 to.append(address)
+        auth = tuple(v for k, v in raw_items(msg) if k.lower() == "authentication-results")[:MAX_AUTH_RESULTS]
         return ReplyReport(sender=read_sender(msg), subject=subject, own_subject=own, forwarded=forwarded,
-                           text=text, to=tuple(to))
+                           text=text, to=tuple(to), auth_results=auth)
     except RecursionError:
         return None
 
@@ -105,7 +111,24 @@ def _route(item: Inbound, report: ReplyReport, settings: Any) -> Any:
 
 
 def decide_optout(item: Inbound, report: ReplyReport, settings: Any, now: datetime) -> Decision:
-    """Decide a human message; see the module docstring. Never raises on odd input."""
+    """Decide a human message; see the module docstring. Never raises on odd input.
+
+    A decision that acts on the sender's own address is `verified` when our own MTA's
+    Authentication-Results prove the sender (handlers.trust, RFC 8601); unverified
+    opt-outs are still honoured (the safe direction), and flagged as such.
+    """
+    decision = _decide(item, report, settings, now)
+    if decision.verified or not decision.actions or report.sender.address is None:
+        return decision
+    if any(a.address != report.sender.address for a in decision.actions):
+        return decision
+    verdict = verify_sender(report.auth_results, report.sender.address,
+                            getattr(settings, "trusted_authserv_ids", ()))
+    evidence = {**decision.evidence, "sender_verified": verdict.why}
+    return replace(decision, verified=verdict.verified, evidence=evidence)
+
+
+def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) -> Decision:
     route = _route(item, report, settings)
     mailbox = getattr(getattr(route, "mailbox", None), "value", None)
     sender = report.sender

@@ -75,6 +75,7 @@ class Consumer:
         self._uow = unit_of_work
         self._clock = clock
         self._on_applied = on_applied or (lambda: None)
+        self._unverified_per_hour = settings.unverified_optouts_per_hour
         self._policy = BouncePolicy(threshold=settings.bounces.soft_threshold,
                                     window=timedelta(days=settings.bounces.soft_window_days))
         self.counters = Counters()
@@ -130,7 +131,7 @@ class Consumer:
         except ClassifyFailed as exc:
             return self._failed(f"classify: {exc}", attempts)
         try:
-            applied = await apply(decision, self._uow(), self._clock(), self._policy)
+            applied = await apply(decision, self._uow(), self._clock(), self._policy, self._unverified_per_hour)
         except Exception as exc:              # noqa: BLE001 - any failure is retried, then parked
             return self._failed(f"apply: {type(exc).__name__}: {exc}", attempts)
         c = self.counters

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -117,6 +117,13 @@ class SqlUnitOfWork:
     async def event_exists(self, item_id: str) -> bool:
         found = await self.session.scalar(select(Event.id).where(Event.item_id == item_id))
         return found is not None
+
+    async def recent_unverified_optouts(self, since: datetime) -> int:
+        """Unverified opt-outs acted on (not held for review) since `since`: the spoofing guard's count."""
+        return await self.session.scalar(
+            select(func.count()).select_from(Event).where(
+                Event.kind == "optout", Event.verified.is_(False), Event.review.is_(False),
+                Event.occurred_at >= since)) or 0
 
     async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]:
         """The first email address of each contact that exists."""
