@@ -13,7 +13,7 @@ import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     # More unverified emailed opt-outs than this in one hour: the next go to review
     # (a guard against mass spoofing); 0 turns the guard off.
     unverified_optouts_per_hour: int = Field(200, ge=0)
+    # What a spam complaint unsubscribes: the email of the unit the reported mail came
+    # from ("unit"; every unit when it cannot be told), or every unit's email ("all").
+    complaint_scope: Literal["unit", "all"] = "unit"
     tokens: TokenSettings = TokenSettings()
 
     @model_validator(mode="before")

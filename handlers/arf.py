@@ -408,7 +408,8 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
         why = f"recipient redacted; X-NV-Recipient-Id {rid} needs a contact lookup" if rid else \
             "feedback report names no recipient we can identify"
         return Decision(reason=why, review=True, **base)
-    units = (unit,) if unit else ALL
+    narrow = getattr(settings, "complaint_scope", "unit") == "unit"
+    units = (unit,) if unit and narrow else ALL
     actions: list[Action] = []
     for address in recipients:
         if feedback_type != "opt-out":
@@ -416,6 +417,6 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
         actions.append(Action(ActionType.UNSUBSCRIBE, address,
                               reason="optout" if feedback_type == "opt-out" else "complaint", units=units,
                               channels=("email",), diagnostic=feedback_type))
-    scope = unit or "all units"
+    scope = unit if unit and narrow else "all units"
     return Decision(reason=f"{feedback_type} report ({report.form}); recipient from {where}; "
                            f"unsubscribed from {scope} email", actions=tuple(actions), **base)

@@ -97,3 +97,23 @@ def test_bounce_corpus_feedback_recipients() -> None:
             assert normalise(r) in recorded, file
     assert total == 23 and found >= 20
     assert SETTINGS.units
+
+
+def test_complaint_scope_all_unsubscribes_every_unit():
+    from datetime import datetime, timezone
+
+    from handlers.classify import classify
+    from handlers.model import ActionType, Inbound, Kind
+    from tests import corpus
+    from tests.conftest import make_settings
+
+    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    labels = [l for l in corpus.read_jsonl("mail/labels.jsonl") if l["kind"] == "complaint"]
+    raw = (corpus.require("mail") / labels[0]["file"]).read_bytes()
+    item = Inbound.from_file(raw, labels[0]["file"], now)
+    narrow = classify(item, make_settings(), now)
+    wide = classify(item, make_settings(UNSUBD_COMPLAINT_SCOPE="all"), now)
+    assert narrow.kind is wide.kind is Kind.COMPLAINT
+    unsub = lambda d: [a for a in d.actions if a.type is ActionType.UNSUBSCRIBE]
+    assert unsub(narrow) and all(a.units != "all" for a in unsub(narrow))
+    assert unsub(wide) and all(a.units == "all" for a in unsub(wide))
