@@ -112,3 +112,22 @@ async def test_the_feed_over_a_real_socket_from_a_running_worker(sqlite_url):
         assert status == 200 and b"unsubd_outbox_backlog 0" in body
     finally:
         await w.stop()
+
+
+async def test_contact_suppression_and_review_lookups(database):
+    settings = make_settings(UNSUBD_API_KEYS='["k"]')
+    auth = {"Authorization": "Bearer k"}
+    bounce = Action(ActionType.SUPPRESS, "gone@example.se", status="5.1.1", reason="user_unknown", hard=True)
+    await apply(Decision(item_id="b1", kind=Kind.BOUNCE, actions=(bounce,), reason="dsn"), database.unit_of_work(), T0)
+    await apply(Decision(item_id="r1", kind=Kind.OPTOUT, review=True, reason="unclear",
+                         evidence={"from": "who@example.se"}), database.unit_of_work(), T0)
+    async with TestClient(TestServer(build_app(settings, database.sessions, no_metrics, db=database))) as c:
+        assert (await c.get("/v1/suppressions")).status == 401
+        sups = await (await c.get("/v1/suppressions", headers=auth)).json()
+        assert [(x["address"], x["reason"]) for x in sups["suppressions"]] == [("gone@example.se", "hard_bounce")]
+        view = await (await c.get("/v1/contacts/Gone@Example.se", headers=auth)).json()
+        assert view["suppressions"][0]["reason"] == "hard_bounce" and view["events"][0]["kind"] == "bounce"
+        assert (await c.get("/v1/contacts/nobody@example.se", headers=auth)).status == 404
+        assert (await c.get("/v1/contacts/not-an-address", headers=auth)).status == 400
+        items = (await (await c.get("/v1/review", headers=auth)).json())["items"]
+        assert [(i["kind"], i["address"]) for i in items] == [("decision", "who@example.se")]

@@ -27,10 +27,13 @@ from handlers.model import ALL, WILDCARD, Action, ActionType, Decision, Kind, St
 from handlers.plan import effective_state
 from handlers.tokens import Claims, Keyring, check_form_proof, form_proof, verify
 from worker import keys as token_keys
+from worker.admin import export_suppressions
+from worker.contacts import show as show_contact
 from worker.db import Database
 from worker.links import CHANNELS, BadRequest, ContactPreferences, issue, load_preferences
 from worker.models import Outbox
 from worker.page_text import LANGUAGE_NAMES, LANGUAGES, TEXT, choose_language
+from worker.review import list_open
 
 log = logging.getLogger("unsubd.http")
 
@@ -124,7 +127,32 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_text)
+    async def contact(request: web.Request) -> web.Response:
+        """Effective preferences, suppressions and recent events of one address."""
+        try:
+            view = await show_contact(sessions, settings, request.match_info["address"])
+        except ValueError:
+            return _problem(400, "not an email address")
+        if view is None:
+            return _problem(404, "no contact, suppression or event for that address")
+        return web.json_response(view.to_json())
+
+    async def suppressions(request: web.Request) -> web.Response:
+        """Every active suppression, for a sending system that keeps its own copy."""
+        if db is None:
+            return _problem(503, "not available in this process")
+        return web.json_response({"suppressions": await export_suppressions(db)})
+
+    async def review(request: web.Request) -> web.Response:
+        """The open review queue, deadlines first."""
+        if db is None:
+            return _problem(503, "not available in this process")
+        return web.json_response({"items": await list_open(db)})
+
     app.router.add_get("/v1/updates", updates)
+    app.router.add_get("/v1/contacts/{address}", contact)
+    app.router.add_get("/v1/suppressions", suppressions)
+    app.router.add_get("/v1/review", review)
     app.router.add_post("/v1/tokens", links.issue_api)
     app.router.add_get("/u/{token}", links.page)            # also answers HEAD, equally without effect
     app.router.add_post("/u/{token}", links.post)
