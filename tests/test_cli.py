@@ -190,3 +190,17 @@ def test_suppressions_export_and_release(tmp_path: Path):
     assert again.returncode == 1
     shown = json.loads(unsubd("contacts", "show", "gone@kommun-vast.example", "--json", db=db).stdout)
     assert shown["suppressions"] == [] and shown["events"][0]["kind"] == "admin"
+
+
+def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path):
+    env = {**os.environ, "UNSUBD_CONFIG": str(EXAMPLE_TOML)}
+    many = tmp_path / "mail"
+    many.mkdir()
+    for i in range(300):
+        (many / f"{i}.eml").write_bytes(dsn(f"u{i}@kommun-vast.example"))
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "classify", "--json", str(many)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()                         # like `| head -1`
+    _, err = proc.communicate(timeout=120)
+    assert b"Broken pipe" not in err and b"Traceback" not in err

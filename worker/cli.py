@@ -350,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"unsubd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (`unsubd ... | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (QueueUnavailable, DatabaseUnavailable, OSError) as exc:
         print(f"unsubd: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
