@@ -27,7 +27,7 @@ from handlers import bounce_patterns as patterns
 from handlers.addresses import normalise
 from handlers.bounce_envelope import (actions_from_rows, forged_original, guard_rows, null_sender, original_ref,
                                       verp_recipient)
-from handlers.dsn import ORIGINAL_TYPES, ReturnedOriginal, STATUS_TYPES, explain
+from handlers.dsn import ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, explain, returned_original
 from handlers.message import (
     content_param,
     content_type,
@@ -313,16 +313,7 @@ def _squeeze(text: str) -> str:
 
 
 def _original(part: Message | None) -> ReturnedOriginal | None:
-    if part is None:
-        return None
-    inner = payload_parts(part)
-    head = inner[0] if inner else None
-    if head is None:
-        return None
-    original = ReturnedOriginal(message_id=header_text(head, "Message-ID"), from_=header_text(head, "From"),
-                                to=header_text(head, "To"), list_id=header_text(head, "List-Id"),
-                                recipient_id=header_text(head, "X-NV-Recipient-Id"))
-    return original if any(original.to_json().values()) else None
+    return returned_original(part) if part is not None else None
 
 
 # --------------------------------------------------------------------------- deciding

@@ -439,19 +439,26 @@ def _returned_original(container: Message, status_part: Message) -> ReturnedOrig
     for part, _parent in iter_parts(container):
         if part is status_part or content_type(part) not in ORIGINAL_TYPES:
             continue
-        headers = _original_headers(part)
-        if headers is None:
-            continue
-        original = ReturnedOriginal(
-            message_id=_cut(header_text(headers, "Message-ID")),
-            from_=_cut(header_text(headers, "From")),
-            to=_cut(header_text(headers, "To")),
-            list_id=_cut(header_text(headers, "List-Id")),
-            recipient_id=_cut(header_text(headers, "X-NV-Recipient-Id")),
-        )
-        if any(original.to_json().values()):
+        original = returned_original(part)
+        if original is not None:
             return original
     return None
+
+
+def returned_original(part: Message) -> ReturnedOriginal | None:
+    """The identifying headers of one returned-message part (message/rfc822, or the
+    text/rfc822-headers form), or None when it has none. Shared with handlers.bounce."""
+    headers = _original_headers(part)
+    if headers is None:
+        return None
+    original = ReturnedOriginal(
+        message_id=_cut(header_text(headers, "Message-ID")),
+        from_=_cut(header_text(headers, "From")),
+        to=_cut(header_text(headers, "To")),
+        list_id=_cut(header_text(headers, "List-Id")),
+        recipient_id=_cut(header_text(headers, "X-NV-Recipient-Id")),
+    )
+    return original if any(original.to_json().values()) else None
 
 
 def _original_headers(part: Message) -> Message | None:
