@@ -114,6 +114,10 @@ class BounceSettings(_Frozen):
 
     soft_threshold: int = Field(3, ge=1)          # soft bounces within the window that suppress
     soft_window_days: float = Field(30.0, gt=0)   # older soft bounces no longer count (decay)
+    # With true, a bounce to the plain bounce address (no signed return path) is counted
+    # but never suppresses on its own, like one whose return path is unsigned or forged.
+    # Turn it on once every sender uses the signed return paths of `unsubd token`.
+    require_signed_return_path: bool = False
 
 
 class TokenSettings(_Frozen):

@@ -7,13 +7,16 @@ feedback report. `decide_complaint` turns the report into a `Decision`:
   3.2), else `Removal-Recipient` (RFC 6650 section 7), else our own marks in the
   attached original, because most feedback loops redact the recipient: our VERP
   return path `bounces+local=domain@<bounce domain>` (in `Original-Mail-From` or
-  the original's `Return-Path`), Microsoft JMRP's `X-HmXmrOriginalRecipient`, and
+  the original's `Return-Path`): signed (`bounces+TOKEN@`, which names the contact
+  with certainty) or the unsigned `bounces+local=domain@` form; the signed token in
+  the original's `List-Unsubscribe`; Microsoft JMRP's `X-HmXmrOriginalRecipient`; and
   finally the original's `To` when it is exactly one mailbox. The original's
   `X-NV-Recipient-Id` names the contact but cannot be resolved in pure code, so it
   is kept as evidence and, with no address, the report goes to review;
-* the unit comes from the original's `List-Id` (RFC 2919) matched against the
-  units' `list_ids`, else its `From` against their `from_addresses`, else the unit
-  key in our `Feedback-ID`; with none, all units;
+* the unit comes from a signed return path, else the original's `List-Id` (RFC 2919)
+  matched against the units' `list_ids`, else its `From` against their
+  `from_addresses`, else the signed tokens of its own headers, else the unit key in
+  our `Feedback-ID`; with none, all units;
 * actions: SUPPRESS (plan records reason "complaint") and UNSUBSCRIBE of that
   unit's email. Feedback-Type `opt-out` unsubscribes without suppressing;
   `not-spam` and `auth-failure` (RFC 6591: about authentication, not about the
@@ -38,6 +41,8 @@ from email.parser import BytesParser
 from typing import Any
 
 from handlers.addresses import normalise
+from handlers.bounce_envelope import LINK_TOKEN, Envelope, unsigned_verp
+from handlers.bounce_envelope import attribute_unit as attribute_original_unit
 from handlers.from_header import parse_mailbox, read_sender
 from handlers.message import (
     clean_text,
@@ -52,6 +57,7 @@ from handlers.message import (
     unfold,
 )
 from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
+from handlers.tokens import keyring_from_settings, verify, verify_return_path
 
 FEEDBACK_TYPES = ("message/feedback-report",)
 # Where the reported message (or its headers) is attached: RFC 5965 section 2 (c);
@@ -83,11 +89,12 @@ class Original:
     message_id: str | None = None
     jmrp_recipient: str | None = None        # X-HmXmrOriginalRecipient (Microsoft JMRP)
     received_for: tuple[str, ...] = ()
+    list_unsubscribe: str | None = None      # ours carries a signed token
 
     def to_json(self) -> dict[str, Any]:
         return {"to": self.to, "from": self.from_, "return_path": self.return_path, "list_id": self.list_id,
                 "recipient_id": self.recipient_id, "feedback_id": self.feedback_id,
-                "message_id": self.message_id}
+                "message_id": self.message_id, "list_unsubscribe": self.list_unsubscribe}
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,7 @@ def _original(msg: Message) -> Original | None:
             message_id=header_text(headers, "Message-ID"),
             jmrp_recipient=header_text(headers, "X-HmXmrOriginalRecipient"),
             received_for=tuple(received[:10]),
+            list_unsubscribe=_clip(header_text(headers, "List-Unsubscribe")),
         )
     return None
 
@@ -294,13 +302,12 @@ def _read_ses(msg: Message) -> ArfReport | None:
 # --------------------------------------------------------------------------- deciding
 
 
-def verp_address(value: str | None, settings: Any) -> str | None:
-    """The recipient encoded in our VERP return path, or None.
+def _clip(value: str | None) -> str | None:
+    return value[:MAX_VALUE * 2] if value else value
 
-    `bounces+local=domain@<bounce domain>` (DESIGN.md interfaces) decodes to
-    `local@domain`. Only our own bounce local part and domain count: someone else's
-    VERP says nothing about our recipients.
-    """
+
+def _tag(value: str | None, settings: Any) -> str | None:
+    """The tag of `value` when it is our bounce address `bounces+TAG@<bounce or mail domain>`."""
     if not value:
         return None
     text = value.strip().strip("<>").strip()
@@ -312,30 +319,62 @@ def verp_address(value: str | None, settings: Any) -> str | None:
     if domain.lower().rstrip(".") not in {d for d in domains if d}:
         return None
     base, plus, tag = local.partition("+")
-    if base.lower() != bounce_local or not plus:
-        return None
-    who, eq, where = tag.rpartition("=")
-    if not eq:
-        return None
-    return normalise(f"{who}@{where}")
+    return tag if base.lower() == bounce_local and plus and tag else None
 
 
-def attribute_unit(original: Original | None, settings: Any) -> str | None:
-    """The unit that sent the original: List-Id, else From, else Feedback-ID; or None."""
+def verp_address(value: str | None, settings: Any) -> str | None:
+    """The recipient encoded in our unsigned VERP return path, or None.
+
+    `bounces+local=domain@<bounce domain>` (DESIGN.md interfaces) decodes to
+    `local@domain`. Only our own bounce local part and domain count: someone else's
+    VERP says nothing about our recipients.
+    """
+    tag = _tag(value, settings)
+    return unsigned_verp(tag) if tag else None
+
+
+@dataclass(frozen=True)
+class TokenMark:
+    """A signed token of ours found in the reported message: whose it is and where it was."""
+
+    contact_id: int
+    unit: str | None
+    where: str
+    names: Any = None        # ReturnPathClaims.names for a return path, else None
+
+
+def token_mark(report: ArfReport, settings: Any) -> TokenMark | None:
+    """Our signed return path (Original-Mail-From, the original's Return-Path), else the
+    signed token of the original's List-Unsubscribe; or None."""
+    keyring = keyring_from_settings(settings)
+    if keyring is None:
+        return None
+    units = tuple(getattr(settings, "units", {}) or {})
+    original = report.original
+    for value, where in ((report.original_mail_from, "signed return path in Original-Mail-From"),
+                         (original.return_path if original else None, "signed return path of the original")):
+        tag = _tag(value, settings)
+        claims = verify_return_path(tag, keyring, units) if tag else None
+        if claims is not None:
+            return TokenMark(claims.contact_id, claims.unit, where, claims.names)
+    for match in LINK_TOKEN.finditer((original.list_unsubscribe if original else None) or ""):
+        link = verify(match.group(1) or match.group(2), keyring)
+        if link is not None:
+            return TokenMark(link.contact_id, link.unit, "List-Unsubscribe token of the original")
+    return None
+
+
+def attribute_unit(original: Original | None, settings: Any, mark: TokenMark | None = None) -> str | None:
+    """The unit that sent the original: a signed token's unit, else List-Id, else From,
+    else Feedback-ID; or None."""
+    units = getattr(settings, "units", {}) or {}
+    if mark is not None and mark.unit in units:
+        return mark.unit
     if original is None:
         return None
-    units = getattr(settings, "units", {}) or {}
-    if original.list_id:
-        found = _LIST_ID.search(original.list_id)
-        list_id = (found.group(1) if found else original.list_id).strip().lower()
-        for key, unit in units.items():
-            if list_id in (x.lower() for x in unit.list_ids):
-                return key
-    if original.from_:
-        sender = parse_mailbox(original.from_).address
-        for key, unit in units.items():
-            if sender and sender in unit.from_addresses:
-                return key
+    unit, _how = attribute_original_unit(Envelope("none"), original.to_json(), None, settings)
+    if unit is not None:
+        return unit
     if original.feedback_id:
         for piece in original.feedback_id.split(":"):
             if piece.strip().lower() in units:
@@ -343,8 +382,14 @@ def attribute_unit(original: Original | None, settings: Any) -> str | None:
     return None
 
 
-def complained_recipients(report: ArfReport, settings: Any) -> tuple[list[str], str]:
-    """(addresses, where they came from), in the order of preference in the module docstring."""
+def complained_recipients(report: ArfReport, settings: Any,
+                          mark: TokenMark | None = None) -> tuple[list[str], str]:
+    """(addresses, where they came from), in the order of preference in the module docstring.
+
+    With a signed return path (`mark.names`), an address found later in the order is
+    taken only when the token was issued for it; the contact itself is acted on by the
+    caller when none is.
+    """
     def clean(values: Any) -> list[str]:
         out = []
         for value in values:
@@ -360,16 +405,21 @@ def complained_recipients(report: ArfReport, settings: Any) -> tuple[list[str], 
     if found := clean(report.removal_recipient):
         return found, "Removal-Recipient"
     original = report.original
+    candidates: list[tuple[str, str]] = []
     for value, where in ((report.original_mail_from, "VERP in Original-Mail-From"),
                          (original.return_path if original else None, "VERP in the original's Return-Path")):
         if (address := verp_address(value, settings)) is not None:
-            return [address], where
-    if original is not None and original.jmrp_recipient and (found := clean([original.jmrp_recipient])):
-        return found, "X-HmXmrOriginalRecipient"
+            candidates.append((address, where))
+    if original is not None and original.jmrp_recipient:
+        candidates += [(a, "X-HmXmrOriginalRecipient") for a in clean([original.jmrp_recipient])]
     if original is not None and original.to:
         address = parse_mailbox(original.to).address
         if address:
-            return [address], "the original's To"
+            candidates.append((address, "the original's To"))
+    if mark is not None and mark.names is not None:
+        candidates = [(a, f"{where}, named by the {mark.where}") for a, where in candidates if mark.names(a)]
+    if candidates:
+        return [candidates[0][0]], candidates[0][1]
     return [], "none"
 
 
@@ -381,8 +431,14 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
     evidence. Never raises.
     """
     original = report.original
-    recipients, where = complained_recipients(report, settings)
-    unit = attribute_unit(original, settings)
+    mark = token_mark(report, settings) if report.form != "apple-unsubscribe" else None
+    recipients, where = complained_recipients(report, settings, mark)
+    unit = attribute_unit(original, settings, mark)
+    contact_id = None
+    if not recipients and mark is not None:
+        # Redacted, but our signed token names the contact: act on the contact's address.
+        contact_id, where = mark.contact_id, mark.where
+    certain = mark is not None and (contact_id is not None or (mark.names is not None and mark.names(recipients[0])))
     evidence: dict[str, Any] = {
         "form": report.form,
         "feedback_type": report.feedback_type,
@@ -393,17 +449,18 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
         "recipients": recipients,
         "recipient_source": where,
         "recipient_id": original.recipient_id if original else None,
+        "token_contact_id": mark.contact_id if mark else None,
         "unit": unit,
         "original": original.to_json() if original else None,
     }
-    base = dict(item_id=item.id, kind=Kind.COMPLAINT, evidence=evidence, source=item.source)
+    base = dict(item_id=item.id, kind=Kind.COMPLAINT, evidence=evidence, source=item.source, verified=certain)
     if report.problem:
         return Decision(reason=f"unreadable feedback report: {report.problem}", review=True, **base)
     feedback_type = report.feedback_type or "abuse"
     if feedback_type in NO_ACTION_TYPES:
         return Decision(reason=f"feedback report of type {feedback_type}: not a complaint by the recipient",
                         **base)
-    if not recipients:
+    if not recipients and contact_id is None:
         rid = evidence["recipient_id"]
         why = f"recipient redacted; X-NV-Recipient-Id {rid} needs a contact lookup" if rid else \
             "feedback report names no recipient we can identify"
@@ -411,12 +468,14 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
     narrow = getattr(settings, "complaint_scope", "unit") == "unit"
     units = (unit,) if unit and narrow else ALL
     actions: list[Action] = []
-    for address in recipients:
+    targets = [(address, None) for address in recipients] or [("", contact_id)]
+    for address, contact in targets:
         if feedback_type != "opt-out":
-            actions.append(Action(ActionType.SUPPRESS, address, reason="complaint", diagnostic=feedback_type))
+            actions.append(Action(ActionType.SUPPRESS, address, reason="complaint", diagnostic=feedback_type,
+                                  contact_id=contact))
         actions.append(Action(ActionType.UNSUBSCRIBE, address,
                               reason="optout" if feedback_type == "opt-out" else "complaint", units=units,
-                              channels=("email",), diagnostic=feedback_type))
+                              channels=("email",), diagnostic=feedback_type, contact_id=contact))
     scope = unit if unit and narrow else "all units"
     return Decision(reason=f"{feedback_type} report ({report.form}); recipient from {where}; "
                            f"unsubscribed from {scope} email", actions=tuple(actions), **base)

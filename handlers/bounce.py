@@ -25,8 +25,7 @@ from typing import Any
 
 from handlers import bounce_patterns as patterns
 from handlers.addresses import normalise
-from handlers.bounce_envelope import (actions_from_rows, forged_original, guard_rows, null_sender, original_ref,
-                                      verp_recipient)
+from handlers.bounce_envelope import actions_from_rows, apply_envelope, forged_original, null_sender, original_ref
 from handlers.dsn import ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, explain, returned_original
 from handlers.message import (
     content_param,
@@ -372,20 +371,22 @@ def decide_text_bounce(item: Inbound, bounce: TextBounce, settings: Any, now: da
     """Turn a text bounce notice into a BOUNCE decision (see `assess_text`).
 
     Hard failures suppress, others are counted as soft bounces, delay warnings do
-    nothing. When the envelope recipient is an unsigned VERP address, a recipient
-    the notice names that is not that address never suppresses (issue 3 item 4);
+    nothing. The envelope rules of handlers.bounce_envelope apply (only a signed
+    return path naming the address makes it certain and `verified`; unsigned or
+    forged return paths and other addresses never suppress on their own).
     `act=False` records the rows without any action (handlers.dsn uses it when a
-    report's groups name no usable address). `verified` stays False. `now` is not used.
+    report's groups name no usable address), unless a signed return path names the
+    address. `now` is not used.
     """
     del now
-    sent_to = verp_recipient(item, settings)
-    rows = [assess_text(r, bounce) for r in bounce.recipients]
-    rows = guard_rows(rows, sent_to)
+    original = bounce.original.to_json() if bounce.original else None
+    rows, envelope, certain = apply_envelope(item, [assess_text(r, bounce) for r in bounce.recipients],
+                                             original, settings)
     if not act:
         for row in rows:
-            if row["outcome"] is not None:
+            if row["outcome"] is not None and not row.get("sent_to"):
                 row["outcome"], row["why_none"] = None, "named only in the notice text of a report whose groups name no usable address"
-    actions = actions_from_rows(rows, ref=original_ref(bounce.original.to_json() if bounce.original else None))
+    actions = actions_from_rows(rows, ref=original_ref(original))
     failed = [r for r in rows if r["action"] == "failed"]
     delayed = len(rows) - len(failed)
     words = ", ".join(sorted({f"{r['status']} {r['reason']}" for r in failed})[:3])
@@ -395,15 +396,15 @@ def decide_text_bounce(item: Inbound, bounce: TextBounce, settings: Any, now: da
         "report_type": "text",
         "form": bounce.form,
         "recipients": rows,
-        "original": bounce.original.to_json() if bounce.original else None,
+        "original": original,
         "notes": list(bounce.notes),
-        "verp_recipient": sent_to,
+        **envelope,
         "null_sender": null_sender(item),
         "subject": bounce.subject,
     }
     review = False
-    if forged := forged_original(evidence["original"], settings):
+    if not certain and (forged := forged_original(evidence["original"], settings)):
         actions, review, reason = (), True, f"{reason}; not acted on: {forged}"
         evidence["forged"] = forged
     return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=actions, reason=reason, review=review,
-                    verified=False, source=item.source, evidence=evidence)
+                    verified=certain, source=item.source, evidence=evidence)

@@ -5,49 +5,105 @@ RFC 5321 section 4.5.5: a delivery notification is sent with a null reverse path
 RFC 3464 section 2 leaves it to the original sender to tell which recipient a
 notification is about; the classic way is VERP, a return path that names the
 recipient: `bounces+local=domain@<bounce domain>`. That form is unsigned, so it is
-a hint of whom we sent to, never proof (signed return paths come later).
+a hint of whom we sent to, never proof. unsubd's own senders use signed return
+paths, `bounces+TOKEN@<bounce domain>` (handlers.tokens.sign_return_path): a bounce
+to one of those answers mail we sent to one contact's address, with certainty.
+
+The rule (issue 3 item 4): only a bounce attributed with certainty suppresses on its
+own. A bounce to a return path whose signature is bad, or to the unsigned form, is
+recorded and counted as a soft bounce (so repeated ones still reach the soft-bounce
+threshold), and a bounce that names an address other than the one we sent to never
+suppresses that other address. A bounce to the plain bounce address (no tag at all)
+suppresses unless `bounces.require_signed_return_path` is set.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from handlers.addresses import normalise
-from handlers.model import Action, ActionType, Inbound
+from handlers.model import WILDCARD, Action, ActionType, Inbound
+from handlers.routing import Mailbox, Router
+from handlers.tokens import ReturnPathClaims, keyring_from_settings, verify, verify_return_path
 
 
-def verp_recipient(item: Inbound, settings: Any) -> str | None:
-    """The address named by an unsigned VERP envelope recipient, or None.
+@dataclass(frozen=True)
+class Envelope:
+    """What the envelope recipient says about a bounce.
 
-    Looks for `<bounce_local>+local=domain@<effective bounce domain>` among
-    `item.rcpt_tos` (local part and domain compared case-insensitively; the last
-    "=" separates local part and domain). Returns the normalised address, or None
-    when there is no such recipient, when settings are missing, or when the tag is
-    not an address (a signed token, for instance). Never raises.
+    `form` is one of:
+      "signed"    a return path whose token verifies: `claims` names contact, unit, address;
+      "forged"    a `bounces+TAG@` return path whose TAG is neither a valid token nor an address;
+      "unsigned"  the classic `bounces+local=domain@` form: `hint` is that address;
+      "plain"     our bounce address without a tag;
+      "none"      no envelope (a file) or no recipient at our bounce address.
     """
-    if settings is None:
-        return None
-    try:
-        local_base = str(settings.bounce_local).lower()
-        domain = str(settings.effective_bounce_domain).lower()
-        rcpts = tuple(item.rcpt_tos or ())
-    except Exception:  # noqa: BLE001 - settings of another shape: no VERP reading
-        return None
-    for rcpt in rcpts:
+
+    form: str
+    claims: ReturnPathClaims | None = None
+    hint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"form": self.form}
+        if self.claims is not None:
+            out.update(contact_id=self.claims.contact_id, unit=self.claims.unit, key_id=self.claims.key_id)
+        if self.hint is not None:
+            out["hint"] = self.hint
+        return out
+
+
+def _bounce_tags(item: Inbound, settings: Any) -> list[str | None]:
+    """The tags of the envelope recipients at our bounce address (None for the plain address)."""
+    local_base = str(settings.bounce_local).lower()
+    domain = str(settings.effective_bounce_domain).lower()
+    tags: list[str | None] = []
+    for rcpt in tuple(item.rcpt_tos or ()):
         text = str(rcpt).strip().strip("<>")
         local, at, rcpt_domain = text.rpartition("@")
         if not at or rcpt_domain.lower().rstrip(".") != domain:
             continue
         base, plus, tag = local.partition("+")
-        if not plus or base.lower() != local_base:
-            continue
-        user, eq, user_domain = tag.rpartition("=")
-        if not eq or not user or not user_domain:
-            continue
-        address = normalise(f"{user}@{user_domain}")
-        if address is not None:
-            return address
-    return None
+        if base.lower() == local_base:
+            tags.append(tag if plus else None)
+    return tags
+
+
+def read_envelope(item: Inbound, settings: Any) -> Envelope:
+    """Read the envelope recipient of a bounce (see Envelope). Never raises."""
+    if settings is None:
+        return Envelope("none")
+    try:
+        tags = _bounce_tags(item, settings)
+        keyring = keyring_from_settings(settings)
+        units = tuple(getattr(settings, "units", {}) or {})
+    except Exception:  # noqa: BLE001 - settings of another shape: no envelope reading
+        return Envelope("none")
+    if not tags:
+        return Envelope("none")
+    for tag in tags:
+        if tag and keyring is not None and (claims := verify_return_path(tag, keyring, units)) is not None:
+            return Envelope("signed", claims=claims)
+    for tag in tags:
+        if tag and (hint := unsigned_verp(tag)) is not None:
+            return Envelope("unsigned", hint=hint)
+    if any(tags):
+        return Envelope("forged")
+    return Envelope("plain")
+
+
+def unsigned_verp(tag: str) -> str | None:
+    """The address in a classic VERP tag `local=domain` (the last "=" separates), or None."""
+    user, eq, user_domain = tag.rpartition("=")
+    if not eq or not user or not user_domain:
+        return None
+    return normalise(f"{user}@{user_domain}")
+
+
+def verp_recipient(item: Inbound, settings: Any) -> str | None:
+    """The address named by an unsigned VERP envelope recipient, or None. Never raises."""
+    return read_envelope(item, settings).hint
 
 
 def null_sender(item: Inbound) -> bool | None:
@@ -57,22 +113,95 @@ def null_sender(item: Inbound) -> bool | None:
     return item.mail_from.strip() in ("", "<>")
 
 
-def guard_rows(rows: list[dict[str, Any]], sent_to: str | None) -> list[dict[str, Any]]:
-    """Apply the safety rule of issue 3 item 4 to evidence rows, in place, and return them.
+def guard_rows(rows: list[dict[str, Any]], envelope: Envelope, settings: Any = None) -> list[dict[str, Any]]:
+    """Apply the rule of the module docstring to evidence rows, in place, and return them.
 
-    When the envelope names the address we sent to (`sent_to`), a row about any
-    other address never suppresses: its outcome becomes SOFT_BOUNCE at most and
-    `why_not_suppressed` says why. A forwarded or misread bounce that names a third
-    party must not remove that party from our lists. With `sent_to` None nothing
-    changes.
+    A row that would suppress becomes SOFT_BOUNCE (counted) with `why_not_suppressed`
+    when the bounce is not attributed with certainty, or when the row names another
+    address than the one we sent to. A row naming the address a signed return path
+    was issued for gets `sent_to: true`.
     """
-    if sent_to is None:
-        return rows
+    require_signed = bool(getattr(getattr(settings, "bounces", None), "require_signed_return_path", False))
     for row in rows:
-        if row.get("address") and row["address"] != sent_to and row.get("outcome") == ActionType.SUPPRESS.value:
+        address = row.get("address")
+        why = None
+        if envelope.form == "signed" and envelope.claims is not None:
+            if envelope.claims.names(address):
+                row["sent_to"] = True
+            else:
+                why = "names an address other than the one the signed return path was issued for"
+        elif envelope.form == "unsigned":
+            why = ("names an address other than the VERP recipient" if address != envelope.hint
+                   else "unsigned VERP return path: counted, never suppresses on its own")
+        elif envelope.form == "forged":
+            why = "return path with a signature that does not verify: counted, never suppresses on its own"
+        elif envelope.form == "plain" and require_signed:
+            why = "no signed return path (bounces.require_signed_return_path): counted, never suppresses on its own"
+        if why and address and row.get("outcome") == ActionType.SUPPRESS.value:
             row["outcome"] = ActionType.SOFT_BOUNCE.value
-            row["why_not_suppressed"] = "names an address other than the VERP recipient"
+            row["why_not_suppressed"] = why
     return rows
+
+
+def attributed(rows: list[dict[str, Any]]) -> bool:
+    """Whether a signed return path names one of the rows' addresses (certain attribution)."""
+    return any(row.get("sent_to") for row in rows)
+
+
+_LIST_ID = re.compile(r"<([^<>\s]{1,255})>")
+# Our token in a List-Unsubscribe URI: https://.../u/TOKEN or mailto:unsubscribe+TOKEN@...
+LINK_TOKEN = re.compile(r"/u/([A-Za-z0-9_-]{20,256})|[+]([A-Za-z0-9_-]{20,64})@")
+
+
+def attribute_unit(envelope: Envelope, original: dict[str, Any] | None, item: Inbound | None,
+                   settings: Any) -> tuple[str | None, str | None]:
+    """(unit key, how it was found) for the message a bounce or complaint answers.
+
+    In order: the signed return path's unit; the returned original's List-Id (RFC 2919)
+    against the units' `list_ids`; its From against their `from_addresses`; the signed
+    token in its List-Unsubscribe or in its Return-Path; the envelope recipient when it
+    is a unit's own address. (None, None) when nothing names a configured unit.
+    """
+    try:
+        return _attribute_unit(envelope, original or {}, item, settings)
+    except Exception:  # noqa: BLE001 - attribution is evidence; odd input gives none
+        return None, None
+
+
+def _attribute_unit(envelope: Envelope, original: dict[str, Any], item: Inbound | None,
+                    settings: Any) -> tuple[str | None, str | None]:
+    units = getattr(settings, "units", {}) or {}
+    if envelope.claims is not None and envelope.claims.unit not in (None, WILDCARD):
+        return envelope.claims.unit, "signed return path"
+    if list_id := original.get("list_id"):
+        found = _LIST_ID.search(list_id)
+        value = (found.group(1) if found else list_id).strip().lower()
+        for key, unit in units.items():
+            if value in (x.lower() for x in unit.list_ids):
+                return key, "List-Id of the original"
+    sender = normalise(_mailbox(original.get("from")))
+    for key, unit in units.items():
+        if sender and sender in unit.from_addresses:
+            return key, "From of the original"
+    keyring = keyring_from_settings(settings)
+    if keyring is not None:
+        for match in LINK_TOKEN.finditer(original.get("list_unsubscribe") or ""):
+            claims = verify(match.group(1) or match.group(2), keyring)
+            if claims is not None and claims.unit in units:
+                return claims.unit, "List-Unsubscribe token of the original"
+        if rp := original.get("return_path"):
+            local = rp.strip().strip("<>").rpartition("@")[0]
+            tag = local.partition("+")[2]
+            rp_claims = verify_return_path(tag, keyring, tuple(units)) if tag else None
+            if rp_claims is not None and rp_claims.unit not in (None, WILDCARD):
+                return rp_claims.unit, "signed Return-Path of the original"
+    if item is not None and settings is not None and hasattr(settings, "mail_domain"):
+        router = Router(settings)
+        for rcpt in item.rcpt_tos or ():
+            route = router(rcpt)
+            if route is not None and route.mailbox is Mailbox.UNIT and route.unit:
+                return route.unit, "envelope recipient"
+    return None, None
 
 
 def actions_from_rows(rows: list[dict[str, Any]], ref: str | None = None) -> tuple[Action, ...]:
@@ -154,3 +283,19 @@ def _mailbox(raw_from: str | None) -> str | None:
     if "<" in raw_from and ">" in raw_from:
         return raw_from[raw_from.rfind("<") + 1:raw_from.rfind(">")]
     return raw_from.strip()
+
+
+def apply_envelope(item: Inbound, rows: list[dict[str, Any]], original: dict[str, Any] | None,
+                   settings: Any) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
+    """Read the envelope, guard the rows and attribute the unit, for a bounce decider.
+
+    Returns (rows, evidence fields, attributed with certainty). The evidence fields are
+    `return_path` (the Envelope), `verp_recipient` (the unsigned hint), `unit` and
+    `unit_source`.
+    """
+    envelope = read_envelope(item, settings)
+    rows = guard_rows(rows, envelope, settings)
+    unit, how = attribute_unit(envelope, original, item, settings)
+    evidence = {"return_path": envelope.to_json(), "verp_recipient": envelope.hint, "unit": unit,
+                "unit_source": how}
+    return rows, evidence, attributed(rows)

@@ -36,8 +36,7 @@ from handlers.message import (
     raw_items,
 )
 from handlers import bounce_patterns as patterns
-from handlers.bounce_envelope import (actions_from_rows, forged_original, guard_rows, null_sender, original_ref,
-                                      verp_recipient)
+from handlers.bounce_envelope import actions_from_rows, apply_envelope, forged_original, null_sender, original_ref
 from handlers.bounce_reason import BounceReason
 from handlers.model import Action, ActionType, Decision, Inbound, Kind
 
@@ -166,10 +165,13 @@ class ReturnedOriginal:
     to: str | None = None
     list_id: str | None = None
     recipient_id: str | None = None     # X-NV-Recipient-Id, set on everything unsubd's senders send
+    return_path: str | None = None      # our signed VERP return path, when the original kept it
+    list_unsubscribe: str | None = None  # our List-Unsubscribe, whose URIs carry a signed token
 
     def to_json(self) -> dict[str, str | None]:
         return {"message_id": self.message_id, "from": self.from_, "to": self.to,
-                "list_id": self.list_id, "recipient_id": self.recipient_id}
+                "list_id": self.list_id, "recipient_id": self.recipient_id,
+                "return_path": self.return_path, "list_unsubscribe": self.list_unsubscribe}
 
 
 @dataclass(frozen=True)
@@ -457,6 +459,8 @@ def returned_original(part: Message) -> ReturnedOriginal | None:
         to=_cut(header_text(headers, "To")),
         list_id=_cut(header_text(headers, "List-Id")),
         recipient_id=_cut(header_text(headers, "X-NV-Recipient-Id")),
+        return_path=_cut(header_text(headers, "Return-Path")),
+        list_unsubscribe=_cut(header_text(headers, "List-Unsubscribe")),
     )
     return original if any(original.to_json().values()) else None
 
@@ -741,14 +745,14 @@ def decide_bounce(item: Inbound, report: DsnReport, settings: Any, now: datetime
     """Turn a delivery-status report into a BOUNCE decision (RFC 3464, RFC 3463).
 
     One action per distinct failed address (see `assess`): SUPPRESS with hard=True or
-    SOFT_BOUNCE with hard=False, for all units on the email channel (unit attribution
-    comes later; the returned original's List-Id and From are kept in evidence). When
+    SOFT_BOUNCE with hard=False, for all units on the email channel (a suppression is
+    about the address; the unit the bounced mail came from is kept in evidence). When
     one address appears in several groups, the hard outcome wins. A report with no
     recipient groups, or with only delayed, delivered or unaddressable ones, gives a
-    decision with no actions. `verified` stays False: nothing here proves the report
-    answers mail we sent. When the envelope recipient is an unsigned VERP address
-    (`bounces+local=domain@`, see handlers.bounce_envelope), groups naming another
-    address never suppress it (issue 3 item 4). `now` is not used yet.
+    decision with no actions. The envelope rules of handlers.bounce_envelope apply:
+    only a bounce attributed with certainty by a signed return path is `verified`, and
+    a bounce to an unsigned or forged return path, or naming another address than the
+    one we sent to, is counted but never suppresses on its own. `now` is not used yet.
     """
     assessments = [assess(r, report.notice) for r in report.recipients]
     if report.text_notice is not None and not any(a.address for a in assessments):
@@ -759,9 +763,8 @@ def decide_bounce(item: Inbound, report: DsnReport, settings: Any, now: datetime
         # (flufl dsn_01, lhost-messagingserver-02).
         return decide_text_bounce(item, report.text_notice, settings, now, act=False)
     del now  # part of every decide_* signature
-    sent_to = verp_recipient(item, settings)
-    rows = guard_rows([a.to_json() for a in assessments], sent_to)
     original = report.original.to_json() if report.original else None
+    rows, envelope, certain = apply_envelope(item, [a.to_json() for a in assessments], original, settings)
     actions = actions_from_rows(rows, ref=original_ref(original, report.original_envelope_id))
     evidence: dict[str, Any] = {
         "report_type": report.report_type,
@@ -771,16 +774,17 @@ def decide_bounce(item: Inbound, report: DsnReport, settings: Any, now: datetime
         "recipients": rows,
         "original": original,
         "notes": list(report.notes),
-        "verp_recipient": sent_to,
+        **envelope,
         "null_sender": null_sender(item),
     }
     reason, review = _summary(assessments), False
-    if forged := forged_original(evidence["original"], settings):
+    # A signed return path that names the address outweighs the look of the original.
+    if not certain and (forged := forged_original(evidence["original"], settings)):
         # Evidence only, and a person looks: see bounce_envelope.forged_original.
         actions, review, reason = (), True, f"{reason}; not acted on: {forged}"
         evidence["forged"] = forged
     return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=actions, reason=reason, review=review,
-                    verified=False, source=item.source, evidence=evidence)
+                    verified=certain, source=item.source, evidence=evidence)
 
 
 def _summary(assessments: list[Assessment]) -> str:

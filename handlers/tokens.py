@@ -27,7 +27,7 @@ import base64
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from handlers.model import WILDCARD, Channel
@@ -218,6 +218,141 @@ def check_form_proof(proof: str, token: str, keyring: Keyring, now: int, max_age
 
 
 MAX_LOCAL_PART = 64                   # RFC 5321 section 4.5.3.1.1
+
+# --------------------------------------------------------------------------- return paths
+#
+# A signed return path (VERP) is `<bounce_local>+TOKEN@<bounce domain>`; a bounce to it
+# says, with certainty, which message it answers. Its TOKEN is the base32 text (RFC 4648
+# section 6, lowercase, no padding) of
+#
+#     version  1 byte   0x01
+#     kid      1 byte length n (1..16), then n ASCII bytes
+#     contact  unsigned LEB128 varint, minimal form
+#     unit     3 bytes: the first bytes of SHA-256(unit key); 000000 means '*'
+#     address  4 bytes: HMAC-SHA256(key, ADDRESS_PURPOSE || address), truncated
+#     mac      8 bytes: HMAC-SHA256(key, RETURN_PATH_PURPOSE || everything above), truncated
+#
+# Base32 because mail systems may change the case of a local part (RFC 5321 section
+# 2.4 lets them); digests instead of the unit key and the address so that the local
+# part stays within RFC 5321's 64 octets (a token for key `k1` and contact 12345 is 34
+# characters) and the return path does not carry the address in readable form. The
+# digests are checked against what the bounce names (the address) and against the
+# configured units; 64 bits of MAC suffice here because every forgery attempt costs
+# the forger a delivered message.
+
+RETURN_PATH_PURPOSE = b"unsubd/return-path/v1\x00"
+ADDRESS_PURPOSE = b"unsubd/return-path-address/v1\x00"
+RETURN_PATH_MAC_BYTES = 8
+UNIT_DIGEST_BYTES = 3
+ADDRESS_DIGEST_BYTES = 4
+_ANY_UNIT = bytes(UNIT_DIGEST_BYTES)
+B32 = re.compile(r"^[A-Za-z2-7]+$")
+
+
+@dataclass(frozen=True)
+class ReturnPathClaims:
+    """What a valid return-path token says. `unit` is the configured unit key its digest
+    names, '*' for every unit, or None when no configured unit matches (a unit renamed
+    since the mail was sent)."""
+
+    contact_id: int
+    unit: str | None
+    address_digest: bytes
+    key_id: str
+    secret: bytes = field(default=b"", repr=False, compare=False)   # the verifying key, for `names`
+
+    def names(self, address: str | None) -> bool:
+        """Whether `address` (normalised) is the one the return path was issued for."""
+        if not address:
+            return False
+        return hmac.compare_digest(self.address_digest, _address_digest(self.secret, address))
+
+
+def _address_digest(secret: bytes, address: str) -> bytes:
+    return hmac.new(secret, ADDRESS_PURPOSE + address.encode("utf-8"), hashlib.sha256).digest()[:ADDRESS_DIGEST_BYTES]
+
+
+def _unit_digest(unit: str) -> bytes:
+    if unit == WILDCARD:
+        return _ANY_UNIT
+    return hashlib.sha256(unit.encode("ascii")).digest()[:UNIT_DIGEST_BYTES]
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def _unb32(text: str) -> bytes | None:
+    """Decode canonical unpadded base32 in either case, or None."""
+    if not text or len(text) > MAX_LOCAL_PART or not B32.match(text) or len(text) % 8 in (1, 3, 6):
+        return None
+    try:
+        data = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+    except (ValueError, TypeError):
+        return None
+    return data if _b32(data) == text.lower() else None
+
+
+def sign_return_path(contact_id: int, address: str, unit: str, keyring: Keyring) -> str:
+    """The return-path token for mail from `unit` (or '*') to `address` of `contact_id`.
+
+    `address` must be the normalised address the message is sent to (handlers.addresses).
+    Raises ValueError for claims no token can carry (programming errors).
+    """
+    if not isinstance(contact_id, int) or not 1 <= contact_id < 2**63:
+        raise ValueError(f"contact id out of range: {contact_id!r}")
+    if unit != WILDCARD and not UNIT_KEY.match(unit):
+        raise ValueError(f"not a unit key: {unit!r}")
+    if not address or "@" not in address:
+        raise ValueError("not an address")
+    kid = keyring.active.encode("ascii")
+    secret = keyring.secrets[keyring.active]
+    body = (bytes([VERSION, len(kid)]) + kid + _varint(contact_id) + _unit_digest(unit)
+            + _address_digest(secret, address))
+    return _b32(body + _mac(secret, RETURN_PATH_PURPOSE, body)[:RETURN_PATH_MAC_BYTES])
+
+
+def verify_return_path(token: str, keyring: Keyring, units: Any = ()) -> ReturnPathClaims | None:
+    """The claims of a valid return-path token, or None. Never raises.
+
+    `units` are the configured unit keys, to name the unit behind the unit digest.
+    """
+    try:
+        data = _unb32(token) if isinstance(token, str) else None
+        size = 1 + 2 + 1 + UNIT_DIGEST_BYTES + ADDRESS_DIGEST_BYTES + RETURN_PATH_MAC_BYTES
+        if data is None or len(data) < size or data[0] != VERSION:
+            return None
+        body, mac = data[:-RETURN_PATH_MAC_BYTES], data[-RETURN_PATH_MAC_BYTES:]
+        n = body[1]
+        kid_bytes = body[2:2 + n]
+        if not 1 <= n <= 16 or len(kid_bytes) != n:
+            return None
+        kid = kid_bytes.decode("ascii")
+        secret = keyring.secrets.get(kid)
+        if secret is None or not KEY_ID.match(kid):
+            return None
+        if not hmac.compare_digest(mac, _mac(secret, RETURN_PATH_PURPOSE, body)[:RETURN_PATH_MAC_BYTES]):
+            return None
+        read = _read_varint(body, 2 + n)
+        if read is None:
+            return None
+        contact_id, pos = read
+        if contact_id < 1 or pos + UNIT_DIGEST_BYTES + ADDRESS_DIGEST_BYTES != len(body):
+            return None
+        unit_digest = body[pos:pos + UNIT_DIGEST_BYTES]
+        unit: str | None = WILDCARD if unit_digest == _ANY_UNIT else None
+        if unit is None:
+            unit = next((u for u in units if _unit_digest(u) == unit_digest), None)
+        return ReturnPathClaims(contact_id=contact_id, unit=unit, address_digest=body[pos + UNIT_DIGEST_BYTES:],
+                                key_id=kid, secret=secret)
+    except (UnicodeDecodeError, IndexError, ValueError, TypeError):
+        return None
+
+
+def return_path(token: str, bounce_local: str, bounce_domain: str) -> str:
+    """The envelope sender (SMTP MAIL FROM, which becomes Return-Path) for one message."""
+    return f"{bounce_local}+{token}@{bounce_domain}"
+
 
 
 def link_headers(token: str, base_url: str, unsubscribe_local: str, mail_domain: str) -> dict[str, str]:

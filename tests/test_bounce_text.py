@@ -345,10 +345,14 @@ def test_verp_recipient_is_read(settings: config.Settings) -> None:
     assert verp_recipient(item, None) is None
 
 
-def test_verp_matching_recipient_suppresses(settings: config.Settings) -> None:
+def test_unsigned_verp_recipient_is_counted_but_never_suppresses_on_its_own(settings: config.Settings) -> None:
+    # The classic bounces+local=domain@ form is a hint anyone can forge (issue 3 item 4).
     d = decide(notice(QMAIL), settings, rcpt=VERP_ANNA)
-    assert only(d).type is ActionType.SUPPRESS
+    action = only(d)
+    assert action.type is ActionType.SOFT_BOUNCE and action.address == "anna@example.se"
+    assert d.evidence["recipients"][0]["hard"] is True and d.verified is False
     assert d.evidence["verp_recipient"] == "anna@example.se" and d.evidence["null_sender"] is True
+    assert d.evidence["return_path"]["form"] == "unsigned"
 
 
 def test_text_naming_another_address_never_suppresses_it(settings: config.Settings) -> None:

@@ -270,7 +270,7 @@ def test_returned_original_headers_in_evidence() -> None:
         assert d.evidence["original"] == {
             "message_id": "<1@mail.example.org>", "from": "Alumninytt <alumni@mail.example.org>",
             "to": "anna@example.se", "list_id": "Alumninytt <alumni.mail.example.org>",
-            "recipient_id": "79e3b0d0",
+            "recipient_id": "79e3b0d0", "return_path": None, "list_unsubscribe": None,
         }, kind
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import config
 from config import ConfigError
-from handlers.tokens import Claims, verify
+from handlers.tokens import Claims, verify, verify_return_path
 from worker.keys import key_file_for, keyring_for, load_or_create
 from tests.conftest import EXAMPLE_TOML, make_settings
 from tests.test_cli import unsubd
@@ -45,7 +45,13 @@ def test_unsubd_token_prints_the_header_set_for_a_contact(tmp_path: Path):
     lines = text.stdout.splitlines()
     assert lines[0].startswith("List-Unsubscribe: <http://127.0.0.1:8025/u/")
     assert lines[1] == "List-Unsubscribe-Post: List-Unsubscribe=One-Click"
-    assert any("Return-Path" in line for line in lines) and any("DKIM" in line for line in lines)
+    assert any("DKIM" in line for line in lines)
+    (rp_line,) = [line for line in lines if line.startswith("Return-Path: ")]
+    tag = rp_line.split("<bounces+")[1].split("@")[0]
+    rp = verify_return_path(tag, ring, ["alumni"])
+    assert rp is not None and rp.contact_id == out["contact_id"] and rp.unit == "*"
+    assert rp.names("nora@example.se")
+    assert verify_return_path(out["return_path"].split("+")[1].split("@")[0], ring, ["alumni"]).unit == "alumni"
     wildcard = lines[0].split("/u/")[1].split(">")[0]
     assert verify(wildcard, ring) == Claims(out["contact_id"], "*", "*", ring.active)
 

@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
-from handlers.tokens import Keyring, sign
+from handlers.tokens import Keyring, sign, verify_return_path
 from worker.http import build_app
 from worker.models import Address, Contact, Event, Outbox, Preference
 from tests.conftest import make_settings
@@ -257,7 +257,12 @@ async def test_v1_tokens_returns_the_header_set_and_the_link_works(database, cli
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
     assert body["preferences_url"] == f"https://u.example.org/u/{token}"
-    assert body["return_path"] is None and "List-Unsubscribe-Post" in body["dkim_sign"]
+    assert "List-Unsubscribe-Post" in body["dkim_sign"]
+    local, _, domain = body["return_path"].partition("@")
+    assert local.startswith("bounces+") and domain == "mail.example.org" and len(local) <= 64
+    claims = verify_return_path(local.partition("+")[2], KEYRING, ["alumni"])
+    assert claims is not None and claims.contact_id == cid and claims.unit == "alumni"
+    assert claims.names("lisa@example.se") and not claims.names("other@example.se")
     assert (await client.post(f"/u/{token}", data=ONE_CLICK)).status == 200
     assert await preferences(database, cid) == {("alumni", "email"): ("unsubscribed", "one_click")}
 

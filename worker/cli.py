@@ -210,9 +210,10 @@ def cmd_token(args: argparse.Namespace) -> int:
         return EXIT_OK
     for name, value in issued.headers.items():
         print(f"{name}: {value}")
+    print(f"Return-Path: <{issued.return_path}>")
     print(f"# preference page: {issued.preferences_url}")
     print("# sign List-Unsubscribe and List-Unsubscribe-Post with DKIM (RFC 8058 section 4)")
-    print("# Return-Path: the signed VERP return path is not issued yet (bounce issue, step 2)")
+    print("# send with this Return-Path as the envelope sender (SMTP MAIL FROM), so bounces reach unsubd signed")
     return EXIT_OK
 
 

@@ -16,7 +16,7 @@ from config import Settings
 from handlers.addresses import normalise
 from handlers.model import WILDCARD, Channel, State
 from handlers.plan import PreferenceRow
-from handlers.tokens import Keyring, link_headers, sign
+from handlers.tokens import Keyring, link_headers, return_path, sign, sign_return_path
 from worker.models import Address, Preference
 
 CHANNELS = tuple(c.value for c in Channel)
@@ -35,14 +35,15 @@ class Issued:
     channel: str
     headers: dict[str, str]
     preferences_url: str
+    return_path: str
 
     def to_json(self) -> dict[str, Any]:
         return {
             "token": self.token, "contact_id": self.contact_id, "address": self.address, "unit": self.unit,
             "channel": self.channel, "headers": self.headers, "preferences_url": self.preferences_url,
-            # The signed VERP Return-Path (bounces+TOKEN@bounce-domain) comes with the bounce
-            # issue's step 2; until then senders keep their own return path.
-            "return_path": None,
+            # The envelope sender (SMTP MAIL FROM) of the message; the receiving system
+            # turns it into the Return-Path header, and bounces come back to it.
+            "return_path": self.return_path,
             "dkim_sign": ["List-Unsubscribe", "List-Unsubscribe-Post"],
         }
 
@@ -81,8 +82,10 @@ async def issue(sessions: async_sessionmaker[AsyncSession], settings: Settings, 
         return None
     token = sign(contact_id, unit, channel, keyring)
     headers = link_headers(token, settings.tokens.base_url, settings.unsubscribe_local, settings.mail_domain)
+    verp = return_path(sign_return_path(contact_id, address, unit, keyring), settings.bounce_local,
+                       settings.effective_bounce_domain)
     return Issued(token=token, contact_id=contact_id, address=address, unit=unit, channel=channel, headers=headers,
-                  preferences_url=f"{settings.tokens.base_url}/u/{token}")
+                  preferences_url=f"{settings.tokens.base_url}/u/{token}", return_path=verp)
 
 
 async def load_preferences(sessions: async_sessionmaker[AsyncSession], contact_id: int) -> ContactPreferences | None:
