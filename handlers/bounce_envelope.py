@@ -140,6 +140,12 @@ def guard_rows(rows: list[dict[str, Any]], envelope: Envelope, settings: Any = N
         if why and address and row.get("outcome") == ActionType.SUPPRESS.value:
             row["outcome"] = ActionType.SOFT_BOUNCE.value
             row["why_not_suppressed"] = why
+        elif (address and row.get("action") == "delivered" and not row.get("outcome")
+              and envelope.form != "forged" and not (why and "other than" in why)):
+            # A delivery report (RFC 3464 Action: delivered) is a sign of life: the
+            # address's soft bounces stop counting. Not from a forged return path, and
+            # not for an address other than the one we sent to.
+            row["outcome"] = ActionType.DELIVERED.value
     return rows
 
 
@@ -208,7 +214,8 @@ def actions_from_rows(rows: list[dict[str, Any]], ref: str | None = None) -> tup
     """One email-channel Action per distinct address with an outcome; a hard outcome wins.
 
     Rows are evidence rows (`address`, `outcome`, `status`, `reason`, `hard`,
-    `diagnostic`); rows without an address or outcome give nothing. `ref` names the
+    `diagnostic`); rows without an address or outcome give nothing. An address that
+    both failed and was delivered in one report keeps the failure. `ref` names the
     bounced message (its Message-ID), so that two reports about it count once.
     """
     by_address: dict[str, Action] = {}
@@ -218,7 +225,9 @@ def actions_from_rows(rows: list[dict[str, Any]], ref: str | None = None) -> tup
             continue
         suppress = outcome == ActionType.SUPPRESS.value
         previous = by_address.get(address)
-        if previous is not None and (previous.hard or not suppress):
+        if previous is not None and (previous.hard or not suppress) and previous.type is not ActionType.DELIVERED:
+            continue
+        if previous is not None and outcome == ActionType.DELIVERED.value:
             continue
         by_address[address] = Action(
             type=ActionType(outcome), address=address, status=row.get("status"), reason=row.get("reason"),

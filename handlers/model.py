@@ -35,6 +35,7 @@ class ActionType(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"    # consent withdrawn for (units, channels)
     SUBSCRIBE = "subscribe"        # consent given again (needs proof: see DESIGN promise 6)
     RELEASE = "release"            # an operator lifts a suppression
+    DELIVERED = "delivered"        # a report that mail reached the address: a sign of life
 
 
 class Channel(enum.StrEnum):

@@ -143,8 +143,9 @@ def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
     the same message) plans nothing. A decision marked for review plans nothing: a
     person confirms first. Soft bounces are counted per address and bounced message;
     `policy.threshold` of them within `policy.window` suppress the address (reason
-    soft_bounce_threshold). A consent action from the address shows it is alive and
-    clears its count; an operator's release lifts a suppression and clears it too.
+    soft_bounce_threshold). A consent action from the address, or a report that mail
+    was delivered to it, shows it is alive and clears its count; an operator's
+    release lifts a suppression and clears it too.
     """
     result = Plan()
     if decision.review:
@@ -160,6 +161,8 @@ def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
             _clear(action.address, state, result)
         elif action.type is ActionType.RELEASE:
             _plan_release(decision, action, state, event_id, now, result)
+        elif action.type is ActionType.DELIVERED:
+            _clear(action.address, state, result)
     return result
 
 

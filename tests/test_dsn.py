@@ -120,9 +120,18 @@ def test_delayed_4xx_gives_no_action_but_is_recorded() -> None:
     assert d.reason == "dsn: 1 delayed"
 
 
-@pytest.mark.parametrize("action", ["delivered", "relayed", "expanded"])
+@pytest.mark.parametrize("action", ["relayed", "expanded"])
 def test_non_failure_actions_give_nothing(action: str) -> None:
     assert decide(make_dsn(group("rfc822; anna@example.se", action, "2.0.0"))).actions == ()
+
+
+def test_a_delivery_report_is_a_sign_of_life_only() -> None:
+    (action,) = decide(make_dsn(group("rfc822; anna@example.se", "delivered", "2.0.0"))).actions
+    assert action.type is ActionType.DELIVERED and action.hard is False
+    # Failed and delivered for one address in one report: the failure stands.
+    (both,) = decide(make_dsn(group("rfc822; anna@example.se", "delivered", "2.0.0"),
+                              group("rfc822; anna@example.se", "failed", "4.2.2"))).actions
+    assert both.type is ActionType.SOFT_BOUNCE
 
 
 def test_multiple_recipients() -> None:
