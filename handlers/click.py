@@ -2,6 +2,8 @@
 
 `{"type": "click", "token": "...", "at": "2026-03-01T12:00:00Z"}`: a link click from
 an upstream web tier, with the same effect as the one-click POST (issue 5 item 6).
+`{"type": "bounce", ...}` and `{"type": "complaint", ...}`: events an upstream
+sending platform learned of itself (handlers.upstream). docs/inbound.md has them all.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from handlers.model import Action, ActionType, Decision, Inbound, Kind
 from handlers.tokens import keyring_from_settings, scope, verify
+from handlers.upstream import decide_bounce_event, decide_complaint_event
 
 MAX_ITEM = 64 * 1024
 
@@ -31,6 +34,10 @@ def decide_queue_item(item: Inbound, settings: Any, now: datetime) -> Decision:
     if not isinstance(data, dict):
         return Decision.unreadable(item.id, reason="queue item is not a JSON object", source="queue")
     kind = data.get("type")
+    if kind == "bounce":
+        return decide_bounce_event(item, data, settings, now)
+    if kind == "complaint":
+        return decide_complaint_event(item, data, settings, now)
     if kind != "click":
         return Decision.unreadable(item.id, reason=f"queue item of unknown type {str(kind)[:40]!r}",
                                    source="queue")

@@ -110,6 +110,9 @@ def _confirmed(result: Any) -> bool:
     return isinstance(result, Basic.Ack)
 
 
+JSON_TYPES = ("click", "bounce", "complaint")     # handlers.click.decide_queue_item; docs/inbound.md
+
+
 def to_message(item: Inbound) -> aio_pika.Message:
     return aio_pika.Message(
         item.raw, message_id=item.id, content_type="message/rfc822",
@@ -127,10 +130,10 @@ def from_message(message: AbstractIncomingMessage, now: datetime) -> Inbound:
             kind = data.get("type")
         except (ValueError, AttributeError):
             raise ValueError("a JSON item whose body is not a JSON object") from None
-        if kind != "click":
+        if kind not in JSON_TYPES:
             raise ValueError(f"JSON items of type {str(kind)[:40]!r} are not handled by this version")
-        # The same click delivered twice is one item: dedupe on its content.
-        return Inbound(id=message.message_id or item_key("click", message.body), raw=message.body,
+        # The same event delivered twice is one item: dedupe on its content.
+        return Inbound(id=message.message_id or item_key(kind, message.body), raw=message.body,
                        mail_from=None, rcpt_tos=(), received_at=now, source="queue")
     received = headers.get(H_RECEIVED_AT)
     try:

@@ -1,0 +1,100 @@
+"""Bounce and complaint events that upstream systems put on the queue as JSON (issue 6 item 2).
+
+A sending platform that learns of bounces and complaints itself (an ESP webhook, a
+relay's log reader) tells unsubd with one JSON object per event; see docs/inbound.md:
+
+    {"type": "bounce", "address": "a@example.se", "status": "5.1.1", "diagnostic": "...",
+     "action": "failed", "message_id": "<...>", "return_path": "bounces+TOKEN@...", "at": "..."}
+    {"type": "complaint", "address": "a@example.se", "unit": "alumni", "feedback_type": "abuse",
+     "return_path": "...", "list_unsubscribe": "...", "at": "..."}
+
+They go the same way as the mail forms: a bounce is read like one RFC 3464 recipient
+group (handlers.dsn.explain gives status, reason and hard; handlers.bounce_envelope
+applies the return-path rules when `return_path` is given), and a complaint like an
+ARF report (handlers.arf.decide_complaint). The queue is ours, so an event without a
+return path is believed as it says; one with a return path that does not verify is
+counted but never suppresses on its own, as for mail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from handlers.addresses import normalise
+from handlers.arf import ArfReport, Original, decide_complaint
+from handlers.bounce_envelope import actions_from_rows, apply_envelope
+from handlers.dsn import explain
+from handlers.model import ActionType, Decision, Inbound, Kind
+
+MAX_TEXT = 1000
+ACTIONS = ("failed", "delayed", "delivered")
+
+
+def _text(data: dict[str, Any], key: str, limit: int = MAX_TEXT) -> str | None:
+    value = data.get(key)
+    return (value.strip()[:limit] or None) if isinstance(value, str) else None
+
+
+def _problem(item: Inbound, kind: Kind, why: str, evidence: dict[str, Any]) -> Decision:
+    return Decision(item_id=item.id, kind=kind, review=True, reason=f"upstream {kind.value} event: {why}",
+                    source="queue", evidence=evidence)
+
+
+def decide_bounce_event(item: Inbound, data: dict[str, Any], settings: Any, now: datetime) -> Decision:
+    """A BOUNCE decision for `{"type": "bounce", ...}`; review with the reason when unreadable."""
+    del now
+    evidence: dict[str, Any] = {"type": "bounce", "at": _text(data, "at", 40)}
+    address = normalise(_text(data, "address", 320))
+    action = (_text(data, "action", 20) or "failed").lower()
+    if address is None:
+        return _problem(item, Kind.BOUNCE, "no valid address", evidence)
+    if action not in ACTIONS:
+        return _problem(item, Kind.BOUNCE, f"action must be one of {', '.join(ACTIONS)}", evidence)
+    status_text, diagnostic = _text(data, "status", 20), _text(data, "diagnostic")
+    status, reason, hard, source = explain(status_text, diagnostic)
+    if status is None and action == "failed":
+        return _problem(item, Kind.BOUNCE, "a failed bounce needs a status or a diagnostic text", evidence)
+    temporary = (status or "").startswith("4.") or action == "delayed"
+    outcome = None
+    if action == "failed":
+        outcome = ActionType.SUPPRESS if hard and not temporary else ActionType.SOFT_BOUNCE
+    row = {"address": address, "action": action, "status": status, "status_source": source,
+           "reason": reason.value, "hard": bool(hard and not temporary), "outcome": outcome.value if outcome else None,
+           "diagnostic": diagnostic}
+    return_path = _text(data, "return_path", 320)
+    envelope_item = replace(item, rcpt_tos=(return_path,) if return_path else ())
+    rows, envelope, certain = apply_envelope(envelope_item, [row], None, settings)
+    if not return_path:
+        envelope["return_path"] = {"form": "upstream"}
+    actions = actions_from_rows(rows, ref=_text(data, "message_id", 300))
+    evidence.update(recipients=rows, **envelope)
+    why = f"upstream bounce: 1 {action} ({status or 'no status'} {reason.value})"
+    return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=actions, reason=why, verified=certain,
+                    source="queue", evidence=evidence)
+
+
+def decide_complaint_event(item: Inbound, data: dict[str, Any], settings: Any, now: datetime) -> Decision:
+    """A COMPLAINT decision for `{"type": "complaint", ...}`, decided as an ARF report would be."""
+    evidence: dict[str, Any] = {"type": "complaint", "at": _text(data, "at", 40)}
+    address = _text(data, "address", 320)
+    if address is not None and normalise(address) is None:
+        return _problem(item, Kind.COMPLAINT, "address is not a valid address", evidence)
+    feedback_type = (_text(data, "feedback_type", 40) or "abuse").lower()
+    original = Original(return_path=_text(data, "return_path", 320),
+                        list_unsubscribe=_text(data, "list_unsubscribe"),
+                        list_id=_text(data, "list_id", 300), message_id=_text(data, "message_id", 300))
+    report = ArfReport(form="upstream", feedback_type=feedback_type,
+                       original_rcpt_to=(address,) if address else (), original=original)
+    decision = decide_complaint(item, report, settings, now)
+    unit = _text(data, "unit", 64)
+    units = getattr(settings, "units", {}) or {}
+    if unit is not None and unit not in units:
+        return _problem(item, Kind.COMPLAINT, f"unknown unit {unit!r}", evidence)
+    if unit is not None and getattr(settings, "complaint_scope", "unit") == "unit" and decision.actions:
+        actions = tuple(replace(a, units=(unit,)) if a.type is ActionType.UNSUBSCRIBE else a
+                        for a in decision.actions)
+        decision = replace(decision, actions=actions, evidence={**decision.evidence, "unit": unit},
+                           reason=decision.reason.replace("all units", unit))
+    return replace(decision, source="queue", evidence={**evidence, **decision.evidence})
