@@ -127,6 +127,30 @@ def _body(claims: Claims) -> bytes:
             + bytes([CHANNEL_CODES[claims.channel]]))
 
 
+def _open(data: bytes | None, min_fields: int, mac_bytes: int, purpose: bytes,
+          keyring: Keyring) -> tuple[bytes, str, bytes] | None:
+    """(body, key id, secret) of a decoded token whose version, key id and MAC check out.
+
+    `min_fields` is the least number of bytes the version, the key-id length, one
+    key-id byte and the shortest fields after them take; the MAC is compared in
+    constant time.
+    """
+    if data is None or len(data) < min_fields + mac_bytes or data[0] != VERSION:
+        return None
+    body, mac = data[:-mac_bytes], data[-mac_bytes:]
+    n = body[1]
+    kid_bytes = body[2:2 + n]
+    if not 1 <= n <= 16 or len(kid_bytes) != n:
+        return None
+    kid = kid_bytes.decode("ascii")
+    secret = keyring.secrets.get(kid)
+    if secret is None or not KEY_ID.match(kid):
+        return None
+    if not hmac.compare_digest(mac, _mac(secret, purpose, body)[:mac_bytes]):
+        return None
+    return body, kid, secret
+
+
 def sign(contact_id: int, unit: str, channel: str, keyring: Keyring) -> str:
     """A token for (contact_id, unit or '*', channel or '*'), signed with the active key.
 
@@ -153,20 +177,12 @@ def verify(token: str, keyring: Keyring) -> Claims | None:
     """
     try:
         data = _unb64(token) if isinstance(token, str) else None
-        if data is None or len(data) < 1 + 2 + 1 + 1 + 1 + MAC_BYTES or data[0] != VERSION:
-            return None
-        body, mac = data[:-MAC_BYTES], data[-MAC_BYTES:]
-        n = body[1]
-        kid_bytes = body[2:2 + n]
-        if not 1 <= n <= 16 or len(kid_bytes) != n:
-            return None
-        kid = kid_bytes.decode("ascii")
-        secret = keyring.secrets.get(kid)
-        if secret is None or not KEY_ID.match(kid):
-            return None
-        if not hmac.compare_digest(mac, _mac(secret, TOKEN_PURPOSE, body)):
+        opened = _open(data, 1 + 1 + 1 + 1 + 1 + 1, MAC_BYTES, TOKEN_PURPOSE, keyring)
+        if opened is None:
             return None
         # The MAC matched, so the fields are ours; they are still parsed strictly.
+        body, kid, _secret = opened
+        n = len(kid)
         read = _read_varint(body, 2 + n)
         if read is None:
             return None
@@ -319,20 +335,12 @@ def verify_return_path(token: str, keyring: Keyring, units: Any = ()) -> ReturnP
     """
     try:
         data = _unb32(token) if isinstance(token, str) else None
-        size = 1 + 2 + 1 + UNIT_DIGEST_BYTES + ADDRESS_DIGEST_BYTES + RETURN_PATH_MAC_BYTES
-        if data is None or len(data) < size or data[0] != VERSION:
+        opened = _open(data, 1 + 1 + 1 + 1 + UNIT_DIGEST_BYTES + ADDRESS_DIGEST_BYTES, RETURN_PATH_MAC_BYTES,
+                       RETURN_PATH_PURPOSE, keyring)
+        if opened is None:
             return None
-        body, mac = data[:-RETURN_PATH_MAC_BYTES], data[-RETURN_PATH_MAC_BYTES:]
-        n = body[1]
-        kid_bytes = body[2:2 + n]
-        if not 1 <= n <= 16 or len(kid_bytes) != n:
-            return None
-        kid = kid_bytes.decode("ascii")
-        secret = keyring.secrets.get(kid)
-        if secret is None or not KEY_ID.match(kid):
-            return None
-        if not hmac.compare_digest(mac, _mac(secret, RETURN_PATH_PURPOSE, body)[:RETURN_PATH_MAC_BYTES]):
-            return None
+        body, kid, secret = opened
+        n = len(kid)
         read = _read_varint(body, 2 + n)
         if read is None:
             return None
