@@ -31,7 +31,6 @@ decided with review=True and no actions. Never raises.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -276,17 +275,11 @@ def _original(msg: Message) -> Original | None:
 
 
 def _read_ses(msg: Message) -> ArfReport | None:
-    if content_type(msg) != "text/plain":
-        return None
-    text = decode_bytes(payload_bytes(msg)).strip()
-    if not text.startswith("{") or "notificationType" not in text[:200]:
-        return None
-    try:
-        # strict=False: SNS wraps long lines inside JSON strings (sisimai lhost-amazonses-11).
-        data, _end = json.JSONDecoder(strict=False).raw_decode(text)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("notificationType") != "Complaint":
+    # Imported here: handlers.ses builds on handlers.upstream, which builds on this module.
+    from handlers.ses import notification
+
+    data = notification(msg)
+    if data is None or data.get("notificationType") != "Complaint":
         return None
     complaint = data.get("complaint") if isinstance(data.get("complaint"), dict) else {}
     rcpts = []

@@ -19,18 +19,21 @@ from handlers.dsn import decide_bounce, read_dsn
 from handlers.message import describe_defects, is_unreadable, parse_message
 from handlers.model import Decision, Inbound, Kind
 from handlers.reply import decide_optout, read_reply
+from handlers.ses import decide_ses, read_ses
 
 Reader = Callable[[Any], Any | None]
 Decider = Callable[[Inbound, Any, Any, datetime], Decision]
 
 # Ordered, first match wins:
-#   1. ARF complaints (RFC 5965; also multipart/report, so before DSN)
+#   1. ARF complaints (RFC 5965; also multipart/report, so before DSN), and the
+#      JSON notifications of Amazon SES (complaints there, bounces and deliveries next)
 #   2. RFC 3464 delivery status reports
 #   3. non-standard bounces (MTA text forms), recognised by pattern tables
 #   4. auto-replies (RFC 3834 and vendor styles): recorded, never acted on
 #   5. human replies: opt-out intent, scope, or an ordinary reply
 READERS: tuple[tuple[Reader, Decider], ...] = (
     (read_arf, decide_complaint),
+    (read_ses, decide_ses),
     (read_dsn, decide_bounce),
     (read_bounce, decide_text_bounce),
     (read_auto_reply, decide_auto_reply),

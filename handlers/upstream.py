@@ -42,6 +42,24 @@ def _problem(item: Inbound, kind: Kind, why: str, evidence: dict[str, Any]) -> D
                     source="queue", evidence=evidence)
 
 
+def bounce_row(address: str, action: str, status: str | None, diagnostic: str | None, *,
+               temporary: bool = False) -> dict[str, Any]:
+    """The evidence row (handlers.dsn's shape) for one recipient of a structured report.
+
+    `action` is "failed", "delayed" or "delivered"; `temporary` says the report itself
+    calls the failure temporary. A failure suppresses only when it is permanent and
+    about the address (handlers.dsn.explain); any other failure is a soft bounce.
+    """
+    status, reason, hard, source = explain(status, diagnostic, default_class="4" if temporary else None)
+    temporary = temporary or (status or "").startswith("4.") or action == "delayed"
+    outcome = None
+    if action == "failed":
+        outcome = ActionType.SUPPRESS if hard and not temporary else ActionType.SOFT_BOUNCE
+    return {"address": address, "action": action, "status": status, "status_source": source,
+            "reason": reason.value, "hard": bool(hard and not temporary),
+            "outcome": outcome.value if outcome else None, "diagnostic": diagnostic}
+
+
 def decide_bounce_event(item: Inbound, data: dict[str, Any], settings: Any, now: datetime) -> Decision:
     """A BOUNCE decision for `{"type": "bounce", ...}`; review with the reason when unreadable."""
     del now
@@ -52,17 +70,10 @@ def decide_bounce_event(item: Inbound, data: dict[str, Any], settings: Any, now:
         return _problem(item, Kind.BOUNCE, "no valid address", evidence)
     if action not in ACTIONS:
         return _problem(item, Kind.BOUNCE, f"action must be one of {', '.join(ACTIONS)}", evidence)
-    status_text, diagnostic = _text(data, "status", 20), _text(data, "diagnostic")
-    status, reason, hard, source = explain(status_text, diagnostic)
-    if status is None and action == "failed":
+    row = bounce_row(address, action, _text(data, "status", 20), _text(data, "diagnostic"))
+    if row["status"] is None and action == "failed":
         return _problem(item, Kind.BOUNCE, "a failed bounce needs a status or a diagnostic text", evidence)
-    temporary = (status or "").startswith("4.") or action == "delayed"
-    outcome = None
-    if action == "failed":
-        outcome = ActionType.SUPPRESS if hard and not temporary else ActionType.SOFT_BOUNCE
-    row = {"address": address, "action": action, "status": status, "status_source": source,
-           "reason": reason.value, "hard": bool(hard and not temporary), "outcome": outcome.value if outcome else None,
-           "diagnostic": diagnostic}
+    status, reason = row["status"], row["reason"]
     return_path = _text(data, "return_path", 320)
     envelope_item = replace(item, rcpt_tos=(return_path,) if return_path else ())
     rows, envelope, certain = apply_envelope(envelope_item, [row], None, settings)
@@ -70,7 +81,7 @@ def decide_bounce_event(item: Inbound, data: dict[str, Any], settings: Any, now:
         envelope["return_path"] = {"form": "upstream"}
     actions = actions_from_rows(rows, ref=_text(data, "message_id", 300))
     evidence.update(recipients=rows, **envelope)
-    why = f"upstream bounce: 1 {action} ({status or 'no status'} {reason.value})"
+    why = f"upstream bounce: 1 {action} ({status or 'no status'} {reason})"
     return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=actions, reason=why, verified=certain,
                     source="queue", evidence=evidence)
 

@@ -28,8 +28,6 @@ QUIET = {"none", "vacation", "delivered"}
 _NO_FORM = "no MTA form in bounce_patterns matches this notice and the generic reader finds no recipient line"
 # (file, labelled recipient) -> why it is not found. Each is asserted: no suppress of that address.
 KNOWN_MISSES: dict[tuple[str, str], str] = {
-    ("sisimai/bsd/lhost-amazonses-09.eml", "bounce@simulator.amazonses.com"): "Amazon SES JSON notification: no JSON reader yet",
-    ("sisimai/bsd/lhost-amazonses-10.eml", "bounce@simulator.amazonses.com"): "Amazon SES JSON notification: no JSON reader yet",
     ("sisimai/bsd/lhost-apachejames-01.eml", "00000000000@vtext.example.com"): _NO_FORM,
     ("sisimai/dos/lhost-apachejames-01.eml", "00000000000@vtext.example.com"): _NO_FORM,
     ("sisimai/bsd/lhost-domino-03.eml", "kijitora@neko.example.com"):
