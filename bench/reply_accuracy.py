@@ -16,7 +16,9 @@ Definitions:
   (predicted ⊇ label); over-scoping: strictly more than the label;
 * auto-reply recall: labelled auto-replies decided as kind autoreply;
 * complaint recipients: labelled complaints whose address is in the actions;
-* exceptions: messages where classify() raised or returned "classifier error".
+* exceptions: messages where classify() raised or returned "classifier error";
+* confidence: how many decisions are high, medium or low (handlers.model levels),
+  per decided kind, and the lowest confidence of an opt-out acted on.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
 from handlers import ActionType, Inbound, classify  # noqa: E402
-from handlers.model import ALL  # noqa: E402
+from handlers.model import ALL, confidence_level, confidence_of  # noqa: E402
 
 NOW = datetime(2026, 4, 30, 12, 0, tzinfo=timezone.utc)
 ALL_UNITS = {"alumni", "research-news", "student-comms", "events"}
@@ -58,6 +60,8 @@ def run() -> dict[str, Any]:
     counts: dict[str, int] = defaultdict(int)
     per_lang: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     disagreements: list[dict[str, Any]] = []
+    confidence: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    acted_confidences: list[float] = []
     for label in labels:
         path = root / label["file"]
         try:
@@ -71,6 +75,9 @@ def run() -> dict[str, Any]:
             counts["exceptions"] += 1
             disagreements.append({"file": label["file"], "problem": decision.reason})
         kind, lang = label["kind"], label.get("lang") or "und"
+        level = confidence_level(confidence_of(decision))
+        confidence[decision.kind.value][level] += 1
+        confidence["all"][level] += 1
         want = (label.get("address") or "").lower()
         optout_ok = kind == "optout" or "optout" in (label.get("also_ok") or [])
         unsubs = [a for a in decision.actions if a.type is ActionType.UNSUBSCRIBE]
@@ -93,6 +100,8 @@ def run() -> dict[str, Any]:
                 counts["optout_found"] += 1
                 per_lang[lang]["optout_found"] += 1
                 counts["optout_acted"] += not decision.review
+                if not decision.review:
+                    acted_confidences.append(confidence_of(decision))
                 scope = label.get("scope") or {}
                 units_w, chans_w = _as_set(scope.get("units"), ALL_UNITS), _as_set(scope.get("channels"), ALL_CHANNELS)
                 units_p, chans_p = _as_set(proposal.units, ALL_UNITS), _as_set(proposal.channels, ALL_CHANNELS)
@@ -150,6 +159,9 @@ def run() -> dict[str, Any]:
         "hostile_messages": counts["hostile"],
         "exceptions": counts["exceptions"],
         "per_language": {k: dict(v) for k, v in sorted(per_lang.items())},
+        "confidence": {k: {lvl: v.get(lvl, 0) for lvl in ("high", "medium", "low")}
+                       for k, v in sorted(confidence.items())},
+        "lowest_acted_optout_confidence": min(acted_confidences) if acted_confidences else None,
         "disagreements": disagreements,
     }
 
@@ -166,6 +178,10 @@ def main() -> None:
     print("  per language:")
     for lang, row in result["per_language"].items():
         print(f"    {lang:4} " + ", ".join(f"{k} {v}" for k, v in sorted(row.items())))
+    print("  confidence (high / medium / low) by decided kind:")
+    for kind, row in result["confidence"].items():
+        print(f"    {kind:10} {row['high']:3} / {row['medium']:3} / {row['low']:3}")
+    print(f"  lowest confidence of an opt-out acted on: {result['lowest_acted_optout_confidence']}")
     print(f"  disagreements ({len(result['disagreements'])}):")
     for row in result["disagreements"]:
         print(f"    {row['file']}: {row['problem']}" + (f" ({row.get('why')})" if row.get("why") else ""))

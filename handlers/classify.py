@@ -17,7 +17,7 @@ from handlers.bounce import decide_text_bounce, read_bounce
 from handlers.click import decide_queue_item
 from handlers.dsn import decide_bounce, read_dsn
 from handlers.message import describe_defects, is_unreadable, parse_message
-from handlers.model import Decision, Inbound, Kind
+from handlers.model import HIGH, MEDIUM, Decision, Inbound, Kind, confidence_of
 from handlers.reply import decide_optout, read_reply
 from handlers.ses import decide_ses, read_ses
 
@@ -40,6 +40,11 @@ READERS: tuple[tuple[Reader, Decider], ...] = (
     (read_reply, decide_optout),
 )
 
+# Confidence for deciders that do not weigh their own evidence: a report parsed from
+# its RFC 3464 / RFC 5965 structure is surer than a bounce recognised by MTA text.
+# Replies and auto-replies set their own (handlers.reply, handlers.autoreply).
+READER_CONFIDENCE: dict[Reader, float] = {read_arf: HIGH, read_ses: HIGH, read_dsn: HIGH, read_bounce: MEDIUM}
+
 
 def classify(item: Inbound, settings: Any, now: datetime) -> Decision:
     """Decide what one inbound item means; never raises.
@@ -53,13 +58,13 @@ def classify(item: Inbound, settings: Any, now: datetime) -> Decision:
     """
     try:
         if item.source == "queue":
-            return decide_queue_item(item, settings, now)
+            return _with_confidence(decide_queue_item(item, settings, now), None)
         msg = parse_message(item.raw)
         for read, decide in READERS:
             report = read(msg)
             if report is not None:
                 decision = decide(item, report, settings, now)
-                return _with_source(decision, item)
+                return _with_confidence(_with_source(decision, item), read)
         if not item.raw.strip():
             return Decision.unreadable(item.id, reason="empty message", source=item.source)
         if is_unreadable(msg):
@@ -70,6 +75,17 @@ def classify(item: Inbound, settings: Any, now: datetime) -> Decision:
     except Exception as exc:  # noqa: BLE001 - bad input is data; a person looks at it
         return Decision.unreadable(item.id, reason=f"classifier error: {type(exc).__name__}",
                                    source=getattr(item, "source", "smtp"))
+
+
+def _with_confidence(decision: Decision, read: Reader | None) -> Decision:
+    # Filled in here so every decision carries a number, and kept in evidence so the
+    # event row (and a review item's event) records it.
+    value = decision.confidence
+    if value is None:
+        value = READER_CONFIDENCE.get(read) if read is not None else None
+    if value is None:
+        value = confidence_of(decision)
+    return replace(decision, confidence=value, evidence={**decision.evidence, "confidence": value})
 
 
 def _with_source(decision: Decision, item: Inbound) -> Decision:

@@ -13,7 +13,10 @@ and each sentence into clauses at dashes and semicolons. Phrase lists per langua
 * units named (any configured name or alias) in opt-out clauses narrow the unit;
   units in keeping clauses or after "except"/"utom" are kept;
 * erasure, access, address-change, re-subscribe and third-party phrases are
-  reported separately so the decider can send the item to review.
+  reported separately so the decider can send the item to review (or, for a
+  re-subscribe request from a verified sender, act on it);
+* an opt-out gets a confidence: high for a clear phrase early in the sender's own
+  words in one language, lower for each doubt (see _confidence).
 
 Words inside quotation marks are mentions, not requests ('I clicked "avregistrera"
 by mistake'), so quoted strings are removed before matching.
@@ -55,6 +58,11 @@ class Intent:
     addresses: tuple[str, ...] = ()                       # addresses named in the text
     kept_units: tuple[str, ...] = ()
     kept_channels: tuple[str, ...] = ()
+    optin_clear: bool = False                             # asks to come back, with no negation in those sentences
+    optin_units: tuple[str, ...] = ()                     # units named where the text asks to stay or come back
+    optin_channels: tuple[str, ...] = ()
+    confidence: float = 0.0                               # of the opt-out request (0 when there is none)
+    doubts: tuple[str, ...] = ()                          # what lowered it, in words for a reviewer
 
 
 def sentences(text: str) -> list[str]:
@@ -76,14 +84,19 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
 
     `unit_names` maps a unit key to the names and aliases that refer to it. Returns
     an Intent; empty or unreadable text gives Intent(optout=False). Never raises on
-    odd text (any string is accepted).
+    odd text (any string is accepted). An opt-out Intent carries a `confidence` and
+    the `doubts` that lowered it (see _confidence).
     """
     intent = Intent()
     optout_sentences: list[str] = []
     other_sentences: list[str] = []
+    optin_sentences: list[str] = []
     langs: list[str] = []
+    found: list[_Found] = []
+    conflicts: list[str] = []
     for text in texts:
-        for raw in sentences(text or ""):
+        text_sentences = sentences(text or "")
+        for position, raw in enumerate(text_sentences):
             sentence = _clean(raw)
             if not sentence:
                 continue
@@ -97,17 +110,104 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
                 optout_sentences.append(sentence)
                 intent.matched.append(hit[1].group(0))
                 langs.append(hit[0])
+                found.append(_Found(sentence, position, len(text_sentences)))
             else:
                 other_sentences.append(sentence)
+                if flags["negated"] or (flags["resubscribe"] and not _names_something(sentence, unit_names)):
+                    conflicts.append(sentence)
+            if flags["resubscribe"]:
+                optin_sentences.append(sentence)
             if flags["erasure"]:
-                optout_sentences.append(sentence) if sentence not in optout_sentences else None
+                if sentence not in optout_sentences:
+                    optout_sentences.append(sentence)
+                    found.append(_Found(sentence, position, len(text_sentences), erasure=True))
     intent.addresses = tuple(dict.fromkeys(intent.addresses))
     intent.languages = tuple(dict.fromkeys(langs))
+    if optin_sentences:
+        # "Please do not add me back" is no opt-in: any negation in such a sentence
+        # leaves it to a person.
+        intent.optin_clear = not any(phrases("negation").any(s) for s in optin_sentences)
+        intent.optin_units = tuple(sorted(set().union(*(units_in(s, unit_names) for s in optin_sentences))))
+        intent.optin_channels = tuple(c for c in CHANNELS
+                                      if any(c in channels_in(s) for s in optin_sentences))
     if not optout_sentences:
         return intent
     intent.optout = True
     _scope(intent, optout_sentences, other_sentences, unit_names)
+    intent.confidence, intent.doubts = _confidence(found, conflicts, unit_names)
     return intent
+
+
+@dataclass(frozen=True)
+class _Found:
+    """One sentence read as a request: where it stood in its text (subject or new text)."""
+
+    sentence: str
+    position: int                 # 0-based sentence index within its text
+    of: int                       # how many sentences that text has
+    erasure: bool = False         # an erasure request (no opt-out phrase needed)
+
+
+# How the confidence of an opt-out request is lowered (handlers.model: high >= 0.85,
+# review below 0.6). Two doubts together always reach review; one lowers to medium.
+BASE = 0.95
+EARLY = 3              # a request within the first sentences of a text is where people put it
+LONG = 6               # ... a text longer than this with the request only later is a doubt
+DOUBT_LATE = 0.15
+DOUBT_LANGUAGES = 0.15
+DOUBT_WEAK = 0.3
+DOUBT_CONFLICT = 0.3
+
+
+def _confidence(found: list[_Found], conflicts: list[str],
+                unit_names: Mapping[str, tuple[str, ...]]) -> tuple[float, tuple[str, ...]]:
+    """(confidence, doubts) of an opt-out read from `found` request sentences.
+
+    A clear phrase early in the sender's own words (Subject or the first sentences),
+    in one language, with nothing pointing the other way, is BASE. Doubts:
+    the request stands only late in a long text; no one language has phrases for
+    every request sentence (a Norwegian "ikke flere sms" also reads as Danish, so
+    one language matching all is enough); every request uses only a weak phrase
+    ("remove me", "stop") naming no list, channel or unit; another sentence is
+    negated or asks to stay subscribed.
+    """
+    doubts: list[str] = []
+    value = BASE
+    if not any(f.position < EARLY or f.of <= LONG for f in found):
+        value -= DOUBT_LATE
+        doubts.append("request only late in a long text")
+    phrased = [f for f in found if not f.erasure]
+    if phrased:
+        common = set.intersection(*(_languages_of(f.sentence) for f in phrased))
+        if not common:
+            value -= DOUBT_LANGUAGES
+            doubts.append("request phrases in more than one language")
+        if all(_weak(f.sentence, unit_names) for f in phrased) and not any(f.erasure for f in found):
+            value -= DOUBT_WEAK
+            doubts.append("only a weak phrase, naming no list, channel or unit")
+    if conflicts:
+        value -= DOUBT_CONFLICT
+        doubts.append("another sentence says not to, or asks to stay")
+    return round(max(value, 0.05), 2), tuple(doubts)
+
+
+def _languages_of(sentence: str) -> set[str]:
+    return {lang for lang, _match in phrases("optout").all_matches(sentence)}
+
+
+def _weak(sentence: str, unit_names: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether every opt-out phrase in `sentence` is a weak one and the sentence names
+    nothing to be taken off (no list or mailing word, no channel, no unit)."""
+    weak = phrases("optout_weak")
+    for _lang, match in phrases("optout").all_matches(sentence):
+        text = match.group(0).strip()
+        if not any(pattern.fullmatch(text) for _l, pattern in weak.items):
+            return False
+    return not _names_something(sentence, unit_names) and not phrases("optout_object").any(sentence)
+
+
+def _names_something(sentence: str, unit_names: Mapping[str, tuple[str, ...]]) -> bool:
+    return bool(channels_in(sentence) or units_in(sentence, unit_names))
 
 
 def _flags(sentence: str) -> dict[str, bool]:

@@ -134,6 +134,25 @@ class Decision:
 
     `reason` is written for a person reviewing the item ("dsn 5.1.1 user unknown").
     `evidence` is a JSON-able mapping kept with the event row.
+
+    `confidence` (0..1) says how sure the classifier is that `kind` and `actions` are
+    what the item means; it is not a calibrated probability but a ranking an
+    operator and the review queue can read:
+
+    * high (0.85 and above; HIGH = 0.95, CERTAIN = 0.99): a structurally parsed
+      report (RFC 3464 DSN, RFC 5965 ARF), a request proven by a signed token, an
+      auto-reply marked in its header, a clear opt-out phrase in the sender's own
+      Subject or first sentences, in one language;
+    * medium (0.6 up to 0.85; MEDIUM = 0.75): a bounce read from MTA text, an opt-out
+      found only late in a long text, in several languages, with a weak phrase, or
+      beside a sentence that points the other way;
+    * low (below REVIEW_BELOW = 0.6): not decided confidently. An emailed opt-out this
+      low is never acted on without a person: it becomes a review item whose reason
+      names the doubts.
+
+    None means the decider did not say; `confidence_of` then gives the default for
+    the kind (handlers.classify fills in per-reader defaults, so that a DSN and a
+    bounce read from text differ). `to_json` shows the number and its level.
     """
 
     item_id: str
@@ -144,6 +163,7 @@ class Decision:
     verified: bool = False
     source: str = "smtp"
     evidence: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    confidence: float | None = None
 
     @classmethod
     def ignore(cls, item_id: str, kind: Kind, reason: str, **kw: Any) -> Decision:
@@ -160,5 +180,37 @@ class Decision:
             "actions": [a.to_json() for a in self.actions],
             "review": self.review,
             "verified": self.verified,
+            "confidence": confidence_of(self),
+            "confidence_level": confidence_level(confidence_of(self)),
             "why": self.reason,
         }
+
+
+# Confidence levels (see Decision). Numbers, so the review queue can sort by them.
+CERTAIN = 0.99          # proven by a signed token, or an operator's own action
+HIGH = 0.95
+MEDIUM = 0.75
+LOW = 0.4
+REVIEW_BELOW = 0.6      # an emailed opt-out below this goes to a person
+HIGH_FROM = 0.85
+
+# What a kind means when its decider gave no confidence of its own.
+KIND_CONFIDENCE: dict[Kind, float] = {
+    Kind.BOUNCE: MEDIUM, Kind.COMPLAINT: HIGH, Kind.OPTOUT: MEDIUM, Kind.AUTOREPLY: MEDIUM,
+    Kind.REPLY: MEDIUM, Kind.CLICK: CERTAIN, Kind.ADMIN: CERTAIN, Kind.UNKNOWN: LOW,
+}
+
+
+def confidence_of(decision: Decision) -> float:
+    """The decision's confidence, or its kind's default when the decider gave none; in 0..1."""
+    value = decision.confidence
+    if value is None:
+        value = KIND_CONFIDENCE.get(decision.kind, LOW)
+    return round(min(1.0, max(0.0, float(value))), 2)
+
+
+def confidence_level(value: float) -> str:
+    """'high', 'medium' or 'low' for a confidence value (see Decision)."""
+    if value >= HIGH_FROM:
+        return "high"
+    return "medium" if value >= REVIEW_BELOW else "low"

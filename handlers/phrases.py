@@ -20,9 +20,9 @@ from importlib import resources
 FLAGS = re.IGNORECASE | re.UNICODE
 
 # The lists every language file may define (see handlers/data/phrases/en.toml).
-LISTS = ("optout", "negated", "lookalike", "question", "resubscribe", "keep", "except_words", "all_contact",
-         "third_party", "address_change", "erasure", "access", "attribution", "separator", "header_block",
-         "app_signature", "signoff", "footer")
+LISTS = ("optout", "optout_weak", "optout_object", "negated", "lookalike", "question", "resubscribe", "negation",
+         "keep", "except_words", "all_contact", "third_party", "address_change", "erasure", "access", "attribution",
+         "separator", "header_block", "app_signature", "signoff", "footer")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,20 @@ the sender's own words, and the newly written text (handlers.quotes).
 A message sent to our List-Unsubscribe mailto address (`unsubscribe+TOKEN@`,
 RFC 2369 section 3.2) is an opt-out whatever its text says: the mail client sent it
 because the person pressed "unsubscribe". The token is kept as evidence.
+
+A reply to a tagged reply address (`reply+TOKEN@`, or a unit's `alumni+TOKEN@`;
+RFC 5233 subaddress) whose tag is one of our signed tokens proves that the mail
+reached the token's contact: the request is then `verified` and acts on that
+contact (Action.contact_id; apply finds the address), whatever address it came
+from, since the From may be another address of theirs or a forwarder. The scope
+still comes from the text: a reply is not a click. The token's claims (never the
+token itself, which is a bearer credential) are kept as evidence. With a verified
+sender (such a token, or our MTA's Authentication-Results), a clear request to be
+subscribed again is acted on too (a SUBSCRIBE action, kind REPLY).
+
+Every decision has a confidence (handlers.model.Decision): an opt-out's comes from
+handlers.intent, and one below REVIEW_BELOW goes to review with its doubts as the
+reason, its proposed action kept for the reviewer.
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from typing import Any
 from handlers.from_header import Sender, parse_mailbox, read_sender
 from handlers.intent import Intent, read_intent
 from handlers.message import content_type, header_text, is_unreadable, raw_items
-from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
+from handlers.model import ALL, CERTAIN, HIGH, LOW, MEDIUM, REVIEW_BELOW, Action, ActionType, Decision, Inbound, Kind
 from handlers.quotes import body_text, new_text
 from handlers.tokens import Claims, keyring_from_settings, verify
 from handlers.tokens import scope as token_scope
@@ -120,6 +134,8 @@ def decide_optout(item: Inbound, report: ReplyReport, settings: Any, now: dateti
     decision = _decide(item, report, settings, now)
     if decision.verified or not decision.actions or report.sender.address is None:
         return decision
+    if any(a.type is not ActionType.UNSUBSCRIBE for a in decision.actions):
+        return decision     # an opt-in was only proposed when already verified (see _optin)
     if any(a.address != report.sender.address for a in decision.actions):
         return decision
     verdict = verify_sender(report.auth_results, report.sender.address,
@@ -142,6 +158,7 @@ def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) ->
         "kept_channels": list(intent.kept_channels),
     }
     base = dict(item_id=item.id, evidence=evidence, source=item.source)
+    reply_claims = _reply_claims(route, mailbox, settings, evidence)
 
     if mailbox == "unsubscribe":
         evidence["token"] = getattr(route, "tag", None)
@@ -154,20 +171,23 @@ def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) ->
                                         "channel": claims.channel, "key_id": claims.key_id}
             action = Action(ActionType.UNSUBSCRIBE, "", reason="optout", units=units, channels=channels,
                             contact_id=claims.contact_id)
-            return Decision(kind=Kind.OPTOUT, actions=(action,), verified=True,
+            return Decision(kind=Kind.OPTOUT, actions=(action,), verified=True, confidence=CERTAIN,
                             reason="List-Unsubscribe mailto request with a valid token", **{**base, "source": "mailto"})
         if sender.address is None:
-            return Decision(kind=Kind.OPTOUT, review=True, reason=f"unsubscribe mailto request, but From: "
-                                                                  f"{sender.problem}", **base)
+            return Decision(kind=Kind.OPTOUT, review=True, confidence=LOW, reason=f"unsubscribe mailto request, "
+                                                                                 f"but From: {sender.problem}", **base)
+        # The mail client sent it for the person (high), but the address is only From's.
         action = Action(ActionType.UNSUBSCRIBE, sender.address, reason="optout", units=ALL, channels=("email",))
-        return Decision(kind=Kind.OPTOUT, actions=(action,), reason="List-Unsubscribe mailto request", **base)
+        return Decision(kind=Kind.OPTOUT, actions=(action,), confidence=0.9, reason="List-Unsubscribe mailto request",
+                        **base)
 
     if item.mail_from == "" or (sender.address and sender.address.split("@")[0] in SYSTEM_LOCALS):
         # A null reverse path (RFC 5321 section 4.5.5) or a mail-system sender: not a person.
-        return Decision(kind=Kind.REPLY, review=intent.optout, reason="from a mail system, not a person", **base)
+        return Decision(kind=Kind.REPLY, review=intent.optout, confidence=0.9 if not intent.optout else MEDIUM,
+                        reason="from a mail system, not a person", **base)
 
     if report.forwarded:
-        return Decision(kind=Kind.REPLY, review=True,
+        return Decision(kind=Kind.REPLY, review=True, confidence=LOW,
                         reason="forwarded message: any request inside is not the sender's own", **base)
 
     if intent.erasure or intent.access:
@@ -175,10 +195,16 @@ def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) ->
                                       "deadline": (now + RIGHTS_DEADLINE).date().isoformat()}
 
     if not intent.optout:
-        return _not_optout(intent, base)
+        optin = _optin(intent, report, route, reply_claims, settings, base)
+        return optin if optin is not None else _not_optout(intent, base)
 
+    evidence["confidence_doubts"] = list(intent.doubts)
     if sender.address is None:
-        return Decision(kind=Kind.OPTOUT, review=True, reason=f"opt-out request, but From: {sender.problem}", **base)
+        # With a valid reply token the contact is known: proposed for the reviewer.
+        proposed = (_unsubscribe_contact(reply_claims, intent),) if reply_claims else ()
+        return Decision(kind=Kind.OPTOUT, actions=proposed, review=True, verified=reply_claims is not None,
+                        confidence=min(intent.confidence, LOW), reason=f"opt-out request, but From: {sender.problem}",
+                        **base)
 
     # Our own addresses (a unit's, reply@) named in the text say nothing about whose
     # opt-out it is.
@@ -201,13 +227,25 @@ def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) ->
         # the address (same domain); a stranger's address stays in evidence only.
         if proposed and proposed.split("@")[-1] == sender.address.split("@")[-1]:
             actions = (_unsubscribe(proposed, intent),)
-        return Decision(kind=Kind.OPTOUT, actions=actions, review=True,
+        return Decision(kind=Kind.OPTOUT, actions=actions, review=True, confidence=min(intent.confidence, LOW),
                         reason="opt-out needs review: " + "; ".join(reasons), **base)
 
-    action = _unsubscribe(target, intent)
     scope = f"units {_fmt(intent.units)}, channels {_fmt(intent.channels)}"
     what = "erasure request (all channels)" if intent.erasure else "opt-out"
-    return Decision(kind=Kind.OPTOUT, actions=(action,), reason=f"{what} by email: {scope}", **base)
+    if reply_claims is not None:
+        # The token proves the mail reached its contact: act on that contact, verified.
+        action = _unsubscribe_contact(reply_claims, intent)
+        why = f"{what} by email, verified by the reply address's token: {scope}"
+    else:
+        action = _unsubscribe(target, intent)
+        why = f"{what} by email: {scope}"
+    if intent.confidence < REVIEW_BELOW:
+        return Decision(kind=Kind.OPTOUT, actions=(action,), review=True, verified=reply_claims is not None,
+                        confidence=intent.confidence,
+                        reason=f"opt-out needs review: low confidence {intent.confidence:.2f} "
+                               f"({'; '.join(intent.doubts)}); proposed {scope}", **base)
+    return Decision(kind=Kind.OPTOUT, actions=(action,), verified=reply_claims is not None,
+                    confidence=intent.confidence, reason=why, **base)
 
 
 def _ours(address: str, settings: Any) -> bool:
@@ -229,20 +267,94 @@ def _unsubscribe(address: str, intent: Intent) -> Action:
     return Action(ActionType.UNSUBSCRIBE, address, reason="optout", units=intent.units, channels=intent.channels)
 
 
+def _unsubscribe_contact(claims: Claims, intent: Intent) -> Action:
+    return Action(ActionType.UNSUBSCRIBE, "", reason="optout", units=intent.units, channels=intent.channels,
+                  contact_id=claims.contact_id)
+
+
+def _reply_claims(route: Any, mailbox: str | None, settings: Any, evidence: dict[str, Any]) -> Claims | None:
+    """The claims of a signed token in the tag of our reply address (reply+TOKEN@, unit+TOKEN@), or None.
+
+    Only the claims go into evidence: the token itself would let anyone who reads the
+    event change the contact's preferences.
+    """
+    tag = getattr(route, "tag", None)
+    if mailbox not in ("reply", "unit") or not tag:
+        return None
+    claims = _token_claims(tag, settings)
+    evidence["reply_token"] = (_claims_json(claims) if claims is not None
+                               else {"valid": False, "why": "the reply address's tag does not verify"})
+    return claims
+
+
+def _claims_json(claims: Claims) -> dict[str, Any]:
+    return {"valid": True, "contact_id": claims.contact_id, "unit": claims.unit, "channel": claims.channel,
+            "key_id": claims.key_id}
+
+
+def _optin(intent: Intent, report: ReplyReport, route: Any, claims: Claims | None, settings: Any,
+           base: dict[str, Any]) -> Decision | None:
+    """A SUBSCRIBE decision for a clear request to be subscribed again from a verified sender, else None.
+
+    Opting in needs proof (DESIGN.md promise 6): a valid token in the reply address
+    (acting on its contact), or our MTA's Authentication-Results for the From address
+    (acting on that address). Never for a request that also concerns rights, another
+    person or address, or asks a question, and never with a negation in it. The scope
+    is narrow, the safe side for an opt-in: units and channels named in the request,
+    else the token's unit and channel, else the unit whose address was written to;
+    with none of these (and no all-units token) a person decides.
+    """
+    sender = report.sender.address
+    if (sender is None or not intent.resubscribe or not intent.optin_clear or intent.access or intent.erasure
+            or intent.third_party or intent.address_change or intent.question):
+        return None
+    if any(a != sender and not _ours(a, settings) for a in intent.addresses):
+        return None
+    evidence = base["evidence"]
+    if claims is None:
+        verdict = verify_sender(report.auth_results, sender, getattr(settings, "trusted_authserv_ids", ()))
+        evidence["sender_verified"] = verdict.why
+        if not verdict.verified:
+            return None
+    units: Any = intent.optin_units or None
+    channels: Any = intent.optin_channels or None
+    if claims is not None:
+        token_units, token_channels = token_scope(claims)
+        units = units or token_units
+        channels = channels or token_channels
+    unit_route = getattr(route, "unit", None)
+    units = units or ((unit_route,) if unit_route else None)
+    if units is None:
+        return None
+    channels = channels or ("email",)
+    action = Action(ActionType.SUBSCRIBE, "" if claims is not None else sender, reason="optin", units=units,
+                    channels=channels, contact_id=claims.contact_id if claims is not None else None)
+    how = "the reply address's token" if claims is not None else "our MTA's Authentication-Results"
+    return Decision(kind=Kind.REPLY, actions=(action,), verified=True, confidence=HIGH,
+                    reason=f"opt-in by email, verified by {how}: units {_fmt(units)}, channels {_fmt(channels)}",
+                    **base)
+
+
 def _fmt(scope: Any) -> str:
     return scope if scope == ALL else ",".join(scope)
 
 
 def _not_optout(intent: Intent, base: dict[str, Any]) -> Decision:
+    # Confidence here is that the message asks for no opt-out: lower where it comes near one.
     if intent.access:
-        return Decision(kind=Kind.REPLY, review=True, reason="request for access to personal data", **base)
-    if intent.address_change:
-        return Decision(kind=Kind.REPLY, review=True, reason="address change", **base)
-    if intent.question:
-        return Decision(kind=Kind.REPLY, review=True, reason="asks how to unsubscribe", **base)
-    if intent.resubscribe:
-        return Decision(kind=Kind.REPLY, review=True, reason="asks to be subscribed (needs a verified sender)",
+        return Decision(kind=Kind.REPLY, review=True, confidence=0.9, reason="request for access to personal data",
                         **base)
+    if intent.address_change:
+        return Decision(kind=Kind.REPLY, review=True, confidence=MEDIUM, reason="address change", **base)
+    if intent.question:
+        return Decision(kind=Kind.REPLY, review=True, confidence=MEDIUM, reason="asks how to unsubscribe", **base)
+    if intent.resubscribe:
+        return Decision(kind=Kind.REPLY, review=True, confidence=MEDIUM,
+                        reason="asks to be subscribed (needs a verified sender)", **base)
     if intent.negated:
-        return Decision(kind=Kind.REPLY, reason="mentions unsubscribing but does not ask for it", **base)
-    return Decision(kind=Kind.REPLY, reason="ordinary reply, no opt-out", **base)
+        return Decision(kind=Kind.REPLY, confidence=MEDIUM, reason="mentions unsubscribing but does not ask for it",
+                        **base)
+    if intent.lookalike:
+        return Decision(kind=Kind.REPLY, confidence=MEDIUM, reason="ordinary reply, no opt-out (a look-alike phrase)",
+                        **base)
+    return Decision(kind=Kind.REPLY, confidence=0.9, reason="ordinary reply, no opt-out", **base)

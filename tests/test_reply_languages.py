@@ -84,3 +84,18 @@ def test_erasure_opts_out_of_all_channels_with_deadline() -> None:
 def test_access_request_goes_to_review() -> None:
     decision = decide(mail("Jag vill ha ett registerutdrag." + QUOTE_SV))
     assert decision.kind is Kind.REPLY and decision.review and decision.actions == ()
+
+
+@pytest.mark.parametrize("body", ["I would like to unsubscribe from the newsletter.", "I want to unsubscribe, thanks.",
+                                  "Hi, I wish to unsubscribe please."])
+def test_wanting_to_unsubscribe_is_not_mistaken_for_a_footer(body: str) -> None:
+    # "to unsubscribe" in a person's sentence once made the whole line read as a footer.
+    decision = decide(mail(body + QUOTE_EN))
+    assert decision.kind is Kind.OPTOUT and not decision.review, decision.reason
+
+
+def test_footer_lines_with_to_unsubscribe_are_still_footers() -> None:
+    for footer in ("To unsubscribe click here: https://x", "Use this link to unsubscribe: https://x",
+                   "Reply STOP to unsubscribe."):
+        decision = decide(mail("Tack!\n" + footer))
+        assert decision.kind is Kind.REPLY and decision.actions == (), footer
