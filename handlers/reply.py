@@ -161,8 +161,11 @@ def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) ->
     reply_claims = _reply_claims(route, mailbox, settings, evidence)
 
     if mailbox == "unsubscribe":
-        evidence["token"] = getattr(route, "tag", None)
-        claims = _token_claims(evidence["token"], settings)
+        tag = getattr(route, "tag", None)
+        claims = _token_claims(tag, settings)
+        # A valid token is a bearer credential: only its claims are kept (below). A tag
+        # that does not verify is kept as evidence of what was tried.
+        evidence["token"] = None if claims is not None else (tag[:80] if tag else None)
         if claims is not None:
             # A valid signed token says exactly whose preferences and which scope: no text
             # analysis, and it holds whoever the mail client sent it from (issue 5, item 5).

@@ -381,6 +381,20 @@ def link_headers(token: str, base_url: str, unsubscribe_local: str, mail_domain:
     return {"List-Unsubscribe": ", ".join(uris), "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
+def reply_address(token: str, reply_address_of_unit: str) -> str | None:
+    """The Reply-To address `local+TOKEN@domain` for one message, or None when too long.
+
+    A reply to it proves that the mail reached the token's contact, so an opt-out
+    written in the reply is verified (handlers.reply). `reply_address_of_unit` is the
+    unit's own reply address, or the shared `reply@` address. None when the local
+    part would exceed RFC 5321's 64 octets; the plain address then still works,
+    unverified.
+    """
+    local, _, domain = reply_address_of_unit.rpartition("@")
+    tagged = f"{local}+{token}"
+    return f"{tagged}@{domain}" if local and domain and len(tagged) <= MAX_LOCAL_PART else None
+
+
 def keyring_from_settings(settings: Any) -> Keyring | None:
     """The keyring in `settings.tokens.keys`, or None when there are no keys (then no token verifies).
 

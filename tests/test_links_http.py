@@ -263,6 +263,7 @@ async def test_v1_tokens_returns_the_header_set_and_the_link_works(database, cli
     claims = verify_return_path(local.partition("+")[2], KEYRING, ["alumni"])
     assert claims is not None and claims.contact_id == cid and claims.unit == "alumni"
     assert claims.names("lisa@example.se") and not claims.names("other@example.se")
+    assert body["reply_to"] == f"alumni+{token}@mail.example.org"      # the unit's reply address, tagged
     assert (await client.post(f"/u/{token}", data=ONE_CLICK)).status == 200
     assert await preferences(database, cid) == {("alumni", "email"): ("unsubscribed", "one_click")}
 

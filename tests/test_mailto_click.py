@@ -44,6 +44,9 @@ def test_a_valid_mailto_token_acts_on_exactly_its_contact_and_scope(settings):
     (a,) = d.actions
     assert (a.type, a.contact_id, a.units, a.channels) == (ActionType.UNSUBSCRIBE, 7, ("research-news",), ("email",))
     assert a.address == ""                      # the contact's address is found when applied, not from From
+    # The token is a bearer credential: the event keeps its claims, never the token.
+    assert token(settings, 7, "research-news", "email") not in json.dumps(d.evidence)
+    assert d.evidence["token_claims"]["contact_id"] == 7
 
 
 def test_an_all_units_token_means_all(settings):

@@ -360,3 +360,12 @@ async def test_a_redacted_complaint_reaches_the_token_contact_in_the_database(da
         suppressions = [(x.address, x.reason) for x in (await s.scalars(select(Suppression))).all()]
     assert prefs == {("events", "email"): "unsubscribed"}            # that unit only
     assert suppressions == [("cecilia@example.se", "complaint")]
+
+
+def test_reply_addresses_carry_the_token_within_64_octets():
+    from handlers.tokens import reply_address
+
+    token = sign(5, "alumni", "email", K1)
+    assert reply_address(token, "alumni@mail.example.org") == f"alumni+{token}@mail.example.org"
+    assert reply_address(token, "a-very-long-reply-local-part-for-a-unit@mail.example.org") is None
+    assert reply_address(token, "not-an-address") is None

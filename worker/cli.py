@@ -211,6 +211,8 @@ def cmd_token(args: argparse.Namespace) -> int:
     for name, value in issued.headers.items():
         print(f"{name}: {value}")
     print(f"Return-Path: <{issued.return_path}>")
+    if issued.reply_to:
+        print(f"Reply-To: <{issued.reply_to}>")
     print(f"# preference page: {issued.preferences_url}")
     print("# sign List-Unsubscribe and List-Unsubscribe-Post with DKIM (RFC 8058 section 4)")
     print("# send with this Return-Path as the envelope sender (SMTP MAIL FROM), so bounces reach unsubd signed")

@@ -16,7 +16,7 @@ from config import Settings
 from handlers.addresses import normalise
 from handlers.model import WILDCARD, Channel, State
 from handlers.plan import PreferenceRow
-from handlers.tokens import Keyring, link_headers, return_path, sign, sign_return_path
+from handlers.tokens import Keyring, link_headers, reply_address, return_path, sign, sign_return_path
 from worker.models import Address, Preference
 
 CHANNELS = tuple(c.value for c in Channel)
@@ -36,6 +36,7 @@ class Issued:
     headers: dict[str, str]
     preferences_url: str
     return_path: str
+    reply_to: str | None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +45,8 @@ class Issued:
             # The envelope sender (SMTP MAIL FROM) of the message; the receiving system
             # turns it into the Return-Path header, and bounces come back to it.
             "return_path": self.return_path,
+            # A Reply-To that proves, when someone replies "unsubscribe", whose mail it was.
+            "reply_to": self.reply_to,
             "dkim_sign": ["List-Unsubscribe", "List-Unsubscribe-Post"],
         }
 
@@ -84,8 +87,10 @@ async def issue(sessions: async_sessionmaker[AsyncSession], settings: Settings, 
     headers = link_headers(token, settings.tokens.base_url, settings.unsubscribe_local, settings.mail_domain)
     verp = return_path(sign_return_path(contact_id, address, unit, keyring), settings.bounce_local,
                        settings.effective_bounce_domain)
+    unit_replies = settings.units[unit].reply_addresses if unit in settings.units else ()
+    reply_to = reply_address(token, unit_replies[0] if unit_replies else f"{settings.reply_local}@{settings.mail_domain}")
     return Issued(token=token, contact_id=contact_id, address=address, unit=unit, channel=channel, headers=headers,
-                  preferences_url=f"{settings.tokens.base_url}/u/{token}", return_path=verp)
+                  preferences_url=f"{settings.tokens.base_url}/u/{token}", return_path=verp, reply_to=reply_to)
 
 
 async def load_preferences(sessions: async_sessionmaker[AsyncSession], contact_id: int) -> ContactPreferences | None:
