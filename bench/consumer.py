@@ -1,13 +1,17 @@
 """Consumer throughput: how fast one process classifies and applies the corpus mix.
 
-Prefills the embedded queue (SQLite, or PostgreSQL with --database-url) with
---messages corpus messages, then starts one `Worker` with the consumer and relay
-roles and times until every item is done. Prints messages/s (and the same for the
-sandboxed classifier alone, the ceiling the parser sets) and writes
-bench/results/consumer.json.
+Prefills the embedded queue (SQLite, or PostgreSQL with --postgres or
+--database-url) with --messages corpus messages, then starts one `Worker` with the
+consumer and relay roles and times until every item is done and every update is
+published. Prints messages/s (and the same for the sandboxed classifier alone, the
+ceiling the parser sets), how many decisions each database transaction carried, and
+writes bench/results/consumer.json.
 
-    .venv/bin/python bench/consumer.py [--messages 2000] [--database-url URL]
+    .venv/bin/python bench/consumer.py [--messages 2000] [--postgres | --database-url URL]
     (UNSUBD_* variables apply, e.g. UNSUBD_CONSUMER__CONCURRENCY=16)
+
+--postgres creates a fresh database on 127.0.0.1:5432 and drops it afterwards; a
+--database-url must point at an empty, migrated database.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from worker.app import Worker  # noqa: E402
 from worker.pool import ClassifyPool  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from pipeline import corpus_messages  # noqa: E402
+from pipeline import corpus_messages, drop_pg_database, make_pg_database, PG  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -61,15 +65,18 @@ async def run(args: argparse.Namespace) -> dict:
     await worker.start()
     while True:
         counts = await worker.queue.counts()
-        if counts.get("done", 0) + counts.get("failed", 0) >= len(items):
+        if counts.get("done", 0) + counts.get("failed", 0) >= len(items) and not await worker.relay.backlog(1):
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
     seconds = time.perf_counter() - started
+    applier = worker.consumer._applier
     await worker.stop()
     return {"bench": "consumer", "database": url.split(":")[0], "messages": len(items),
             "seconds": round(seconds, 2), "per_s": round(len(items) / seconds, 1),
             "classify_only_per_s": round(classify_rate, 1), "parse_workers": settings.parse.workers,
             "concurrency": settings.consumer.concurrency,
+            "decisions_per_transaction": round(applier.items / max(1, applier.flushes), 1),
+            "published": worker.relay.published,
             "outcomes": counts, "machine": {"cpus": os.cpu_count()},
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -78,9 +85,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--database-url")
+    ap.add_argument("--postgres", action="store_true", help="a fresh PostgreSQL database on 127.0.0.1")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "consumer.json")
     args = ap.parse_args()
-    result = asyncio.run(run(args))
+    pg_name = None
+    if args.postgres:
+        pg_name = make_pg_database()
+        args.database_url = PG + pg_name
+    try:
+        result = asyncio.run(run(args))
+    finally:
+        if pg_name:
+            drop_pg_database(pg_name)
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -9,15 +9,20 @@ consumer,relay`) in separate processes, as deployed. It measures:
   sessions as fast as they go, as messages/s. A bare aiosmtpd server that only
   answers 250 is measured in the same run, and each figure is also given as a ratio
   to it.
-- latency: bounces for distinct addresses offered at a fixed rate. For each one it
-  takes the time from the 250 to the moment its update reaches a consumer: a queue
-  bound to `unsubd.updates` in production, the /v1/updates feed in embedded mode.
-  It gives p50, p99 and the maximum.
+- accept at 64 KB: the same with --big-messages bounces of 64 KB each (bare server too).
+- latency: bounces for distinct addresses offered at fixed rates (--rates). For each
+  one it takes the time from the 250 to the moment its update reaches a consumer: a
+  queue bound to `unsubd.updates` in production, the /v1/updates feed in embedded
+  mode. It gives p50, p99 and the maximum per rate.
+- end to end: --e2e-messages bounces for distinct addresses sent by N sessions as fast
+  as they go; messages/s from the first send to the last update seen (SMTP in to
+  update out, the whole box).
 
 Prints the figures and writes bench/results/pipeline.json.
 
     .venv/bin/python bench/pipeline.py [--modes embedded,production] [--sessions 20]
-        [--accept-messages 2000] [--rate 50] [--latency-messages 500]
+        [--accept-messages 2000] [--big-messages 500] [--rates 100,200]
+        [--latency-messages 1000] [--e2e-messages 3000]
 """
 
 from __future__ import annotations
@@ -71,6 +76,17 @@ def bounce(recipient: str) -> bytes:
         f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
         f"Diagnostic-Code: smtp; 550 5.1.1 unknown user\r\n\r\n--{b}--\r\n"
     ).encode()
+
+
+def big_bounce(recipient: str, size: int = 64 * 1024) -> bytes:
+    """A bounce of `size` bytes: the returned original carries the bulk, as real ones do."""
+    raw = bounce(recipient)
+    filler = ("Returned text line for the size benchmark, nothing to see here. " * 2)[:76] + "\r\n"
+    body = filler * max(0, (size - len(raw)) // len(filler))
+    boundary = re.search(rb'boundary="([^"]+)"', raw).group(1)
+    closing = raw.rindex(b"--" + boundary + b"--")
+    part = b"--" + boundary + b"\r\nContent-Type: text/plain\r\n\r\n" + body.encode()
+    return raw[:closing] + part + raw[closing:]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -238,6 +254,22 @@ def latency(port: int, watcher: Any, rate: float, count: int, tag: str) -> dict[
             "max_ms": round(max(lat), 1) if lat else None}
 
 
+def end_to_end(port: int, watcher: Any, sessions: int, count: int, tag: str) -> dict[str, Any]:
+    """`count` bounces for distinct addresses, as fast as `sessions` go; until every update is seen."""
+    rcpts = [f"e2e-{tag}-{i}@kommun-vast.example" for i in range(count)]
+    messages = [(bounce(r), BOUNCES) for r in rcpts]
+    start = time.time()
+    sent = accept_rate(port, messages, sessions, count)
+    deadline = time.time() + 300
+    while time.time() < deadline and not all(r in watcher.seen for r in rcpts):
+        time.sleep(0.02)
+    seen = [watcher.seen[r] for r in rcpts if r in watcher.seen]
+    seconds = (max(seen) - start) if seen else None
+    return {"messages": count, "accepted": sent["accepted"], "updates_seen": len(seen),
+            "smtp_per_s": sent["per_s"], "seconds": round(seconds, 2) if seconds else None,
+            "per_s": round(len(seen) / seconds, 1) if seconds else None}
+
+
 def make_pg_database() -> str:
     name = f"unsubd_bench_{uuid.uuid4().hex[:8]}"
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'CREATE DATABASE "{name}"'], check=True)
@@ -252,7 +284,12 @@ def drop_pg_database(name: str) -> None:
                    check=False)
 
 
-def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, str]], bare: float) -> dict[str, Any]:
+def big_messages(count: int, tag: str) -> list[tuple[bytes, str]]:
+    return [(big_bounce(f"big-{tag}-{i}@kommun-vast.example"), BOUNCES) for i in range(count)]
+
+
+def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, str]],
+             bare: dict[str, Any]) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="unsubd-bench-"))
     env = {"UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0", "UNSUBD_LOG_LEVEL": "WARNING",
            "UNSUBD_CONFIG": str(REPO / "config" / "example.toml"),
@@ -276,10 +313,19 @@ def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, st
         watcher.start()
         if mode == "production":
             watcher.ready.wait(30)
-        lat = latency(server.smtp_port, watcher, args.rate, args.latency_messages, mode)
+        out: dict[str, Any] = {"latency": [latency(server.smtp_port, watcher, rate, args.latency_messages,
+                                                   f"{mode}{rate:g}") for rate in args.rates]}
+        if args.e2e_messages:
+            out["end_to_end"] = end_to_end(server.smtp_port, watcher, args.sessions, args.e2e_messages, mode)
         acc = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
-        acc["ratio_to_bare"] = round(acc["per_s"] / bare, 2) if bare else None
-        return {"accept": acc, "latency": lat}
+        acc["ratio_to_bare"] = round(acc["per_s"] / bare["per_s"], 2) if bare["per_s"] else None
+        out["accept"] = acc
+        if args.big_messages:
+            big = accept_rate(server.smtp_port, big_messages(args.big_messages, mode), args.sessions,
+                              args.big_messages)
+            big["ratio_to_bare"] = round(big["per_s"] / bare["big_per_s"], 2) if bare.get("big_per_s") else None
+            out["accept_64k"] = big
+        return out
     finally:
         if watcher is not None:
             watcher.stop_flag = True
@@ -299,13 +345,19 @@ def main() -> int:
     ap.add_argument("--modes", default="embedded,production")
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--accept-messages", type=int, default=2000)
-    ap.add_argument("--rate", type=float, default=50.0)
-    ap.add_argument("--latency-messages", type=int, default=500)
+    ap.add_argument("--rates", default="100,200", help="offered rates for the latency runs, messages/s")
+    ap.add_argument("--latency-messages", type=int, default=1000)
+    ap.add_argument("--big-messages", type=int, default=500, help="64 KB messages for the accept run (0: none)")
+    ap.add_argument("--e2e-messages", type=int, default=3000, help="bounces for the end-to-end run (0: none)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     args = ap.parse_args()
+    args.rates = [float(r) for r in args.rates.split(",") if r]
     messages = corpus_messages()
     with BareServer() as bare_server:
         bare = accept_rate(bare_server.port, messages, args.sessions, args.accept_messages)
+        if args.big_messages:
+            bare["big_per_s"] = accept_rate(bare_server.port, big_messages(args.big_messages, "bare"),
+                                            args.sessions, args.big_messages)["per_s"]
     result: dict[str, Any] = {
         "bench": "pipeline", "sessions": args.sessions, "corpus_messages": len(messages),
         "mean_message_bytes": round(sum(len(m) for m, _ in messages) / len(messages)),
@@ -314,7 +366,7 @@ def main() -> int:
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     for mode in args.modes.split(","):
-        result[mode] = run_mode(mode, args, messages, bare["per_s"])
+        result[mode] = run_mode(mode, args, messages, bare)
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -82,7 +82,7 @@ class SmtpSettings(_Frozen):
 
 
 class ConsumerSettings(_Frozen):
-    concurrency: int = Field(4, ge=1)             # items in flight at once
+    concurrency: int = Field(32, ge=1)            # items in flight at once (decisions ready together share a commit)
     max_attempts: int = Field(5, ge=1)            # then the item is parked as failed
     retry_base: float = Field(1.0, gt=0)          # seconds; doubles per attempt, with jitter
     retry_max: float = Field(300.0, gt=0)

@@ -15,13 +15,13 @@ class UnitOfWork(Protocol):
     """One database transaction. `async with uow:` begins; leaving without commit rolls back.
 
     Implemented with SQLAlchemy in worker/db.py; any implementation must make
-    `record` + `commit` atomic and make `event_exists` see committed events of
-    every process (the dedupe check).
+    `record` + `commit` atomic and make `existing_events` see
+    committed events of every process (the dedupe check).
     """
 
     async def __aenter__(self) -> UnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
-    async def event_exists(self, item_id: str) -> bool: ...
+    async def existing_events(self, item_ids: list[str]) -> set[str]: ...
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState: ...
     async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]: ...
     async def recent_unverified_optouts(self, since: datetime) -> int: ...
@@ -67,16 +67,41 @@ async def apply(decision: Decision, uow: UnitOfWork, now: datetime,
     Raises only for infrastructure failures (the transaction is rolled back and the
     caller retries the whole unit of work); the decision itself is never rejected.
     """
+    (applied,) = await apply_all([decision], uow, now, policy, unverified_per_hour)
+    return applied
+
+
+async def apply_all(decisions: list[Decision], uow: UnitOfWork, now: datetime,
+                    policy: BouncePolicy = BouncePolicy(), unverified_per_hour: int = 0) -> list[Applied]:
+    """Write several decisions, in order, in ONE transaction: all of them or none.
+
+    Each is applied exactly as `apply` would, one after the other, so a later one sees
+    what an earlier one wrote (sequence numbers, suppressions, a repeated item id,
+    which is a duplicate). One commit for many decisions is what lets a busy consumer
+    keep up: the commit (an fsync) is the expensive part. Raises like `apply`; the
+    caller may then apply the decisions one by one to find the one that fails.
+    """
     async with uow:
-        if await uow.event_exists(decision.item_id):
-            return Applied.dup(decision.item_id)
-        event_id = str(uuid.uuid4())
-        decision = await _resolve_contacts(decision, uow)
-        if unverified_per_hour and decision.kind is Kind.OPTOUT and not decision.verified and decision.actions:
-            recent = await uow.recent_unverified_optouts(now - timedelta(hours=1))
-            decision = hold_unverified(decision, recent, unverified_per_hour)
-        state = await uow.load_state(addresses_of(decision.actions), soft_since=now - policy.window)
-        changes = plan(decision, state, event_id, now, policy)
-        await uow.record(decision, event_id, changes, now)
+        seen = await uow.existing_events(list({d.item_id for d in decisions}))
+        applied = []
+        for d in decisions:
+            if d.item_id in seen:
+                applied.append(Applied.dup(d.item_id))
+                continue
+            seen.add(d.item_id)
+            applied.append(await _apply_one(d, uow, now, policy, unverified_per_hour))
         await uow.commit()
+    return applied
+
+
+async def _apply_one(decision: Decision, uow: UnitOfWork, now: datetime, policy: BouncePolicy,
+                     unverified_per_hour: int) -> Applied:
+    event_id = str(uuid.uuid4())
+    decision = await _resolve_contacts(decision, uow)
+    if unverified_per_hour and decision.kind is Kind.OPTOUT and not decision.verified and decision.actions:
+        recent = await uow.recent_unverified_optouts(now - timedelta(hours=1))
+        decision = hold_unverified(decision, recent, unverified_per_hour)
+    state = await uow.load_state(addresses_of(decision.actions), soft_since=now - policy.window)
+    changes = plan(decision, state, event_id, now, policy)
+    await uow.record(decision, event_id, changes, now)
     return Applied(item_id=decision.item_id, event_id=event_id, duplicate=False, updates=len(changes.updates))

@@ -52,8 +52,8 @@ class NullUow:
     async def __aexit__(self, *exc):
         return None
 
-    async def event_exists(self, item_id):
-        return False
+    async def existing_events(self, item_ids):
+        return set()
 
     async def load_state(self, addresses, soft_since):
         from handlers.plan import CurrentState

@@ -111,8 +111,7 @@ class Worker:
                 self.pool = ClassifyPool(self.settings)
             await self.pool.warm_up()
             self.consumer = Consumer(self.settings, self.queue if self.broker is None else None,
-                                     self.pool.classify, self.db.unit_of_work, self.clock,
-                                     on_applied=self.relay.wake.set)
+                                     self.pool.classify, self.db.unit_of_work, self.clock, database=self.db)
             if self.broker is None:
                 run = self.consumer.run(self._stopping)
             else:

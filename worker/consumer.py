@@ -1,7 +1,11 @@
 """The consumer: claims inbound items, classifies them in the sandbox, applies the decision.
 
 Promise 2: an item is marked done (acknowledged) only after its decision is committed;
-a redelivered item finds its event and changes nothing twice.
+a redelivered item finds its event and changes nothing twice. Decisions that are ready
+at the same time are applied together, in one transaction (group commit, see
+worker.db.GroupCommit); an embedded-queue item is marked done in that same transaction.
+If such a shared transaction fails, its decisions are applied again one by one, so
+one bad decision costs only its own item a retry.
 Promise 4: an item that cannot be handled is retried with backoff and, after
 `max_attempts`, parked as `failed` with its error; the worker keeps running.
 """
@@ -12,12 +16,13 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from config import Settings
-from handlers.apply import UnitOfWork, apply
+from handlers.apply import Applied, UnitOfWork, apply_all
 from handlers.plan import BouncePolicy
 from handlers.model import Decision, Inbound
+from worker.db import GroupCommit
 from worker.pool import ClassifyFailed, ClassifyTimeout
 from worker.queue import Claimed
 
@@ -41,10 +46,11 @@ class Outcome:
 
     action: str                   # "done", "retry" or "park"
     error: str = ""
+    recorded: bool = False        # "done" already written to the embedded queue, in the decision's transaction
 
     @classmethod
-    def done(cls) -> Outcome:
-        return cls("done")
+    def done(cls, recorded: bool = False) -> Outcome:
+        return cls("done", recorded=recorded)
 
     @classmethod
     def retry(cls, error: str) -> Outcome:
@@ -68,7 +74,10 @@ class Counters:
 class Consumer:
     def __init__(self, settings: Settings, queue: InboundQueue | None, classify: Classify,
                  unit_of_work: Callable[[], UnitOfWork], clock: Callable[[], datetime],
-                 on_applied: Callable[[], None] | None = None) -> None:
+                 on_applied: Callable[[], None] | None = None, database: Any = None) -> None:
+        """`database` (a worker.db.Database) lets decisions be applied in its `write`
+        transactions, with embedded-queue items marked done there; without it, each
+        transaction is a `unit_of_work()` of its own."""
         self._settings = settings.consumer
         self._queue = queue
         self._classify = classify
@@ -79,6 +88,14 @@ class Consumer:
         self._policy = BouncePolicy(threshold=settings.bounces.soft_threshold,
                                     window=timedelta(days=settings.bounces.soft_window_days))
         self.counters = Counters()
+        self._db = database
+        # The embedded queue's items are marked done in the decisions' own transaction.
+        self._marks_done_in_tx = database is not None and queue is not None and hasattr(queue, "done_in")
+        # PostgreSQL applies a few transactions side by side (row locks keep each contact's
+        # sequence in order); SQLite has one writer.
+        parallel = 3 if database is not None and database.dialect == "postgresql" else 1
+        self._applier: GroupCommit[tuple[Decision, str | None], Applied] = GroupCommit(
+            self._apply_batch, max_batch=64, parallel=parallel)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Process items of the embedded queue until `stopping` is set, then finish the ones in flight."""
@@ -91,10 +108,14 @@ class Consumer:
             finished.set()
 
         limit = self._settings.concurrency
+        # Every claim is a write transaction (on SQLite, a commit to disk), so under load
+        # items are claimed in batches of at least a quarter of the slots, not one per
+        # finished item; with nothing in flight, whatever is due is claimed at once.
+        batch = max(1, limit // 4)
         while not stopping.is_set():
             finished.clear()                  # before looking at in_flight: no finish goes unseen
             room = limit - len(in_flight)
-            if room > 0:
+            if room >= batch or (room > 0 and not in_flight):
                 self._queue.arrived.clear()   # before claiming: no arrival goes unseen
                 claimed: list[Claimed] = []
                 try:
@@ -109,7 +130,7 @@ class Consumer:
                     continue                  # a full batch: more may be due once a slot frees
             # With every slot taken, only a finished item (or stopping) is worth waking for;
             # waking on arrivals then would spin, since nothing could be claimed.
-            events = [stopping, finished] + ([self._queue.arrived] if len(in_flight) < limit else [])
+            events = [stopping, finished] + ([self._queue.arrived] if room >= batch or not in_flight else [])
             waiters = [asyncio.create_task(e.wait()) for e in events]
             await asyncio.wait(waiters, timeout=self._settings.poll_interval, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
@@ -117,11 +138,13 @@ class Consumer:
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
 
-    async def handle(self, item: Inbound, attempts: int) -> Outcome:
+    async def handle(self, item: Inbound, attempts: int, mark_done: bool = False) -> Outcome:
         """Classify and apply one item; say what its queue should do with it.
 
         The queue acts on the outcome (embedded: mark done / retry later / park;
         RabbitMQ: ack / nack / dead-letter with the error). `attempts` counts this one.
+        With `mark_done`, the embedded queue's item is marked done in the transaction
+        that applies the decision, and the outcome says so (`recorded`).
         """
         try:
             decision = await self._classify(item, self._clock())
@@ -130,8 +153,9 @@ class Consumer:
             return self._park_outcome(f"classify: {exc}")
         except ClassifyFailed as exc:
             return self._failed(f"classify: {exc}", attempts)
+        mark_done = mark_done and self._marks_done_in_tx
         try:
-            applied = await apply(decision, self._uow(), self._clock(), self._policy, self._unverified_per_hour)
+            applied = await self._applier.submit((decision, item.id if mark_done else None))
         except Exception as exc:              # noqa: BLE001 - any failure is retried, then parked
             return self._failed(f"apply: {type(exc).__name__}: {exc}", attempts)
         c = self.counters
@@ -145,15 +169,50 @@ class Consumer:
                 self._on_applied()
         log.info("applied", extra={"item_id": item.id, "kind": decision.kind.value, "reason": decision.reason,
                                    "updates": applied.updates, "duplicate": applied.duplicate})
-        return Outcome.done()
+        return Outcome.done(recorded=mark_done)
+
+    async def _apply_batch(self, batch: list[tuple[Decision, str | None]]) -> list[Applied | BaseException]:
+        """Apply the decisions ready now in one transaction; on failure, one transaction each."""
+        try:
+            return list(await self._apply_together(batch))
+        except Exception as exc:              # noqa: BLE001 - sorted out below
+            if len(batch) == 1:
+                return [exc]
+            log.warning("a shared transaction of %d decisions failed (%s); applying them one by one",
+                        len(batch), type(exc).__name__)
+        results: list[Applied | BaseException] = []
+        for entry in batch:
+            try:
+                results.extend(await self._apply_together([entry]))
+            except Exception as exc:          # noqa: BLE001 - this item's own failure
+                results.append(exc)
+        return results
+
+    async def _apply_together(self, batch: list[tuple[Decision, str | None]]) -> list[Applied]:
+        decisions = [d for d, _ in batch]
+        done_ids = [item_id for _, item_id in batch if item_id is not None]
+        now = self._clock()
+        if self._db is None:
+            return await apply_all(decisions, self._uow(), now, self._policy, self._unverified_per_hour)
+        db = self._db
+
+        async def work(conn: Any) -> list[Applied]:
+            uow = db.unit_of_work(joined=conn)
+            if done_ids:
+                queue: Any = self._queue
+                uow.before_commit.append(lambda c: queue.done_in(done_ids, c))
+            return await apply_all(decisions, uow, now, self._policy, self._unverified_per_hour)
+
+        return await db.write(work)
 
     async def process(self, claimed: Claimed) -> None:
         """Handle one item of the embedded queue and record the outcome there."""
         item = claimed.item
-        outcome = await self.handle(item, claimed.attempts)
+        outcome = await self.handle(item, claimed.attempts, mark_done=self._marks_done_in_tx)
         try:
             if outcome.action == "done":
-                await self._queue.done(item.id)
+                if not outcome.recorded:
+                    await self._queue.done(item.id)
             elif outcome.action == "retry":
                 delay = await self._queue.retry(item.id, outcome.error, claimed.attempts)
                 log.warning("will retry in %.1fs: %s", delay, outcome.error[:200], extra={"item_id": item.id})

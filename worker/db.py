@@ -7,18 +7,24 @@ import re
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
 
-from sqlalchemy import event, func, select, update
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Engine, bindparam, event, func, insert, literal, select, text, union_all, update
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker,
+                                    create_async_engine)
 
 from handlers.model import Decision, State
 from handlers.plan import ContactState, CurrentState, Plan, PreferenceRow, SoftBounceRow
 from worker.errors import DatabaseUnavailable
 from worker.models import (Address, Contact, Event, EventAddress, Outbox, Preference, ReviewItem, SoftBounce,
-                           Suppression)
+                           Suppression, UtcDateTime)
 
 
 def create_engine(url: str, *, for_reads: bool = False) -> AsyncEngine:
@@ -56,6 +62,36 @@ def create_engine(url: str, *, for_reads: bool = False) -> AsyncEngine:
     return engine
 
 
+def create_sync_engine(url: str) -> Engine:
+    """A plain (thread-bound) SQLite engine on the same file, set up as `create_engine`'s write engine."""
+    engine = sa_create_engine(make_url(url).set(drivername="sqlite+pysqlite"), connect_args={"timeout": 30},
+                              pool_reset_on_return=None)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=30000"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _run_to_end(coroutine: Awaitable[R]) -> R:
+    """Run a coroutine that never suspends (it awaits only WriteConn.execute in blocking mode)."""
+    try:
+        coroutine.send(None)                  # type: ignore[attr-defined]
+    except StopIteration as stop:
+        return stop.value
+    coroutine.close()                         # type: ignore[attr-defined]
+    raise RuntimeError("a transaction run in the SQLite writer thread awaited something that suspends")
+
+
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
@@ -76,62 +112,185 @@ def redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-class SqlUnitOfWork:
-    """handlers.apply.UnitOfWork on SQLAlchemy: one session, one transaction."""
+# Statements built once: building SQLAlchemy expressions per call cost more than running
+# them. Lists are bound as expanding parameters.
+_EVENTS_EXISTING = select(Event.item_id).where(Event.item_id.in_(bindparam("item_ids", expanding=True)))
+_RECENT_UNVERIFIED = select(func.count()).select_from(Event).where(
+    Event.kind == "optout", Event.verified.is_(False), Event.review.is_(False),
+    Event.occurred_at >= bindparam("since"))
+_CONTACT_ADDRESSES = (select(Address.contact_id, Address.address)
+                      .where(Address.contact_id.in_(bindparam("ids", expanding=True)), Address.channel == "email")
+                      .order_by(Address.id))
+# A contact and its preference rows in one query; the lock serialises sequence numbers
+# per contact (PostgreSQL; SQLite has one writer anyway).
+_STATE_CONTACTS = (select(Address.address, Contact.id, Contact.seq, Preference.unit, Preference.channel,
+                          Preference.state, Preference.changed_at)
+                   .join(Contact, Contact.id == Address.contact_id)
+                   .outerjoin(Preference, Preference.contact_id == Contact.id)
+                   .where(Address.address.in_(bindparam("addresses", expanding=True)))
+                   .with_for_update(of=Contact))
+# Open soft bounces (oldest first) and active suppressions of the addresses, in one query.
+_STATE_MARKS = union_all(
+    select(literal("soft").label("mark"), SoftBounce.address, SoftBounce.ref.label("detail"),
+           SoftBounce.occurred_at.label("at"))
+    .where(SoftBounce.address.in_(bindparam("addresses", expanding=True)),
+           SoftBounce.cleared_at.is_(None), SoftBounce.occurred_at >= bindparam("since")),
+    select(literal("suppressed"), Suppression.address, Suppression.reason, literal(None, UtcDateTime()))
+    .where(Suppression.address.in_(bindparam("addresses", expanding=True)), Suppression.active.is_(True)),
+).order_by("at")
+_ADDRESS_CONTACTS = select(Address.address, Address.contact_id).where(
+    Address.address.in_(bindparam("addresses", expanding=True)))
+_T_EVENT, _T_EVENT_ADDRESS, _T_REVIEW, _T_SOFT, _T_OUTBOX, _T_CONTACT, _T_ADDRESS = (
+    Event.__table__, EventAddress.__table__, ReviewItem.__table__, SoftBounce.__table__, Outbox.__table__,
+    Contact.__table__, Address.__table__)
+_NEW_CONTACT = insert(_T_CONTACT).returning(_T_CONTACT.c.id)
+_CONTACT_SEQ = (update(_T_CONTACT).where(_T_CONTACT.c.id == bindparam("b_id"))
+                .values(seq=bindparam("b_seq"), updated_at=bindparam("b_now")))
+_CLEAR_SOFT = (update(_T_SOFT).where(_T_SOFT.c.address.in_(bindparam("addresses", expanding=True)),
+                                     _T_SOFT.c.cleared_at.is_(None))
+               .values(cleared_at=bindparam("b_now")))
+_RELEASE = (update(Suppression.__table__)
+            .where(Suppression.__table__.c.address.in_(bindparam("addresses", expanding=True)),
+                   Suppression.__table__.c.active.is_(True))
+            .values(active=False, released_at=bindparam("b_now"), event_id=bindparam("b_event_id")))
 
-    def __init__(self, db: Database) -> None:
+
+def _upserts(dialect: str) -> tuple[Any, Any]:
+    """INSERT ... ON CONFLICT DO UPDATE for suppressions (by address) and preferences (by scope)."""
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    sup = ins(Suppression.__table__)
+    sup = sup.on_conflict_do_update(index_elements=["address"], set_={
+        "active": True, "reason": sup.excluded.reason, "event_id": sup.excluded.event_id,
+        "created_at": sup.excluded.created_at, "released_at": None})
+    pref = ins(Preference.__table__)
+    pref = pref.on_conflict_do_update(index_elements=["contact_id", "unit", "channel"], set_={
+        "state": pref.excluded.state, "reason": pref.excluded.reason, "source": pref.excluded.source,
+        "event_id": pref.excluded.event_id, "changed_at": pref.excluded.changed_at})
+    return sup, pref
+
+
+_UPSERTS = {name: _upserts(name) for name in ("postgresql", "sqlite")}
+T = TypeVar("T")
+R = TypeVar("R")
+OUTBOX_CHANNEL = "unsubd_outbox"      # PostgreSQL NOTIFY channel: wakes relays in other processes
+
+BeforeCommit = Callable[["WriteConn"], Awaitable[None]]
+
+
+class WriteConn:
+    """The connection one write transaction runs on: `await conn.execute(statement, params)`.
+
+    Either an AsyncConnection, or (SQLite file databases) a plain connection used from
+    the database's writer thread, where `execute` runs at once and never suspends: the
+    same transaction code then runs in that thread without a hop to the event loop per
+    statement (see Database.write). `outbox_rows` counts the outbox rows written, so the
+    relay can be woken once the transaction has committed.
+    """
+
+    def __init__(self, conn: Any, dialect: str, blocking: bool) -> None:
+        self._conn = conn
+        self.dialect = dialect
+        self._blocking = blocking
+        self.outbox_rows = 0
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        if self._blocking:
+            return self._conn.execute(statement, params)
+        return await self._conn.execute(statement, params)
+
+
+class SqlUnitOfWork:
+    """handlers.apply.UnitOfWork on SQLAlchemy: one connection, one transaction.
+
+    Writes go through Core statements, one statement per table (executemany), not
+    through ORM objects: a decision costs a handful of round trips. Rows that nothing
+    reads back inside the transaction (event addresses, review items, outbox rows) are
+    written at commit, one statement per table for all the decisions of the
+    transaction. `before_commit` callbacks run inside the transaction just before
+    COMMIT (the embedded queue marks its items done there, so "done" and the decision
+    are one commit). When the transaction wrote outbox rows, the Database tells its
+    listeners after the commit, and on PostgreSQL a NOTIFY tells other processes.
+
+    Standalone (`Database.unit_of_work()`), it opens and commits its own transaction.
+    Joined (`Database.unit_of_work(joined=conn)` inside `Database.write`), it runs in
+    that transaction, and its `commit` only finishes the writing: the transaction
+    commits when the `write` returns.
+    """
+
+    def __init__(self, db: Database, joined: WriteConn | None = None) -> None:
         self._db = db
+        self._joined = joined
         self._session: AsyncSession | None = None
+        self._conn: WriteConn | None = joined
         self._committed = False
+        self.before_commit: list[BeforeCommit] = []
+        self._deferred: dict[Any, list[dict[str, Any]]] = {}
+        self._contact_of: dict[str, int | None] = {}      # address -> contact, as read in this transaction
 
     @property
-    def session(self) -> AsyncSession:
-        assert self._session is not None, "use `async with uow:`"
-        return self._session
+    def conn(self) -> WriteConn:
+        assert self._conn is not None, "use `async with uow:`"
+        return self._conn
 
     async def __aenter__(self) -> SqlUnitOfWork:
+        self._committed = False
+        self._deferred = {_T_REVIEW: [], _T_EVENT_ADDRESS: [], _T_OUTBOX: []}
+        self._contact_of = {}
+        if self._joined is not None:
+            return self
         await self._db.acquire_write()
         try:
             self._session = self._db.write_sessions()
-            self._committed = False
             await self._session.begin()
+            self._conn = WriteConn(await self._session.connection(), self._db.dialect, blocking=False)
         except BaseException:
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
             self._db.release_write()
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._session is not None
+        if self._joined is not None:
+            return                            # Database.write commits or rolls back
+        assert self._session is not None and self._conn is not None
+        outbox_rows = self._conn.outbox_rows
         try:
             if not self._committed:
                 await self._session.rollback()
         finally:
             await self._session.close()
-            self._session = None
+            self._session = self._conn = None
             self._db.release_write()
+        if self._committed and outbox_rows:
+            self._db.outbox_committed()
 
     async def commit(self) -> None:
-        await self.session.commit()
+        conn = self.conn
+        for table, rows in self._deferred.items():      # in foreign-key order
+            if rows:
+                await conn.execute(insert(table), rows)
+        for callback in self.before_commit:
+            await callback(conn)
+        if conn.outbox_rows and self._db.dialect == "postgresql":
+            await conn.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))     # delivered at COMMIT
+        if self._session is not None:
+            await self._session.commit()
         self._committed = True
 
-    async def event_exists(self, item_id: str) -> bool:
-        found = await self.session.scalar(select(Event.id).where(Event.item_id == item_id))
-        return found is not None
+    async def existing_events(self, item_ids: list[str]) -> set[str]:
+        """The item ids among `item_ids` that already have an event."""
+        return set((await self.conn.execute(_EVENTS_EXISTING, {"item_ids": item_ids})).scalars())
 
     async def recent_unverified_optouts(self, since: datetime) -> int:
         """Unverified opt-outs acted on (not held for review) since `since`: the spoofing guard's count."""
-        return await self.session.scalar(
-            select(func.count()).select_from(Event).where(
-                Event.kind == "optout", Event.verified.is_(False), Event.review.is_(False),
-                Event.occurred_at >= since)) or 0
+        return (await self.conn.execute(_RECENT_UNVERIFIED, {"since": since})).scalar() or 0
 
     async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]:
         """The first email address of each contact that exists."""
         found: dict[int, str] = {}
-        for contact_id, address in (await self.session.execute(
-                select(Address.contact_id, Address.address)
-                .where(Address.contact_id.in_(contact_ids), Address.channel == "email")
-                .order_by(Address.id))).all():
+        for contact_id, address in (await self.conn.execute(_CONTACT_ADDRESSES, {"ids": contact_ids})).all():
             found.setdefault(contact_id, address)
         return found
 
@@ -139,102 +298,112 @@ class SqlUnitOfWork:
         state = CurrentState()
         if not addresses:
             return state
-        rows = (await self.session.execute(
-            select(Address.address, Contact.id, Contact.seq)
-            .join(Contact, Contact.id == Address.contact_id)
-            .where(Address.address.in_(addresses))
-            .with_for_update(of=Contact)         # serialises sequence numbers per contact (PostgreSQL)
-        )).all()
-        by_contact: dict[int, list[ContactState]] = {}
-        for address, contact_id, seq in rows:
-            cs = ContactState(contact_id=contact_id, seq=seq)
-            state.contacts[address] = cs
-            by_contact.setdefault(contact_id, []).append(cs)
-        if by_contact:
-            prefs = (await self.session.scalars(
-                select(Preference).where(Preference.contact_id.in_(by_contact)))).all()
-            for p in prefs:
-                for cs in by_contact[p.contact_id]:
-                    cs.preferences[(p.unit, p.channel)] = PreferenceRow(p.unit, p.channel, State(p.state),
-                                                                        p.changed_at)
-        for address, reason in (await self.session.execute(
-                select(Suppression.address, Suppression.reason)
-                .where(Suppression.address.in_(addresses), Suppression.active.is_(True)))).all():
-            state.suppressed[address] = reason
-        for address, ref, occurred_at in (await self.session.execute(
-                select(SoftBounce.address, SoftBounce.ref, SoftBounce.occurred_at)
-                .where(SoftBounce.address.in_(addresses), SoftBounce.cleared_at.is_(None),
-                       SoftBounce.occurred_at >= soft_since)
-                .order_by(SoftBounce.occurred_at))).all():
-            state.soft_bounces.setdefault(address, []).append(SoftBounceRow(ref, occurred_at))
+        conn = self.conn
+        for address in addresses:
+            self._contact_of[address] = None
+        for address, contact_id, seq, unit, channel, pstate, changed_at in (await conn.execute(
+                _STATE_CONTACTS, {"addresses": addresses})).all():
+            cs = state.contacts.get(address)
+            if cs is None:
+                cs = state.contacts[address] = ContactState(contact_id=contact_id, seq=seq)
+                self._contact_of[address] = contact_id
+            if unit is not None:
+                cs.preferences[(unit, channel)] = PreferenceRow(unit, channel, State(pstate), changed_at)
+        for mark, address, detail, at in (await conn.execute(
+                _STATE_MARKS, {"addresses": addresses, "since": soft_since})).all():
+            if mark == "suppressed":
+                state.suppressed[address] = detail
+            else:
+                state.soft_bounces.setdefault(address, []).append(SoftBounceRow(detail, at))
         return state
 
     async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None:
-        s = self.session
-        s.add(Event(id=event_id, item_id=decision.item_id, kind=decision.kind.value, source=decision.source,
-                    reason=decision.reason, review=decision.review, verified=decision.verified,
-                    actions=[a.to_json() for a in decision.actions], evidence=dict(decision.evidence),
-                    occurred_at=now))
-        await s.flush()
-        for kind, due in _review_kinds(decision):
-            s.add(ReviewItem(event_id=event_id, kind=kind, reason=decision.reason[:2000],
-                             address=_concerned_address(decision), created_at=now, due_at=due))
+        conn = self.conn
+        row = {"id": event_id, "item_id": decision.item_id, "kind": decision.kind.value, "source": decision.source,
+               "reason": decision.reason, "review": decision.review, "verified": decision.verified,
+               "actions": [a.to_json() for a in decision.actions], "evidence": dict(decision.evidence),
+               "occurred_at": now}
+        if self._db.dialect == "postgresql":
+            row = _without_nul(row)
+        await conn.execute(insert(_T_EVENT), row)
+        self._deferred[_T_REVIEW].extend(
+            {"event_id": event_id, "kind": kind, "reason": row["reason"][:2000],
+             "address": _concerned_address(decision, pg=self._db.dialect == "postgresql"), "created_at": now,
+             "due_at": due, "resolved_at": None, "resolution": None, "resolution_event_id": None}
+            for kind, due in _review_kinds(decision))
         contact_ids = await self._contact_ids(decision, changes, now)
-        for address in dict.fromkeys(a.address for a in decision.actions):
-            s.add(EventAddress(event_id=event_id, address=address, contact_id=contact_ids.get(address)))
-        for sup in changes.suppressions:
-            row = await s.scalar(select(Suppression).where(Suppression.address == sup.address))
-            if row is None:
-                s.add(Suppression(address=sup.address, contact_id=contact_ids.get(sup.address), reason=sup.reason,
-                                  active=True, event_id=event_id, created_at=now))
-            else:
-                row.active, row.reason, row.event_id, row.created_at, row.released_at = (
-                    True, sup.reason, event_id, now, None)
-        for soft in changes.soft_bounces:
-            s.add(SoftBounce(address=soft.address, ref=soft.ref, status=soft.status, reason=soft.reason,
-                             event_id=event_id, occurred_at=now))
+        self._deferred[_T_EVENT_ADDRESS].extend(
+            {"event_id": event_id, "address": a, "contact_id": contact_ids.get(a)}
+            for a in dict.fromkeys(a.address for a in decision.actions))
+        upsert_suppression, upsert_preference = _UPSERTS[self._db.dialect]
+        # One row per key and statement (PostgreSQL refuses to update a row twice in one
+        # INSERT ... ON CONFLICT); the last change wins, as it would one row at a time.
+        suppressions = {s.address: {"address": s.address, "contact_id": contact_ids.get(s.address),
+                                    "reason": s.reason, "active": True, "event_id": event_id,
+                                    "created_at": now, "released_at": None}
+                        for s in changes.suppressions}
+        if suppressions:
+            await conn.execute(upsert_suppression, list(suppressions.values()))
+        if changes.soft_bounces:
+            await conn.execute(insert(_T_SOFT), [
+                {"address": s.address, "ref": s.ref, "status": s.status, "reason": s.reason, "event_id": event_id,
+                 "occurred_at": now, "cleared_at": None} for s in changes.soft_bounces])
         if changes.cleared:
-            await s.execute(update(SoftBounce).where(SoftBounce.address.in_(changes.cleared),
-                                                     SoftBounce.cleared_at.is_(None)).values(cleared_at=now))
+            await conn.execute(_CLEAR_SOFT, {"addresses": list(changes.cleared), "b_now": now})
         if changes.releases:
-            await s.execute(update(Suppression).where(Suppression.address.in_(changes.releases),
-                                                      Suppression.active.is_(True))
-                            .values(active=False, released_at=now, event_id=event_id))
-        for pref in changes.preferences:
-            contact_id = contact_ids[pref.address]
-            row = await s.scalar(select(Preference).where(
-                Preference.contact_id == contact_id, Preference.unit == pref.unit, Preference.channel == pref.channel))
-            if row is None:
-                row = Preference(contact_id=contact_id, unit=pref.unit, channel=pref.channel)
-                s.add(row)
-            row.state, row.reason, row.source, row.event_id, row.changed_at = (
-                pref.state.value, pref.reason, decision.source, event_id, now)
+            await conn.execute(_RELEASE, {"addresses": list(changes.releases), "b_now": now,
+                                          "b_event_id": event_id})
+        preferences = {(contact_ids[p.address], p.unit, p.channel): {
+            "contact_id": contact_ids[p.address], "unit": p.unit, "channel": p.channel, "state": p.state.value,
+            "reason": p.reason, "source": decision.source, "event_id": event_id, "changed_at": now}
+            for p in changes.preferences}
+        if preferences:
+            await conn.execute(upsert_preference, list(preferences.values()))
         last_seq: dict[int, int] = {}
+        outbox = []
         for upd in changes.updates:
             contact_id = contact_ids[upd.address]
-            s.add(Outbox(event_id=event_id, contact_id=contact_id, sequence=upd.sequence,
-                         routing_key=upd.routing_key, payload={**upd.payload, "contact_id": contact_id},
-                         created_at=now))
+            outbox.append({"event_id": event_id, "contact_id": contact_id, "sequence": upd.sequence,
+                           "routing_key": upd.routing_key, "payload": {**upd.payload, "contact_id": contact_id},
+                           "created_at": now, "published_at": None})
             last_seq[contact_id] = max(last_seq.get(contact_id, 0), upd.sequence)
+        self._deferred[_T_OUTBOX].extend(outbox)
+        conn.outbox_rows += len(outbox)
         for contact_id, seq in last_seq.items():
-            await s.execute(update(Contact).where(Contact.id == contact_id).values(seq=seq, updated_at=now))
-        await s.flush()
+            await conn.execute(_CONTACT_SEQ, {"b_id": contact_id, "b_seq": seq, "b_now": now})
 
     async def _contact_ids(self, decision: Decision, changes: Plan, now: datetime) -> dict[str, int]:
         addresses = list(dict.fromkeys(a.address for a in decision.actions))
-        found = dict((await self.session.execute(
-            select(Address.address, Address.contact_id).where(Address.address.in_(addresses)))).all()
-        ) if addresses else {}
+        if all(a in self._contact_of for a in addresses):    # read by load_state in this transaction
+            found = {a: c for a in addresses if (c := self._contact_of[a]) is not None}
+        else:
+            found = dict((await self.conn.execute(_ADDRESS_CONTACTS, {"addresses": addresses})).all()) \
+                if addresses else {}
         for address in changes.new_contacts:
             if address in found:
                 continue
-            contact = Contact(name=None, origin=decision.kind.value, seq=0, created_at=now, updated_at=now)
-            self.session.add(contact)
-            await self.session.flush()
-            self.session.add(Address(contact_id=contact.id, channel="email", address=address, created_at=now))
-            found[address] = contact.id
-        await self.session.flush()
+            contact_id = (await self.conn.execute(_NEW_CONTACT, {
+                "name": None, "origin": decision.kind.value, "seq": 0, "created_at": now,
+                "updated_at": now})).scalar_one()
+            await self.conn.execute(insert(_T_ADDRESS), {"contact_id": contact_id, "channel": "email",
+                                                         "address": address, "created_at": now})
+            found[address] = self._contact_of[address] = contact_id
         return found
+
+
+def _without_nul(value: Any) -> Any:
+    """`value` with NUL characters replaced: PostgreSQL's text and jsonb cannot hold U+0000.
+
+    Evidence quotes hostile mail (NUL bytes in headers and bodies are in the corpus);
+    the evidence keeps a visible U+FFFD where the NUL was instead of failing the event.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _review_kinds(decision: Decision) -> list[tuple[str, datetime | None]]:
@@ -253,12 +422,14 @@ def _review_kinds(decision: Decision) -> list[tuple[str, datetime | None]]:
     return kinds
 
 
-def _concerned_address(decision: Decision) -> str | None:
+def _concerned_address(decision: Decision, pg: bool = False) -> str | None:
     for action in decision.actions:
         if action.address:
             return action.address
     sender = decision.evidence.get("from") if isinstance(decision.evidence, dict) else None
-    return sender if isinstance(sender, str) and "@" in sender else None
+    if not (isinstance(sender, str) and "@" in sender):
+        return None
+    return _without_nul(sender) if pg else sender
 
 
 class Database:
@@ -278,7 +449,30 @@ class Database:
         self.read_engine = create_engine(url, for_reads=True) if separate_reads else self.engine
         self.sessions = sessionmaker(self.read_engine)
         self.write_sessions = sessionmaker(self.engine)
+        self.dialect = self.engine.dialect.name
         self._lock = asyncio.Lock() if sqlite else None
+        self._outbox_listeners: list[Callable[[], None]] = []
+        # SQLite file: `write` runs whole transactions in one thread with the plain sqlite3
+        # driver. Through aiosqlite every statement costs several hops between the loop
+        # and its thread (cursor, execute, fetch, close), and a hop costs up to a
+        # millisecond or two on a virtual machine whose idle core must be woken.
+        self._writer: ThreadPoolExecutor | None = None
+        self._sync_engine: Engine | None = None
+        if separate_reads:
+            self._sync_engine = create_sync_engine(url)
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unsubd-sqlite-writer")
+
+    def on_outbox(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every transaction of this process that committed outbox rows.
+
+        The relay listens here, so an update is published as soon as it is committed,
+        whichever part of the worker made it (consumer, HTTP, CLI), instead of at its next poll.
+        """
+        self._outbox_listeners.append(listener)
+
+    def outbox_committed(self) -> None:
+        for listener in self._outbox_listeners:
+            listener()
 
     @classmethod
     def connect(cls, url: str) -> Database:
@@ -302,10 +496,115 @@ class Database:
         finally:
             self.release_write()
 
-    def unit_of_work(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self)
+    def unit_of_work(self, joined: WriteConn | None = None) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self, joined)
+
+    async def write(self, work: Callable[[WriteConn], Awaitable[R]]) -> R:
+        """Run `work(conn)` in one write transaction: committed if it returns, rolled back if it raises.
+
+        On a SQLite file the whole of `work` runs in the writer thread, one hop from the
+        loop and back, so it must await nothing but `conn.execute` (which there does not
+        suspend). Elsewhere it runs on the loop, on an AsyncConnection. Listeners of
+        `on_outbox` hear of a commit that wrote outbox rows.
+        """
+        await self.acquire_write()
+        try:
+            if self._writer is not None:
+                result, outbox_rows = await asyncio.get_running_loop().run_in_executor(
+                    self._writer, self._write_blocking, work)
+            else:
+                async with self.write_sessions() as session, session.begin():
+                    wc = WriteConn(await session.connection(), self.dialect, blocking=False)
+                    result = await work(wc)
+                outbox_rows = wc.outbox_rows
+        finally:
+            self.release_write()
+        if outbox_rows:
+            self.outbox_committed()
+        return result
+
+    def _write_blocking(self, work: Callable[[WriteConn], Awaitable[R]]) -> tuple[R, int]:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as conn:
+            wc = WriteConn(conn, self.dialect, blocking=True)
+            return _run_to_end(work(wc)), wc.outbox_rows
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.shutdown)
+            self._writer = None
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+
+
+
+class GroupCommit(Generic[T, R]):
+    """Gathers concurrent submissions into one `flush(batch)` call: group commit.
+
+    `submit(x)` returns only after the flush that carried `x` returned, with that
+    flush's result for `x` (or its exception). Whatever is submitted while a flush is
+    running goes into the next one, so under load one transaction (one fsync) carries
+    many items, and an item submitted alone is flushed at once: no timer, no added
+    latency. `flush` returns one result per item, in order; a result that is an
+    exception is raised to that item's submitter only. With `parallel` > 1, that many
+    flushes may run at once (PostgreSQL runs transactions side by side; SQLite has one
+    writer, so there it stays 1).
+    """
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R | BaseException]]], max_batch: int = 256,
+                 parallel: int = 1) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._parallel = parallel
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.flushes = 0
+        self.items = 0
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if len(self._tasks) < self._parallel:
+            task = asyncio.create_task(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _run(self) -> None:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        try:
+            while self._pending:
+                batch = self._pending[:self._max_batch]
+                del self._pending[:self._max_batch]
+                batch = [(x, f) for x, f in batch if not f.cancelled()]   # its session has gone
+                if not batch:
+                    continue
+                self.flushes += 1
+                self.items += len(batch)
+                try:
+                    results = await self._flush([x for x, _ in batch])
+                except Exception as exc:              # noqa: BLE001 - every submitter of the batch hears it
+                    for _, f in batch:
+                        if not f.done():
+                            f.set_exception(exc)
+                    continue
+                for (_, f), result in zip(batch, results, strict=True):
+                    if f.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        f.set_exception(result)
+                    else:
+                        f.set_result(result)
+        except BaseException as exc:                  # cancelled (loop closing): fail what is left
+            for _, f in batch + self._pending:
+                if not f.done():
+                    f.set_exception(exc if isinstance(exc, Exception) else RuntimeError("group commit stopped"))
+            self._pending.clear()
+            raise
+        finally:
+            # At once, not in a done callback: a submit arriving between this runner's
+            # last look at `_pending` and such a callback would otherwise find no runner.
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]

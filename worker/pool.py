@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import math
 import multiprocessing
+import os
 import pickle
 import resource
 import signal
@@ -36,6 +37,7 @@ import pebble
 from handlers.model import Decision, Inbound
 
 ClassifyFn = Callable[[Inbound, Any, datetime], Decision]
+PARSER_NICENESS = 10        # added to the worker processes' nice value (see _init_worker)
 
 
 class ClassifyFailed(Exception):
@@ -77,9 +79,13 @@ class ClassifyPool:
         self.memory_mb = memory_mb if memory_mb is not None else parse.memory_mb
         # Settings is a frozen pydantic model and pickles as is; each worker gets it once.
         self._initargs = (settings, classify_fn, self.cpu_seconds, self.memory_mb)
-        # At most one item per worker is in flight, so a burst waits here, on the loop,
-        # instead of piling up (bytes and all) in pebble's queue.
-        self._slots = asyncio.Semaphore(self.workers)
+        # Two items per worker are in flight: one running and one waiting in pebble's
+        # channel, so a worker starts its next item without waiting for a round trip
+        # through the event loop. A larger burst waits here, on the loop, instead of
+        # piling up (bytes and all) in pebble's queue. Pebble counts the wall-time limit
+        # from when a worker starts an item, so waiting there costs no budget.
+        self._slots = asyncio.Semaphore(self.workers * 2)
+        self._started: set[int] = set()     # pebble pools (by id) whose workers are running
         self._in_flight: dict[concurrent.futures.Future[Any], pebble.ProcessPool] = {}
         self._closed = False
         self._pool = self._new_pool()
@@ -117,6 +123,10 @@ class ClassifyPool:
             except pebble.ProcessExpired as exc:
                 raise self._expired(exc.exitcode) from None
             except concurrent.futures.BrokenExecutor as exc:
+                if self._closed or pool is not self._pool:
+                    # We stopped that pool ourselves (close, or a replacement), and pebble
+                    # failed the task before _stop could cancel it.
+                    raise ClassifyFailed("classifier pool stopped while classifying") from None
                 raise ClassifyFailed(f"classifier pool broke: {exc or type(exc).__name__}") from None
             except Exception as exc:                    # e.g. the item would not pickle
                 raise ClassifyFailed(_describe(exc)) from None
@@ -152,10 +162,14 @@ class ClassifyPool:
                 raise ClassifyFailed("classifier pool is closed")
             pool = self._pool
             try:
-                # In a thread: the first schedule starts the worker processes, which blocks.
-                future = await asyncio.to_thread(
-                    pool.schedule, _classify_in_worker, args=(item, now), timeout=self.wall_seconds
-                )
+                if id(pool) in self._started:
+                    future = pool.schedule(_classify_in_worker, args=(item, now), timeout=self.wall_seconds)
+                else:
+                    # In a thread: the first schedule starts the worker processes, which blocks.
+                    future = await asyncio.to_thread(
+                        pool.schedule, _classify_in_worker, args=(item, now), timeout=self.wall_seconds
+                    )
+                    self._started.add(id(pool))
             except RuntimeError as exc:
                 # pebble gives up on the whole pool when a worker dies while no task is
                 # running (killed while idle, or its initializer failed).
@@ -177,6 +191,7 @@ class ClassifyPool:
         A stopped (or broken) pebble pool never resolves the futures it still holds, so
         they are cancelled here; `classify` turns that into ClassifyFailed.
         """
+        self._started.discard(id(pool))
         await asyncio.to_thread(_stop_now, pool)
         for future, owner in list(self._in_flight.items()):
             if owner is pool:
@@ -239,6 +254,10 @@ def _init_worker(settings: Any, classify_fn: ClassifyFn | None, cpu_seconds: flo
     global _settings, _classify_fn, _cpu_seconds, _memory_mb
     _settings, _classify_fn, _cpu_seconds, _memory_mb = settings, classify_fn, cpu_seconds, memory_mb
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Parsing is batch work; the event loop (SMTP replies, database round trips, confirms)
+    # is latency work. At a lower priority the parsers still get every idle cycle, but the
+    # loop's threads no longer queue behind them for a core each time they wake.
+    os.nice(PARSER_NICENESS)
     limit = memory_mb * 1024 * 1024
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:

@@ -5,6 +5,11 @@ from the transactional outbox. Rows are claimed in id order with SKIP LOCKED (on
 PostgreSQL), handed to a Publisher, and marked published in the same transaction
 only after the publisher returned: a crash in between publishes them again, with
 the same event_id and sequence, which consumers deduplicate on.
+
+The relay wakes as soon as a transaction of its own process commits outbox rows
+(Database.on_outbox: the consumer, the HTTP API, the CLI), and on PostgreSQL when any
+process does (LISTEN on the channel its NOTIFY goes to); polling every
+`relay.poll_interval` is only the fallback.
 """
 
 from __future__ import annotations
@@ -15,11 +20,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from config import Settings
-from worker.db import Database
+from worker.db import OUTBOX_CHANNEL, Database
 from worker.models import Outbox
+
+_T = Outbox.__table__
+_MARK_PUBLISHED = (update(_T).where(_T.c.id.in_(bindparam("ids", expanding=True)))
+                   .values(published_at=bindparam("b_now")))
 
 log = logging.getLogger("unsubd.relay")
 
@@ -52,22 +62,22 @@ class Relay:
         self._clock = clock
         self.wake = asyncio.Event()
         self.published = 0
+        db.on_outbox(self.wake.set)
+        self._claim = (select(_T.c.id, _T.c.routing_key, _T.c.payload).where(_T.c.published_at.is_(None))
+                       .order_by(_T.c.id).limit(self._settings.batch).with_for_update(skip_locked=True))
 
     async def drain_once(self) -> int:
         """Publish one batch of unpublished rows; returns how many were published."""
         if not await self.backlog(limit=1):
             return 0                          # a read: an idle relay never takes the write lock
         async with self._db.transaction() as session:
-            rows = (await session.scalars(
-                select(Outbox).where(Outbox.published_at.is_(None)).order_by(Outbox.id)
-                .limit(self._settings.batch).with_for_update(skip_locked=True))).all()
+            conn = await session.connection()
+            rows = (await conn.execute(self._claim)).all()
             if not rows:
                 return 0
             await self.publisher.publish(
                 [OutboundUpdate(id=r.id, routing_key=r.routing_key, payload=dict(r.payload)) for r in rows])
-            now = self._clock()
-            for r in rows:
-                r.published_at = now
+            await conn.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows], "b_now": self._clock()})
         self.published += len(rows)
         return len(rows)
 
@@ -80,6 +90,30 @@ class Relay:
     async def run(self, stopping: asyncio.Event) -> None:
         """Drain until `stopping` is set; publishing failures back off and retry (nothing is lost)."""
         backoff = self._settings.poll_interval
+        listener = await self._listen()
+        try:
+            await self._run(stopping, backoff)
+        finally:
+            if listener is not None:
+                await listener.close()
+
+    async def _listen(self) -> AsyncConnection | None:
+        """PostgreSQL: LISTEN for outbox commits of other processes. Best effort: polling remains."""
+        if self._db.dialect != "postgresql":
+            return None
+        conn: AsyncConnection | None = None
+        try:
+            conn = await self._db.engine.connect()
+            raw = (await conn.get_raw_connection()).driver_connection
+            await raw.add_listener(OUTBOX_CHANNEL, lambda *_: self.wake.set())
+        except Exception as exc:              # noqa: BLE001 - the relay still polls
+            log.warning("cannot LISTEN for outbox commits, polling only: %s", type(exc).__name__)
+            if conn is not None:
+                await conn.close()
+            return None
+        return conn
+
+    async def _run(self, stopping: asyncio.Event, backoff: float) -> None:
         while not stopping.is_set():
             self.wake.clear()
             try:
