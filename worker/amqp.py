@@ -132,8 +132,10 @@ def from_message(message: AbstractIncomingMessage, now: datetime) -> Inbound:
             raise ValueError("a JSON item whose body is not a JSON object") from None
         if kind not in JSON_TYPES:
             raise ValueError(f"JSON items of type {str(kind)[:40]!r} are not handled by this version")
-        # The same event delivered twice is one item: dedupe on its content.
-        return Inbound(id=message.message_id or item_key(kind, message.body), raw=message.body,
+        # The same event delivered twice is one item: dedupe on its content, not on
+        # message_id, which client libraries fill with a random value when the
+        # publisher leaves it out (aiormq does, for publisher confirms).
+        return Inbound(id=item_key(kind, message.body), raw=message.body,
                        mail_from=None, rcpt_tos=(), received_at=now, source="queue")
     received = headers.get(H_RECEIVED_AT)
     try:
