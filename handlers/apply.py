@@ -24,6 +24,7 @@ class UnitOfWork(Protocol):
     async def existing_events(self, item_ids: list[str]) -> set[str]: ...
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState: ...
     async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]: ...
+    async def contacts_by_recipient_id(self, recipient_ids: list[str]) -> dict[str, int]: ...
     async def recent_unverified_optouts(self, since: datetime) -> int: ...
     async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None: ...
     async def commit(self) -> None: ...
@@ -42,11 +43,21 @@ class Applied:
 
 
 async def _resolve_contacts(decision: Decision, uow: UnitOfWork) -> Decision:
-    """Give actions that name a contact (from a signed token) that contact's email address.
+    """Give actions that name a contact (from a signed token, or by the sending system's
+    recipient id) that contact's email address.
 
     An action whose contact no longer exists (anonymised, never imported) is dropped:
     the event still records the request, and nothing else can be acted on.
     """
+    rids = sorted({a.recipient_id for a in decision.actions if a.recipient_id and a.contact_id is None})
+    if rids:
+        # The contact with that recipient id wins over the action's own address (a guess
+        # from a rewritable header); with no such contact the address stands, if any.
+        by_rid = await uow.contacts_by_recipient_id(rids)
+        decision = replace(decision, actions=tuple(
+            replace(a, contact_id=by_rid[a.recipient_id]) if a.recipient_id in by_rid and a.contact_id is None else a
+            for a in decision.actions
+            if not (a.recipient_id and a.contact_id is None and not a.address and a.recipient_id not in by_rid)))
     ids = sorted({a.contact_id for a in decision.actions if a.contact_id is not None})
     if not ids:
         return decision

@@ -10,9 +10,10 @@ feedback report. `decide_complaint` turns the report into a `Decision`:
   the original's `Return-Path`): signed (`bounces+TOKEN@`, which names the contact
   with certainty) or the unsigned `bounces+local=domain@` form; the signed token in
   the original's `List-Unsubscribe`; Microsoft JMRP's `X-HmXmrOriginalRecipient`; and
-  finally the original's `To` when it is exactly one mailbox. The original's
-  `X-NV-Recipient-Id` names the contact but cannot be resolved in pure code, so it
-  is kept as evidence and, with no address, the report goes to review;
+  finally the original's `To` when it is exactly one mailbox. With none of those,
+  the original's `X-NV-Recipient-Id` (the sending system's id for the recipient)
+  names the contact: the actions carry it as `recipient_id` and apply() acts on the
+  contact imported with it (none imported: nothing changes, the event records it);
 * the unit comes from a signed return path, else the original's `List-Id` (RFC 2919)
   matched against the units' `list_ids`, else its `From` against their
   `from_addresses`, else the signed tokens of its own headers, else the unit key in
@@ -432,6 +433,13 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
         # Redacted, but our signed token names the contact: act on the contact's address.
         contact_id, where = mark.contact_id, mark.where
     certain = mark is not None and (contact_id is not None or (mark.names is not None and mark.names(recipients[0])))
+    recipient_id = original.recipient_id if original is not None else None
+    by_recipient_id = not recipients and contact_id is None and bool(recipient_id)
+    if by_recipient_id:
+        where = "X-NV-Recipient-Id of the original (a contact imported with that recipient_id)"
+    # Our own header outweighs the original's To, which feedback loops often rewrite:
+    # apply() takes the contact with that recipient id, and the To only when none has it.
+    with_rid = by_recipient_id or (bool(recipient_id) and where == "the original's To")
     evidence: dict[str, Any] = {
         "form": report.form,
         "feedback_type": report.feedback_type,
@@ -453,22 +461,20 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
     if feedback_type in NO_ACTION_TYPES:
         return Decision(reason=f"feedback report of type {feedback_type}: not a complaint by the recipient",
                         **base)
-    if not recipients and contact_id is None:
-        rid = evidence["recipient_id"]
-        why = f"recipient redacted; X-NV-Recipient-Id {rid} needs a contact lookup" if rid else \
-            "feedback report names no recipient we can identify"
-        return Decision(reason=why, review=True, **base)
+    if not recipients and contact_id is None and not by_recipient_id:
+        return Decision(reason="feedback report names no recipient we can identify", review=True, **base)
     narrow = getattr(settings, "complaint_scope", "unit") == "unit"
     units = (unit,) if unit and narrow else ALL
     actions: list[Action] = []
     targets = [(address, None) for address in recipients] or [("", contact_id)]
+    rid = recipient_id[:64] if with_rid and recipient_id else None
     for address, contact in targets:
         if feedback_type != "opt-out":
             actions.append(Action(ActionType.SUPPRESS, address, reason="complaint", diagnostic=feedback_type,
-                                  contact_id=contact))
+                                  contact_id=contact, recipient_id=rid))
         actions.append(Action(ActionType.UNSUBSCRIBE, address,
                               reason="optout" if feedback_type == "opt-out" else "complaint", units=units,
-                              channels=("email",), diagnostic=feedback_type, contact_id=contact))
+                              channels=("email",), diagnostic=feedback_type, contact_id=contact, recipient_id=rid))
     scope = unit if unit and narrow else "all units"
     return Decision(reason=f"{feedback_type} report ({report.form}); recipient from {where}; "
                            f"unsubscribed from {scope} email", actions=tuple(actions), **base)

@@ -112,6 +112,8 @@ class Action:
                                        # duplicate reports about one message count once
     contact_id: int | None = None      # set when a signed token names the contact but not the address:
                                        # apply() acts on that contact's email address
+    recipient_id: str | None = None    # the sending system's id for the contact (X-NV-Recipient-Id),
+                                       # when nothing else names it: apply() looks the contact up
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,7 @@ class Action:
             "diagnostic": self.diagnostic,
             "ref": self.ref,
             "contact_id": self.contact_id,
+            "recipient_id": self.recipient_id,
         }
 
 

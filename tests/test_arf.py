@@ -37,10 +37,13 @@ def test_original_rcpt_to_wins() -> None:
     assert {a.address for a in decision.actions} == {"per@example.se"}
 
 
-def test_only_recipient_id_goes_to_review() -> None:
+def test_only_recipient_id_names_the_contact_by_that_id() -> None:
     original = "From: x@mail.example.org\nTo: Undisclosed recipients:;\nX-NV-Recipient-Id: r-77\n"
     decision = decide(arf("Feedback-Type: abuse", original=original))
-    assert decision.review and decision.actions == () and decision.evidence["recipient_id"] == "r-77"
+    assert not decision.review and decision.evidence["recipient_id"] == "r-77"
+    assert {a.type for a in decision.actions} == {ActionType.SUPPRESS, ActionType.UNSUBSCRIBE}
+    assert all(a.recipient_id == "r-77" and a.address == "" and a.contact_id is None for a in decision.actions)
+    assert "X-NV-Recipient-Id" in decision.evidence["recipient_source"]
 
 
 def test_unit_unknown_gives_all_units() -> None:

@@ -107,7 +107,13 @@ def cmd_contacts_import(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     now = datetime.now(timezone.utc)
-    result = asyncio.run(_with_db(settings, lambda db: import_rows(db, rows, now, Path(args.file).name)))
+    try:
+        result = asyncio.run(_with_db(settings, lambda db: import_rows(db, rows, now, Path(args.file).name)))
+    except ImportError_ as exc:
+        print(f"{args.file}: nothing imported; these rows conflict with the database:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"imported {len(rows)} rows: {result.created} new, {result.updated} updated, "
           f"{result.unchanged} unchanged, {result.kept_opt_out} unit memberships not added (opted out)")
     return EXIT_OK

@@ -42,6 +42,7 @@ class ImportRow:
     address: str
     name: str | None
     units: tuple[str, ...]
+    recipient_id: str | None = None
 
 
 @dataclass
@@ -53,17 +54,21 @@ class ImportResult:
 
 
 def parse_csv(text: str, settings: Settings) -> list[ImportRow]:
-    """Rows of a CSV with a header naming `address` (required), `name` and `units`.
+    """Rows of a CSV with a header naming `address` (required), `name`, `units` and `recipient_id`.
 
-    `units` holds unit keys separated by ';', '|' or spaces; empty means none. Every
-    problem is collected with its line number, and ImportError_ lists them all.
+    `units` holds unit keys separated by ';', '|' or spaces; empty means none.
+    `recipient_id` is the sending system's id for the recipient (the value of its
+    X-NV-Recipient-Id header, at most 64 characters), which names the contact of a
+    complaint whose address the feedback loop redacted. Every problem is collected
+    with its line number, and ImportError_ lists them all.
     """
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "address" not in header:
-        raise ImportError_(["line 1: the header must name an 'address' column (and optionally name, units)"])
+        raise ImportError_(["line 1: the header must name an 'address' column "
+                            "(and optionally name, units, recipient_id)"])
     reader.fieldnames = header
-    rows, problems, seen = [], [], {}
+    rows, problems, seen, seen_ids = [], [], {}, {}
     for line_no, record in enumerate(reader, start=2):
         raw_address = (record.get("address") or "").strip()
         address = normalise(raw_address)
@@ -81,7 +86,16 @@ def parse_csv(text: str, settings: Settings) -> list[ImportRow]:
                             f"(configured: {', '.join(settings.units) or 'none'})")
             continue
         name = (record.get("name") or "").strip() or None
-        rows.append(ImportRow(line=line_no, address=address, name=name, units=units))
+        recipient_id = (record.get("recipient_id") or "").strip() or None
+        if recipient_id is not None and (len(recipient_id) > 64 or not recipient_id.isprintable()):
+            problems.append(f"line {line_no}: recipient_id must be at most 64 printable characters")
+            continue
+        if recipient_id is not None and recipient_id in seen_ids:
+            problems.append(f"line {line_no}: recipient_id {recipient_id!r} already on line {seen_ids[recipient_id]}")
+            continue
+        if recipient_id is not None:
+            seen_ids[recipient_id] = line_no
+        rows.append(ImportRow(line=line_no, address=address, name=name, units=units, recipient_id=recipient_id))
     if problems:
         raise ImportError_(problems)
     return rows
@@ -97,10 +111,17 @@ async def import_rows(db: Database, rows: list[ImportRow], now: datetime, source
                     verified=True, actions=[], evidence={"rows": len(rows), "file": source_name},
                     occurred_at=now))
         await s.flush()
+        conflicts = []
         for row in rows:
             found = await s.scalar(select(Address).where(Address.address == row.address))
+            if row.recipient_id is not None:
+                holder = await s.scalar(select(Contact.id).where(Contact.recipient_id == row.recipient_id))
+                if holder is not None and (found is None or holder != found.contact_id):
+                    conflicts.append(f"line {row.line}: recipient_id {row.recipient_id!r} belongs to another contact")
+                    continue
             if found is None:
-                contact = Contact(name=row.name, origin="import", seq=0, created_at=now, updated_at=now)
+                contact = Contact(name=row.name, origin="import", seq=0, created_at=now, updated_at=now,
+                                  recipient_id=row.recipient_id)
                 s.add(contact)
                 await s.flush()
                 s.add(Address(contact_id=contact.id, channel="email", address=row.address, created_at=now))
@@ -111,6 +132,8 @@ async def import_rows(db: Database, rows: list[ImportRow], now: datetime, source
                 contact = await s.get(Contact, contact_id)
                 if row.name and contact is not None and contact.name != row.name:
                     contact.name, contact.updated_at, changed = row.name, now, True
+                if row.recipient_id and contact is not None and contact.recipient_id != row.recipient_id:
+                    contact.recipient_id, contact.updated_at, changed = row.recipient_id, now, True
             prefs = {(p.unit, p.channel): p for p in (await s.scalars(
                 select(Preference).where(Preference.contact_id == contact_id))).all()}
             view = {k: PreferenceRow(p.unit, p.channel, State(p.state), p.changed_at) for k, p in prefs.items()}
@@ -129,6 +152,8 @@ async def import_rows(db: Database, rows: list[ImportRow], now: datetime, source
                     result.updated += 1
                 else:
                     result.unchanged += 1
+        if conflicts:
+            raise ImportError_(conflicts)               # rolls the whole import back
     return result
 
 

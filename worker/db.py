@@ -118,6 +118,7 @@ _EVENTS_EXISTING = select(Event.item_id).where(Event.item_id.in_(bindparam("item
 _RECENT_UNVERIFIED = select(func.count()).select_from(Event).where(
     Event.kind == "optout", Event.verified.is_(False), Event.review.is_(False),
     Event.occurred_at >= bindparam("since"))
+_RECIPIENT_IDS = select(Contact.recipient_id, Contact.id).where(Contact.recipient_id.in_(bindparam("rids", expanding=True)))
 _CONTACT_ADDRESSES = (select(Address.contact_id, Address.address)
                       .where(Address.contact_id.in_(bindparam("ids", expanding=True)), Address.channel == "email")
                       .order_by(Address.id))
@@ -286,6 +287,10 @@ class SqlUnitOfWork:
     async def recent_unverified_optouts(self, since: datetime) -> int:
         """Unverified opt-outs acted on (not held for review) since `since`: the spoofing guard's count."""
         return (await self.conn.execute(_RECENT_UNVERIFIED, {"since": since})).scalar() or 0
+
+    async def contacts_by_recipient_id(self, recipient_ids: list[str]) -> dict[str, int]:
+        """The contact imported with each recipient id, for the ids that have one."""
+        return {rid: cid for rid, cid in (await self.conn.execute(_RECIPIENT_IDS, {"rids": recipient_ids})).all()}
 
     async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]:
         """The first email address of each contact that exists."""

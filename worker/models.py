@@ -83,6 +83,9 @@ class Contact(Base):
     seq: Mapped[int] = mapped_column(BigInteger, default=0)  # last update sequence number published
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The sending system's id for this recipient (its X-NV-Recipient-Id header), from
+    # the contacts import: it names the contact of a complaint whose address is redacted.
+    recipient_id: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class Address(Base):
