@@ -17,7 +17,7 @@ as recipients.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import Message
 from html import unescape
@@ -26,7 +26,8 @@ from typing import Any
 from handlers import bounce_patterns as patterns
 from handlers.addresses import normalise
 from handlers.bounce_envelope import actions_from_rows, apply_envelope, forged_original, null_sender, original_ref
-from handlers.dsn import ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, explain, returned_original
+from handlers.dsn import (ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, explain, notice_context, returned_original,
+                          text_reason)
 from handlers.message import (
     content_param,
     content_type,
@@ -45,7 +46,9 @@ MAX_DIAGNOSTIC = 1000    # characters kept per recipient as evidence
 _TAGS = re.compile(r"<(?:script|style)\b.*?</(?:script|style)>|<[^>]{0,2000}>", re.IGNORECASE | re.DOTALL)
 _BLOCK_TAGS = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^>]*>", re.IGNORECASE)
 _PARAGRAPH_END = re.compile(r"\n[ \t]*\n(?=[ \t]*\S)")
-_REPLY = re.compile(r"(?<![\d.])([245])\d\d(?:[ -]|$)", re.MULTILINE)
+# An RFC 5321 failure reply code (4xx or 5xx; a 2xx reply is not a failure, and a
+# "Size (in bytes): 222" is not a reply at all, lhost-verizon-02).
+_REPLY = re.compile(r"(?<![\d.])([45])\d\d(?:[ -]|$)", re.MULTILINE)
 _ENHANCED = re.compile(r"(?<!\d)(?<!\d\.)([245])\.([0-7])\.(\d{1,3})(?!\d|\.\d)")
 # Contexts in which an address is the sender or a mailbox of the reporting system,
 # not a failed recipient: "MAIL FROM:<a>", "envelope-from <a>", "from a", header lines
@@ -61,6 +64,8 @@ _HELP_CONTEXT = re.compile(r"contact|assistance|questions|help ?desk|support|sen
 # message you sent with the following header fields", flufl dsn_01) names the original's
 # recipients, not the failed one.
 _HEADER_ECHO = re.compile(r"^\s*(?:to|cc|bcc|from|sender|reply-to|subject|date|message-id)\s*:", re.IGNORECASE)
+_ALONE = re.compile(r"(?:rcpt to:\s*)?<?[^\s<>]+@[^\s<>]+>?:?", re.IGNORECASE)
+_MARKERS_ANY_CASE = re.compile(patterns.ORIGINAL_MARKERS.pattern.pattern, re.IGNORECASE | re.MULTILINE)
 _SYSTEM_LOCAL = frozenset({"postmaster", "mailer-daemon", "mail-daemon", "maildaemon", "mailerdaemon",
                            "abuse", "noreply", "no-reply", "root", "daemon", "bounce", "bounces", "mailer"})
 
@@ -72,6 +77,7 @@ class TextRecipient:
     address: str
     diagnostic: str
     via: str                # the MTA form name, "x-failed-recipients" or "generic"
+    following: str = ""     # the text from the recipient's line up to the next recipient
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,12 @@ def read_bounce(msg: Message, *, inside_report: bool = False) -> TextBounce | No
     delivery-status part names no usable recipient (handlers.dsn asks for this:
     Exim's "pipe to |..." groups in lhost-exim-44, Sun Messaging Server's
     source-routed Final-Recipient in lhost-messagingserver-02).
+
+    The text must say delivery failed: a failure phrase, X-Failed-Recipients, an MTA
+    form naming recipients under bounce-like headers, or, under a daemon sender, a
+    bounce subject or a null Return-Path, a reason in words (handlers.dsn.text_reason)
+    in the notice or the subject. A notice that names nobody but returns a message
+    that is itself a bounce (from a daemon) is read from that inner bounce, once.
     """
     try:
         return _read(msg, inside_report)
@@ -112,7 +124,7 @@ def read_bounce(msg: Message, *, inside_report: bool = False) -> TextBounce | No
         return None
 
 
-def _read(msg: Message, inside_report: bool) -> TextBounce | None:
+def _read(msg: Message, inside_report: bool, nested: bool = False) -> TextBounce | None:
     for part, _parent in iter_parts(msg):
         kind = content_type(part)
         if kind == "message/feedback-report" or (kind in STATUS_TYPES and not inside_report):
@@ -124,7 +136,8 @@ def _read(msg: Message, inside_report: bool) -> TextBounce | None:
     notice, original_msg = _notice(msg)
     if not notice.strip() and not x_failed:
         return None
-    form = next((f for f in patterns.MTA_FORMS if f.detect.search(notice)), None)
+    lowered = notice.lower()
+    form = next((f for f in patterns.MTA_FORMS if f.detect.search_lowered(lowered)), None)
     # Exim marks its own bounces "Auto-Submitted: auto-replied" (lhost-exim-01), so
     # auto-reply signs only count against a message no MTA form or daemon sender claims.
     if (form is None and not x_failed and not patterns.BOUNCE_FROM.search(from_)
@@ -134,12 +147,18 @@ def _read(msg: Message, inside_report: bool) -> TextBounce | None:
                  or x_failed or return_path in ("<>", ""))
     if not looks and form is None:
         return None
-    excluded = _own_addresses(msg, original_msg)
-    recipients, via = _form_recipients(notice, excluded)
+    recipients, via = _form_recipients(notice, lowered)
     # Besides the bounce-like headers, the text must say something failed: a failure
     # phrase, or an MTA form that names recipients under a daemon sender or bounce
     # subject (lhost-v5sendmail-02 says only "Host unknown" in a transcript).
-    if not (x_failed or patterns.FAILURE_PHRASE.search(notice) or (recipients and looks)):
+    # A daemon sender, a bounce subject or a null return path, and a reason in words in
+    # the notice or the subject ("The user(s) account is disabled." in lhost-ezweb-03,
+    # Sendmail's "Returned mail: User unknown") say it as well.
+    daemon = bool(patterns.BOUNCE_FROM.search(from_) or patterns.BOUNCE_SUBJECT.search(subject)
+                  or return_path == "<>")
+    said = bool(x_failed or patterns.FAILURE_PHRASE.search_lowered(lowered))
+    failed = said or (daemon and text_reason(f"{subject}\n{notice}") is not None)
+    if not (failed or (recipients and looks)):
         return None
     # X-Failed-Recipients (Exim, Google) only when the notice's own form names
     # nobody: where both exist and differ, the notice is the later, specific word
@@ -149,8 +168,20 @@ def _read(msg: Message, inside_report: bool) -> TextBounce | None:
         if address and address not in {r.address for r in recipients}:
             recipients.append(TextRecipient(address, _diagnostic_for(notice, raw), "x-failed-recipients"))
     if not recipients:
-        recipients = _generic_recipients(notice, excluded)
+        # Only the generic reader needs the addresses to leave out (normalising them
+        # costs more than the rest of reading a notice).
+        # Read on reason words alone (no failure phrase), only listed addresses count:
+        # prose around them is explanation ("if mike.fox@... fails, try ...", flufl yale_01).
+        recipients = _generic_recipients(notice, _own_addresses(msg, original_msg), listed_only=not said)
         via = "generic"
+    if not recipients and original_msg is not None and not nested:
+        # The message returned is itself a bounce that names the recipient: a relay
+        # bounced the bounce it got back (lhost-x5-01). Read it instead, once.
+        inner = payload_parts(original_msg)
+        if inner and patterns.BOUNCE_FROM.search(header_text(inner[0], "From") or ""):
+            found = _read(inner[0], True, nested=True)
+            if found is not None:
+                return replace(found, notes=(*found.notes, "read from the bounce returned inside this one"))
     if not recipients:
         return None
     notes = []
@@ -158,7 +189,8 @@ def _read(msg: Message, inside_report: bool) -> TextBounce | None:
         notes.append(f"only the first {MAX_RECIPIENTS} of {len(recipients)} recipients read")
         recipients = recipients[:MAX_RECIPIENTS]
     matched = next((f for f in patterns.MTA_FORMS if f.name == via), form)
-    temporary = bool(matched is not None and matched.temporary is not None and matched.temporary.search(notice))
+    temporary = bool(matched is not None and matched.temporary is not None
+                     and matched.temporary.search_lowered(lowered))
     return TextBounce(form=via, recipients=tuple(recipients), temporary=temporary, notice=notice[:MAX_DIAGNOSTIC * 4],
                       subject=subject or None, from_=from_ or None, original=_original(original_msg),
                       notes=tuple(notes))
@@ -191,6 +223,9 @@ def _notice(msg: Message) -> tuple[str, Message | None]:
             (texts if kind == "text/plain" else html).append(text)
         elif not kind.startswith(("multipart/", "message/")) and part is msg:
             texts.append(_text_of(part))
+        elif kind.startswith("multipart/") and not payload_parts(part):
+            # A multipart without a usable boundary is text (lhost-x5-01's inner bounce).
+            texts.append(_text_of(part))
     if not texts and html:
         texts = [_html_text(h) for h in html]
     notice = "\n".join(texts)[:MAX_NOTICE * 4]
@@ -214,7 +249,11 @@ def _html_text(html: str) -> str:
 
 
 def _cut(notice: str) -> str:
-    match = patterns.ORIGINAL_MARKERS.search(notice)
+    lowered = notice.lower()
+    if len(lowered) == len(notice):
+        match = patterns.ORIGINAL_MARKERS.search_lowered(lowered)
+    else:  # a character whose lower case is longer: positions would shift
+        match = _MARKERS_ANY_CASE.search(notice)
     # A marker on the first lines is the notice's own header block (MTAs that paste
     # "Received:" first, lhost-ezweb-*); only cut if some text precedes it.
     if match is not None and notice[:match.start()].strip():
@@ -243,9 +282,9 @@ def _is_system(address: str) -> bool:
     return address.split("@", 1)[0] in _SYSTEM_LOCAL
 
 
-def _form_recipients(notice: str, excluded: set[str]) -> tuple[list[TextRecipient], str]:
+def _form_recipients(notice: str, lowered: str) -> tuple[list[TextRecipient], str]:
     for form in patterns.MTA_FORMS:
-        if not form.detect.search(notice):
+        if not form.detect.search_lowered(lowered):
             continue
         spans: list[tuple[int, str]] = []
         seen: set[str] = set()
@@ -263,14 +302,21 @@ def _form_recipients(notice: str, excluded: set[str]) -> tuple[list[TextRecipien
     return [], ""
 
 
-def _generic_recipients(notice: str, excluded: set[str]) -> list[TextRecipient]:
-    """Addresses the notice names that are not its own, its sender's, or a system mailbox."""
+def _generic_recipients(notice: str, excluded: set[str], *, listed_only: bool = False) -> list[TextRecipient]:
+    """Addresses the notice names that are not its own, its sender's, or a system mailbox.
+
+    With `listed_only`, only an address that is its line's whole content (in angle
+    brackets or after "RCPT TO:" at most) counts: one inside prose is an example or
+    a contact, not a listed recipient.
+    """
     spans: list[tuple[int, str]] = []
     seen: set[str] = set()
     for match in patterns.ADDRESS_RE.finditer(notice):
         before = notice[max(0, match.start() - 40):match.start()]
         line = notice[notice.rfind("\n", 0, match.start()) + 1:notice.find("\n", match.end()) % (len(notice) + 1)]
         if _SENDER_CONTEXT.search(before) or before.endswith(("/", "=", ".")) or _HELP_CONTEXT.search(line) or _HEADER_ECHO.match(line):
+            continue
+        if listed_only and not _ALONE.fullmatch(line.strip()):
             continue
         address = normalise(match.group(0))
         if address is None or address in seen or address in excluded or _is_system(address):
@@ -295,7 +341,10 @@ def _with_diagnostics(notice: str, spans: list[tuple[int, str]], via: str) -> li
         if para is not None and para.start() < end:
             end = para.start()
         block = notice[line_start:end].strip()
-        out.append(TextRecipient(address, _squeeze(block), via))
+        # Up to the next recipient, paragraphs included: DragonFly and Lotus Notes write
+        # the address in one paragraph and the server's reply in the next (lhost-dragonfly-09).
+        following = notice[line_start:spans[i + 1][0] if i + 1 < len(spans) else len(notice)]
+        out.append(TextRecipient(address, _squeeze(block), via, _squeeze(following)))
     return out
 
 
@@ -321,13 +370,19 @@ def _original(part: Message | None) -> ReturnedOriginal | None:
 def assess_text(recipient: TextRecipient, bounce: TextBounce) -> dict[str, Any]:
     """The evidence row for one recipient of a text notice (same shape as handlers.dsn rows).
 
-    Status: the first RFC 3463 code in the recipient's text (or the whole notice when
-    its own text has none); else derived from the reason words with the class of an
-    RFC 5321 reply code, of the form's delay wording, or of the notice's words.
+    Reason words come from the recipient's own lines, else the text up to the next
+    recipient, else the whole notice, else the subject; the notice around the address
+    tells the SMTP stage (handlers.dsn.explain). Status: the first RFC 3463 code in
+    that text (or the whole notice when it has none); else derived from the reason
+    words with the class of an RFC 5321 4xx/5xx reply code, of the form's delay
+    wording, or of the notice's words.
     A delay warning gives action "delayed" and no outcome; a permanent recipient-side
     reason gives SUPPRESS; anything else SOFT_BOUNCE.
     """
     block = recipient.diagnostic
+    if not _has_reason(block) and recipient.following and _has_reason(recipient.following):
+        # The reason is in a later paragraph before the next recipient (DragonFly, Notes).
+        block = recipient.following
     code = _first_code(block) or _first_code(bounce.notice)
     reply = _REPLY.search(block) or _REPLY.search(bounce.notice)
     default_class = "4" if bounce.temporary else (reply.group(1) if reply else None)
@@ -335,8 +390,14 @@ def assess_text(recipient: TextRecipient, bounce: TextBounce) -> dict[str, Any]:
         # The recipient's own lines give no reason (Gmail, Domino and Sendmail put it in
         # a later paragraph): the whole notice speaks for it, and is kept as evidence.
         block = _squeeze(f"{block}\n{bounce.notice}")
+    if not _has_reason(block) and bounce.subject and _has_reason(bounce.subject):
+        # Last, the subject: Sendmail's "Returned mail: User unknown" (lhost-x5-01).
+        block = _squeeze(f"{bounce.subject}\n{block}")
     text = block
-    status, reason, hard, source = explain(code, text, default_class=default_class)
+    # The notice around the address may say at which SMTP stage it was refused
+    # (a Sendmail transcript's ">>> DATA" answered by "<<< 550 ...", err/make-test-36).
+    status, reason, hard, source = explain(code, text, default_class=default_class,
+                                           context=notice_context(bounce.notice, recipient.address))
     if status is None:
         status, source = ("4.0.0" if bounce.temporary else "5.0.0"), "text"
     temporary = bounce.temporary or status.startswith("4.")
@@ -363,7 +424,7 @@ def _first_code(text: str) -> str | None:
 
 
 def _has_reason(text: str) -> bool:
-    return any(p.search(text) for _r, p in patterns.REASON_PATTERNS)
+    return text_reason(text) is not None
 
 
 def decide_text_bounce(item: Inbound, bounce: TextBounce, settings: Any, now: datetime, *,

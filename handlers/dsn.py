@@ -20,8 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import Message
-from email import policy as email_policy
-from email.parser import BytesParser
+from functools import lru_cache
 from typing import Any
 
 from handlers.addresses import normalise
@@ -31,6 +30,7 @@ from handlers.message import (
     decode_bytes,
     header_text,
     iter_parts,
+    parse_headers,
     payload_bytes,
     payload_parts,
     raw_items,
@@ -62,7 +62,9 @@ MESSAGE_FIELDS = frozenset({
 # (sisimai rfc3464-28); "failure" is in flufl dsn_03. Other unknown words are
 # treated like a missing Action.
 ACTION_ALIASES = {"failure": "failed", "undeliverable": "failed", "deliverable": "delivered",
-                  "delay": "delayed"}
+                  "delay": "delayed",
+                  # SendGrid's "Action: expired" when it gave up retrying (lhost-sendgrid-03)
+                  "expired": "failed"}
 ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
 
 # No single DSN we would ever receive reports on this many recipients (unsubd sends
@@ -115,6 +117,7 @@ STATUS_TABLE: dict[str, tuple[BounceReason, bool]] = {
     "3.4": (R.MESSAGE_TOO_BIG, False),
     "4.4": (R.HOST_UNKNOWN, True),
     "4.7": (R.EXPIRED, False),
+    "7.13": (R.SUSPENDED, False),   # "User Account Disabled" (IANA Enhanced Status Codes registry)
     "0": (R.OTHER, False),
     "1": (R.USER_UNKNOWN, True),
     "2": (R.OTHER, False),
@@ -209,12 +212,15 @@ def read_dsn(msg: Message) -> DsnReport | None:
     message without such a part returns None, including a multipart/report that
     lacks one. A status part with no readable recipient group returns a report
     with no recipients; if the human-readable notice then names failed recipients
-    (handlers.bounce), they are kept in `text_notice`. Never raises.
+    (handlers.bounce), they are kept in `text_notice`. A bounce-like message whose
+    MIME structure was lost (no boundary, a boundary that never occurs, a report
+    pasted into a text part) but whose text carries the report's fields at line
+    starts is read from that text (see `_report_in_text`). Never raises.
     """
     try:
         found = _find_status_part(msg)
         if found is None:
-            return None
+            return _report_in_text(msg)
         part, parent = found
         text, notes = _status_text(part)
         report = _parse_status_text(text, report_type=content_type(part).split("/", 1)[1], notes=notes)
@@ -234,6 +240,54 @@ def read_dsn(msg: Message) -> DsnReport | None:
         return None
 
 
+# Where a report's fields start in plain text: the per-message or a recipient field at
+# the start of a line (a quoted "> Final-Recipient:" is someone's reply, not a report).
+_REPORT_START = re.compile(r"^(?:Reporting-MTA|Final-Recipient|Original-Recipient)[ \t]*:",
+                           re.IGNORECASE | re.MULTILINE)
+_BLOCK_SPLIT = re.compile(r"\r?\n[ \t]*\r?\n")
+MAX_TEXT_SCAN = 64_000
+
+
+def _report_in_text(msg: Message) -> DsnReport | None:
+    """RFC 3464 fields found in the text of a bounce whose report part was lost, or None.
+
+    The fields of a report survive when its MIME wrapping does not: a multipart/report
+    without a boundary parameter (sisimai rfc3464-04, lhost-messagingserver-03), a
+    whole bounce pasted into a text/plain message (lhost-postfix-49, lhost-sendmail-54).
+    Read only when the message looks like a bounce (daemon sender, bounce subject or
+    null Return-Path) and the text has a Final-Recipient with an address; the blocks
+    read are those, from the first field on, that contain report fields, so the
+    returned original's headers after them are left out.
+    """
+    from_ = header_text(msg, "From") or ""
+    subject = header_text(msg, "Subject") or ""
+    if not (patterns.BOUNCE_FROM.search(from_) or patterns.BOUNCE_SUBJECT.search(subject)
+            or (header_text(msg, "Return-Path") or "").strip() == "<>"):
+        return None
+    for part, _parent in iter_parts(msg):
+        if content_type(part).startswith("message/") or payload_parts(part):
+            continue
+        data = payload_bytes(part)[:MAX_TEXT_SCAN]
+        if b"-recipient" not in data.lower():   # cheap: no Final-/Original-Recipient field
+            continue
+        text = clean_text(decode_bytes(data))
+        start = _REPORT_START.search(text)
+        if start is None:
+            continue
+        kept: list[str] = []
+        for block in _BLOCK_SPLIT.split(text[start.start():]):
+            names = {line.split(":", 1)[0].strip().lower() for line in block.splitlines() if ":" in line}
+            if names & (RECIPIENT_FIELDS | MESSAGE_FIELDS):
+                kept.append(block)
+            elif kept:
+                break
+        report = _parse_status_text("\n\n".join(kept), report_type="delivery-status",
+                                    notes=["report fields read from the message text (no delivery-status part)"])
+        if any(recipient_address(r)[0] for r in report.recipients):
+            return replace(report, notice=text[:start.start()][-MAX_NOTICE:].replace("\r\n", "\n"))
+    return None
+
+
 def _notice_text(container: Message, status_part: Message) -> str:
     """The first text/plain part of the report (RFC 6522 section 3: the human-readable part)."""
     for part, _parent in iter_parts(container):
@@ -244,8 +298,10 @@ def _notice_text(container: Message, status_part: Message) -> str:
     return ""
 
 
-def _context(notice: str, address: str | None) -> str:
+def notice_context(notice: str, address: str | None) -> str:
     """The notice text around the first mention of `address`: the SMTP stage it failed at.
+
+    "" when either is empty or the address is not mentioned. Shared with handlers.bounce.
 
     Postfix writes "(in reply to end of DATA command)" and Sendmail a ">>> DATA"
     transcript line next to the recipient in the human-readable part, not in the
@@ -257,6 +313,21 @@ def _context(notice: str, address: str | None) -> str:
     if at < 0:
         return ""
     return notice[max(0, at - 200):at + len(address) + 300]
+
+
+def _notice_line(notice: str, address: str) -> str:
+    """The notice's line that names `address`, with its indented continuation lines; "" if none."""
+    at = notice.lower().find(address.lower())
+    if at < 0:
+        return ""
+    start = notice.rfind("\n", 0, at) + 1
+    lines = notice[start:start + 2000].split("\n")
+    kept = [lines[0]]
+    for line in lines[1:6]:
+        if not line[:1].isspace() or not line.strip():
+            break
+        kept.append(line.strip())
+    return " ".join(kept).strip()[:MAX_VALUE]
 
 
 def _find_status_part(msg: Message) -> tuple[Message, Message | None] | None:
@@ -467,10 +538,7 @@ def returned_original(part: Message) -> ReturnedOriginal | None:
 
 def _original_headers(part: Message) -> Message | None:
     if content_type(part).endswith("-headers"):
-        try:
-            return BytesParser(policy=email_policy.default).parsebytes(payload_bytes(part), headersonly=True)
-        except Exception:  # noqa: BLE001 - unreadable headers are simply not evidence
-            return None
+        return parse_headers(payload_bytes(part))
     inner = payload_parts(part)
     return inner[0] if inner else None
 
@@ -640,9 +708,15 @@ def text_reason(text: str | None) -> BounceReason | None:
     """
     if not text:
         return None
-    sample = text[:4000]
+    return _text_reason(text[:4000].lower())
+
+
+@lru_cache(maxsize=1024)
+def _text_reason(lowered: str) -> BounceReason | None:
+    # Cached: one notice's text is asked about several times (recipient lines, the
+    # whole notice, the DSN's diagnostic and its context).
     for reason, pattern in patterns.REASON_PATTERNS:
-        if pattern.search(sample):
+        if pattern.search_lowered(lowered):
             return reason
     return None
 
@@ -671,7 +745,12 @@ def explain(status: str | None, text: str | None, *, default_class: str | None =
     """
     worded = text_reason(text)
     stage = f"{text or ''}\n{context or ''}"[:6000]
-    if worded in patterns.HARD_REASONS and patterns.AFTER_DATA.search(stage):
+    if worded in patterns.HARD_REASONS and (
+            patterns.AFTER_DATA.search(stage)
+            or (not status_meaning(status)[1] and patterns.DATA_REPLY.search(stage))):
+        # Said after DATA, the address was accepted at RCPT: a filter refused the
+        # content. A transcript's ">>> DATA" counts only without a code about the
+        # address (see bounce_patterns.DATA_REPLY).
         worded = BounceReason.POLICY
     if patterns.BEFORE_RCPT.search(stage) and (worded is None or worded in patterns.HARD_REASONS):
         worded = BounceReason.SENDER_ADDRESS
@@ -720,7 +799,16 @@ def assess(recipient: DsnRecipient, notice: str = "") -> Assessment:
     why_none: str | None = None
     if action == "failed":
         diag = split_typed(recipient.diagnostic_code)[1]
-        status, reason, hard, derived = explain(status, diag, context=_context(notice, address))
+        if not diag and address and (not status or status.endswith(".0.0")):
+            # No Diagnostic-Code and a generic Status: the human-readable part often says
+            # what the server replied, on the recipient's own line (OpenSMTPD, lhost-
+            # opensmtpd-17; Gmail's "wasn't delivered to a@b because ...", rfc3464-65).
+            diag = _notice_line(notice, address)
+            if diag:
+                refined, refined_source = effective_status(recipient.status, diag)
+                if refined is not None and refined != status:
+                    status, source = refined, refined_source
+        status, reason, hard, derived = explain(status, diag, context=notice_context(notice, address))
         if derived == "text":
             source = "text"
         if address is None:

@@ -25,53 +25,30 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = corpus.read_jsonl("bounces/expected.jsonl")
 QUIET = {"none", "vacation", "delivered"}
 
-_NO_FORM = "no MTA form in bounce_patterns matches this notice and the generic reader finds no recipient line"
 # (file, labelled recipient) -> why it is not found. Each is asserted: no suppress of that address.
 KNOWN_MISSES: dict[tuple[str, str], str] = {
-    ("sisimai/bsd/lhost-apachejames-01.eml", "00000000000@vtext.example.com"): _NO_FORM,
-    ("sisimai/dos/lhost-apachejames-01.eml", "00000000000@vtext.example.com"): _NO_FORM,
+    ("sisimai/bsd/lhost-apachejames-01.eml", "00000000000@vtext.example.com"):
+        "anonymised inconsistently: the notice's 'RCPT TO:' names 000000000000@ (twelve zeros)",
+    ("sisimai/dos/lhost-apachejames-01.eml", "00000000000@vtext.example.com"):
+        "anonymised inconsistently: the notice's 'RCPT TO:' names 000000000000@ (twelve zeros)",
     ("sisimai/bsd/lhost-domino-03.eml", "kijitora@neko.example.com"):
         "anonymised inconsistently: the notice names ...@neko.example.org (README caveat)",
     ("sisimai/bsd/lhost-office365-04.eml", "otsu-sakaba-hunter-nyaaaaaaan@ezweb.ne.jp"):
         "anonymised inconsistently: the notice names another local part",
-    ("sisimai/bsd/lhost-exim-52.eml", "neko@example.net"): _NO_FORM,
-    ("sisimai/bsd/lhost-ezweb-03.eml", "this-local-part-does-not-exist-on-the-site@ezweb.ne.jp"): _NO_FORM,
     ("sisimai/bsd/lhost-fml-02.eml", "neko-nyaan@example.org"): "mailing-list manager notice ('not a member'), no failure wording",
     ("sisimai/bsd/lhost-fml-03.eml", "neko@example.co.jp"): "mailing-list manager notice, no failure wording",
-    ("sisimai/bsd/lhost-imailserver-03.eml", "kijitora@neko.example.co.jp"): _NO_FORM,
-    ("sisimai/bsd/lhost-messagingserver-03.eml", "mikeneko@example.org"): _NO_FORM,
-    ("sisimai/bsd/lhost-messagingserver-03.eml", "sabineko@example.org"): _NO_FORM,
-    ("sisimai/bsd/lhost-mfilter-05.eml", "kijitora@example.co.jp"): _NO_FORM,
-    ("sisimai/bsd/lhost-notes-01.eml", "kijitora@u1.example.co.jp"): "Lotus Notes notice in ISO-2022-JP with no English form words",
-    ("sisimai/dos/lhost-notes-01.eml", "kijitora@u1.example.co.jp"): "Lotus Notes notice in ISO-2022-JP with no English form words",
-    ("sisimai/bsd/lhost-notes-02.eml", "kijitora@u1.example.co.jp"): "Lotus Notes notice in ISO-2022-JP with no English form words",
     ("sisimai/bsd/lhost-postfix-32.eml", '"neko....nyaan...."@libsisimai.org'):
         "quoted local part: handlers.addresses refuses it by design",
-    ("sisimai/bsd/lhost-postfix-49.eml", "kijitora-neko-nyaan@ntt.example.ne.jp"): "recipient only in a later part, after the notice",
-    ("sisimai/bsd/lhost-postfix-50.eml", "soto-neko-nyaan@ntt.example.com"): "recipient only in a later part, after the notice",
     ("sisimai/bsd/lhost-postfix-64.eml", "xxxx@wanadoo.fr"): "a report with no recipient groups; the address is only in the original",
-    ("sisimai/bsd/rhost-franceptt-07.eml", "xxxx@wanadoo.fr"): "a report with no recipient groups; the address is only in the original",
-    ("sisimai/bsd/lhost-postfix-75.eml", "kijitora@libsisimai.net"): "SMTP session transcript form (In:/Out:), not read yet",
     ("sisimai/bsd/lhost-postfix-79.eml", "kijitora@mailhub0"): "Final-Recipient without a dotted domain: not an address we send to",
-    ("sisimai/bsd/lhost-sendgrid-03.eml", "kijitora@example.org"): "the report group has no Action and no Status: nothing says it failed (recorded, no action)",
-    ("sisimai/bsd/lhost-sendmail-54.eml", "kijitora@neko.example.jp"): _NO_FORM,
     ("sisimai/bsd/lhost-v5sendmail-01.eml", "kijitora@exampl"): "labelled address has a one-label domain",
     ("sisimai/dos/lhost-v5sendmail-01.eml", "kijitora@exampl"): "labelled address has a one-label domain",
     ("sisimai/bsd/lhost-verizon-01.eml", "0000000000@vzwpix.com"): "address only on an echoed 'To:' header line, which is never taken",
     ("sisimai/dos/lhost-verizon-01.eml", "0000000000@vzwpix.com"): "address only on an echoed 'To:' header line, which is never taken",
-    ("sisimai/bsd/lhost-verizon-02.eml", "may-be-straycat-nyaaaaaan@vtext.com"): _NO_FORM,
-    ("sisimai/bsd/lhost-x1-02.eml", "kijitora@example.org"): _NO_FORM,
-    ("sisimai/bsd/lhost-x3-02.eml", "kijitora@example.co.jp"): _NO_FORM,
-    ("sisimai/bsd/lhost-x5-01.eml", "kijitora@neko.example.org"): "the address list is cut off by a pasted header block",
-    ("sisimai/dos/lhost-x5-01.eml", "kijitora@neko.example.org"): "the address list is cut off by a pasted header block",
-    ("sisimai/bsd/rfc3464-04.eml", "kijitora@mailx-53.neko.example.edu"): "multipart/report without boundary lines",
-    ("sisimai/bsd/rfc3464-06.eml", "kijitora@example.net"): "multipart/report without boundary lines",
-    ("sisimai/bsd/rfc3464-35.eml", "sabatora@cat.example.net"): "indented boundary: only the notice's first two addresses are read",
-    ("sisimai/bsd/rfc3464-37.eml", "kijitora@neko.nyaan.example.com"): _NO_FORM,
-    ("sisimai/bsd/rhost-google-02.eml", "neko-nyaan@example.org"): _NO_FORM,
 }
 # Notices whose text names an address other than the label (inconsistent anonymisation).
-OTHER_ADDRESS_OK = {"sisimai/bsd/lhost-domino-03.eml", "sisimai/bsd/lhost-office365-04.eml"}
+OTHER_ADDRESS_OK = {"sisimai/bsd/lhost-domino-03.eml", "sisimai/bsd/lhost-office365-04.eml",
+                    "sisimai/bsd/lhost-apachejames-01.eml", "sisimai/dos/lhost-apachejames-01.eml"}
 
 
 @lru_cache(maxsize=1)
@@ -139,8 +116,10 @@ def test_aggregate_floors() -> None:
     expected: dict[str, set[str]] = {}
     for ln in SISIMAI_BOUNCES:
         expected.setdefault(ln["file"], set()).add(normalise(ln["recipient"]) or ln["recipient"])
-    reported = correct = found = perm_ok = perm_n = status_ok = status_n = 0
+    reported = correct = found = perm_ok = perm_n = status_ok = status_n = hard_ok = hard_n = 0
     for file, wanted in expected.items():
+        if file in OTHER_ADDRESS_OK:
+            continue  # the notice names a differently anonymised address: right, but not the label
         rows = _rows(_decide(file))
         reported += len(rows)
         correct += len(set(rows) & wanted)
@@ -150,6 +129,9 @@ def test_aggregate_floors() -> None:
             continue
         found += 1
         status = row.get("status") or ""
+        if ln.get("hard") is not None:
+            hard_n += 1
+            hard_ok += bool(row.get("hard")) == ln["hard"]
         if ln.get("permanent") is not None:
             perm_n += 1
             perm_ok += status[:1] == ("5" if ln["permanent"] else "4")
@@ -158,8 +140,10 @@ def test_aggregate_floors() -> None:
             pseudo = ln["status"].split(".")[1] == "0" and ln["status"].split(".")[2].startswith("9")
             status_ok += status[:1] == ln["status"][:1] if pseudo else status == ln["status"]
     precision, recall = correct / reported, found / len(SISIMAI_BOUNCES)
-    print(f"\nsisimai: precision {precision:.3f} recall {recall:.3f} permanent {perm_ok}/{perm_n} status {status_ok}/{status_n}")
+    print(f"\nsisimai: precision {precision:.3f} recall {recall:.3f} permanent {perm_ok}/{perm_n} "
+          f"status {status_ok}/{status_n} hard/soft {hard_ok}/{hard_n}")
     assert precision >= 0.995
-    assert recall >= 0.94
-    assert perm_ok >= 0.97 * perm_n
-    assert status_ok >= 0.93 * status_n
+    assert recall >= 0.98
+    assert perm_ok >= 0.975 * perm_n
+    assert status_ok >= 0.95 * status_n
+    assert hard_ok >= 0.92 * hard_n

@@ -18,6 +18,7 @@ from handlers.dsn import (
     decide_bounce,
     effective_status,
     read_dsn,
+    recipient_address,
     status_meaning,
 )
 from handlers.message import describe_defects, header_text, parse_message
@@ -304,8 +305,34 @@ def test_status_part_inside_multipart_mixed_is_accepted() -> None:
 
 def test_not_a_dsn() -> None:
     assert read_dsn(parse_message(b"From: a@example.se\r\nSubject: hi\r\n\r\nhello\r\n")) is None
-    no_status = make_dsn(group("rfc822; a@example.se", "failed", "5.1.1"), status_type="text/plain")
-    assert read_dsn(parse_message(no_status)) is None
+
+
+def test_report_fields_in_a_text_part_of_a_bounce_are_read() -> None:
+    # The report part mislabelled text/plain: its fields are still the report.
+    mislabelled = make_dsn(group("rfc822; a@example.se", "failed", "5.1.1"), status_type="text/plain")
+    report = read_dsn(parse_message(mislabelled))
+    assert report is not None and "report fields read from the message text" in report.notes[0]
+    assert [recipient_address(r)[0] for r in report.recipients] == ["a@example.se"]
+
+
+def test_report_fields_quoted_by_a_person_are_not_a_report() -> None:
+    raw = (b"From: Anna <anna@example.se>\r\nTo: support@example.org\r\nSubject: why?\r\n\r\n"
+           b"I got this, what does it mean?\r\n\r\nFinal-Recipient: rfc822; bo@example.se\r\n"
+           b"Action: failed\r\nStatus: 5.1.1\r\n")
+    assert read_dsn(parse_message(raw)) is None
+
+
+def test_multipart_report_without_boundary_is_read_from_its_text() -> None:
+    raw = (b"From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\r\nTo: news@example.org\r\n"
+           b"Subject: Returned mail: Service unavailable\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/report; report-type=delivery-status;\r\n\r\n"
+           b"The original message was received at Mon, 2 Feb 2026 10:00:00 +0100\r\n\r\n"
+           b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+           b"Final-Recipient: RFC822; bo@example.se\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+           b"Return-Path: <news@example.org>\r\nFrom: news@example.org\r\nTo: bo@example.se\r\n")
+    report = read_dsn(parse_message(raw))
+    assert report is not None
+    assert [(recipient_address(r)[0], r.status) for r in report.recipients] == [("bo@example.se", "5.1.1")]
 
 
 def test_dsn_inside_attached_message_is_not_read() -> None:

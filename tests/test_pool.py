@@ -128,7 +128,7 @@ async def beat(lateness: list[float]) -> None:
 
 
 async def test_real_classifier_on_a_pathological_message(settings):
-    """The real parser needs ~25 s of CPU for this 25 kB message; the pool stops it at ~1 s."""
+    """The real classifier needs ~7 s of CPU for this 600 kB message; the pool stops it at ~1 s."""
     normal = (b"From: Anna <anna@example.net>\r\nTo: reply@example.org\r\nSubject: hello\r\n"
               b"Message-ID: <n1@example.net>\r\n\r\nJust saying hello.\r\n")
     lateness: list[float] = []
