@@ -35,9 +35,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import policy as email_policy
 from email.message import Message
-from email.parser import BytesParser
 from typing import Any
 
 from handlers.addresses import normalise
@@ -52,6 +50,7 @@ from handlers.message import (
     header_text,
     iter_parts,
     payload_bytes,
+    parse_headers,
     payload_parts,
     raw_items,
     unfold,
@@ -252,10 +251,7 @@ def _original(msg: Message) -> Original | None:
             headers = subs[0]
         else:
             data = payload_bytes(part) or clean_text(str(part.get_payload() or "")).encode("utf-8", "replace")
-            try:
-                headers = BytesParser(policy=email_policy.default).parsebytes(data, headersonly=True)
-            except Exception:  # noqa: BLE001 - unreadable headers: no original
-                continue
+            headers = parse_headers(data)
         received = []
         for name, value in raw_items(headers):
             if name.lower() == "received":

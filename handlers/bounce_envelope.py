@@ -202,7 +202,7 @@ def _attribute_unit(envelope: Envelope, original: dict[str, Any], item: Inbound 
             if rp_claims is not None and rp_claims.unit not in (None, WILDCARD):
                 return rp_claims.unit, "signed Return-Path of the original"
     if item is not None and settings is not None and hasattr(settings, "mail_domain"):
-        router = Router(settings)
+        router = _router(settings)
         for rcpt in item.rcpt_tos or ():
             route = router(rcpt)
             if route is not None and route.mailbox is Mailbox.UNIT and route.unit:
@@ -292,6 +292,19 @@ def _mailbox(raw_from: str | None) -> str | None:
     if "<" in raw_from and ">" in raw_from:
         return raw_from[raw_from.rfind("<") + 1:raw_from.rfind(">")]
     return raw_from.strip()
+
+
+_ROUTERS: dict[int, tuple[Any, Router]] = {}
+
+
+def _router(settings: Any) -> Router:
+    """One Router per settings object (settings are frozen; building the table per bounce costs)."""
+    cached = _ROUTERS.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        if len(_ROUTERS) > 16:
+            _ROUTERS.clear()
+        cached = _ROUTERS[id(settings)] = (settings, Router(settings))
+    return cached[1]
 
 
 def apply_envelope(item: Inbound, rows: list[dict[str, Any]], original: dict[str, Any] | None,
