@@ -210,28 +210,31 @@ def _attribute_unit(envelope: Envelope, original: dict[str, Any], item: Inbound 
     return None, None
 
 
+_RANK = {ActionType.SUPPRESS.value: 3, ActionType.SOFT_BOUNCE.value: 2, ActionType.DELIVERED.value: 1}
+
+
 def actions_from_rows(rows: list[dict[str, Any]], ref: str | None = None) -> tuple[Action, ...]:
-    """One email-channel Action per distinct address with an outcome; a hard outcome wins.
+    """One email-channel Action per distinct address with an outcome; the strongest outcome wins.
 
     Rows are evidence rows (`address`, `outcome`, `status`, `reason`, `hard`,
-    `diagnostic`); rows without an address or outcome give nothing. An address that
-    both failed and was delivered in one report keeps the failure. `ref` names the
-    bounced message (its Message-ID), so that two reports about it count once.
+    `diagnostic`); rows without an address or outcome give nothing. For one address,
+    a suppression outranks a soft bounce, which outranks a delivery. `hard` is the
+    row's reading (a permanent problem with the address itself), also when the
+    envelope rules keep it from suppressing. `ref` names the bounced message (its
+    Message-ID), so that two reports about it count once.
     """
     by_address: dict[str, Action] = {}
     for row in rows:
         address, outcome = row.get("address"), row.get("outcome")
-        if not address or not outcome:
+        if not address or outcome not in _RANK:
             continue
-        suppress = outcome == ActionType.SUPPRESS.value
         previous = by_address.get(address)
-        if previous is not None and (previous.hard or not suppress) and previous.type is not ActionType.DELIVERED:
-            continue
-        if previous is not None and outcome == ActionType.DELIVERED.value:
+        if previous is not None and _RANK[previous.type.value] >= _RANK[outcome]:
             continue
         by_address[address] = Action(
             type=ActionType(outcome), address=address, status=row.get("status"), reason=row.get("reason"),
-            hard=suppress, channels=("email",), diagnostic=row.get("diagnostic") or None, ref=ref,
+            hard=bool(row.get("hard")) and outcome != ActionType.DELIVERED.value, channels=("email",),
+            diagnostic=row.get("diagnostic") or None, ref=ref,
         )
     return tuple(by_address.values())
 

@@ -349,7 +349,7 @@ def test_unsigned_verp_recipient_is_counted_but_never_suppresses_on_its_own(sett
     # The classic bounces+local=domain@ form is a hint anyone can forge (issue 3 item 4).
     d = decide(notice(QMAIL), settings, rcpt=VERP_ANNA)
     action = only(d)
-    assert action.type is ActionType.SOFT_BOUNCE and action.address == "anna@example.se"
+    assert action.type is ActionType.SOFT_BOUNCE and action.address == "anna@example.se" and action.hard is True
     assert d.evidence["recipients"][0]["hard"] is True and d.verified is False
     assert d.evidence["verp_recipient"] == "anna@example.se" and d.evidence["null_sender"] is True
     assert d.evidence["return_path"]["form"] == "unsigned"
@@ -360,7 +360,8 @@ def test_text_naming_another_address_never_suppresses_it(settings: config.Settin
     d = decide(notice(QMAIL.replace("anna@example.se", "carl@example.dk")), settings, rcpt=VERP_ANNA)
     action = only(d)
     assert action.address == "carl@example.dk"
-    assert action.type is ActionType.SOFT_BOUNCE and action.hard is False
+    # Counted, not suppressed; `hard` still says what the notice reads (user unknown).
+    assert action.type is ActionType.SOFT_BOUNCE and action.hard is True
     assert d.evidence["recipients"][0]["why_not_suppressed"]
 
 

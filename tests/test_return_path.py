@@ -154,7 +154,8 @@ def test_a_signed_return_path_for_another_address_never_suppresses_the_named_one
 def test_a_return_path_whose_signature_does_not_verify_is_counted_only(tag):
     d = bounce_to(f"bounces+{tag}@mail.example.org", dsn("anna@example.se"))
     (action,) = d.actions
-    assert action.type is ActionType.SOFT_BOUNCE and action.hard is False
+    # Counted, never suppressed on its own; `hard` still reports what the bounce says.
+    assert action.type is ActionType.SOFT_BOUNCE and action.hard is True
     assert d.evidence["recipients"][0]["hard"] is True
     assert d.evidence["return_path"]["form"] == "forged" and d.verified is False
     assert "signature" in d.evidence["recipients"][0]["why_not_suppressed"]
