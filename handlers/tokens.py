@@ -128,12 +128,13 @@ def _body(claims: Claims) -> bytes:
 
 
 def _open(data: bytes | None, min_fields: int, mac_bytes: int, purpose: bytes,
-          keyring: Keyring) -> tuple[bytes, str, bytes] | None:
-    """(body, key id, secret) of a decoded token whose version, key id and MAC check out.
+          keyring: Keyring) -> tuple[bytes, str, bytes, int, int] | None:
+    """(body, key id, secret, contact id, position after it) of a decoded token whose
+    version, key id and MAC check out and whose contact id is a minimal varint >= 1.
 
     `min_fields` is the least number of bytes the version, the key-id length, one
     key-id byte and the shortest fields after them take; the MAC is compared in
-    constant time.
+    constant time. Fields after the contact id are the caller's to parse, strictly.
     """
     if data is None or len(data) < min_fields + mac_bytes or data[0] != VERSION:
         return None
@@ -148,7 +149,10 @@ def _open(data: bytes | None, min_fields: int, mac_bytes: int, purpose: bytes,
         return None
     if not hmac.compare_digest(mac, _mac(secret, purpose, body)[:mac_bytes]):
         return None
-    return body, kid, secret
+    read = _read_varint(body, 2 + n)
+    if read is None or read[0] < 1:
+        return None
+    return body, kid, secret, read[0], read[1]
 
 
 def sign(contact_id: int, unit: str, channel: str, keyring: Keyring) -> str:
@@ -181,12 +185,7 @@ def verify(token: str, keyring: Keyring) -> Claims | None:
         if opened is None:
             return None
         # The MAC matched, so the fields are ours; they are still parsed strictly.
-        body, kid, _secret = opened
-        n = len(kid)
-        read = _read_varint(body, 2 + n)
-        if read is None:
-            return None
-        contact_id, pos = read
+        body, kid, _secret, contact_id, pos = opened
         if pos >= len(body):
             return None
         ulen = body[pos]
@@ -339,13 +338,8 @@ def verify_return_path(token: str, keyring: Keyring, units: Any = ()) -> ReturnP
                        RETURN_PATH_PURPOSE, keyring)
         if opened is None:
             return None
-        body, kid, secret = opened
-        n = len(kid)
-        read = _read_varint(body, 2 + n)
-        if read is None:
-            return None
-        contact_id, pos = read
-        if contact_id < 1 or pos + UNIT_DIGEST_BYTES + ADDRESS_DIGEST_BYTES != len(body):
+        body, kid, secret, contact_id, pos = opened
+        if pos + UNIT_DIGEST_BYTES + ADDRESS_DIGEST_BYTES != len(body):
             return None
         unit_digest = body[pos:pos + UNIT_DIGEST_BYTES]
         unit: str | None = WILDCARD if unit_digest == _ANY_UNIT else None
