@@ -91,11 +91,13 @@ class Consumer:
         self._db = database
         # The embedded queue's items are marked done in the decisions' own transaction.
         self._marks_done_in_tx = database is not None and queue is not None and hasattr(queue, "done_in")
-        # PostgreSQL applies a few transactions side by side (row locks keep each contact's
-        # sequence in order); SQLite has one writer.
-        parallel = 3 if database is not None and database.dialect == "postgresql" else 1
+        # One transaction at a time per process, on both databases: measured on PostgreSQL
+        # (bench/consumer.py --postgres), three side by side ran at half the rate of one,
+        # since they wait on each other's contact locks and retry deadlocks, while one
+        # carries bigger batches. Processes still run side by side (row locks keep each
+        # contact's sequence in order).
         self._applier: GroupCommit[tuple[Decision, str | None], Applied] = GroupCommit(
-            self._apply_batch, max_batch=64, parallel=parallel)
+            self._apply_batch, max_batch=64, parallel=1)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Process items of the embedded queue until `stopping` is set, then finish the ones in flight."""
