@@ -56,6 +56,7 @@ from handlers.message import (
     unfold,
 )
 from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
+from handlers.ses import notification
 from handlers.tokens import keyring_from_settings, verify, verify_return_path
 
 FEEDBACK_TYPES = ("message/feedback-report",)
@@ -272,9 +273,6 @@ def _original(msg: Message) -> Original | None:
 
 
 def _read_ses(msg: Message) -> ArfReport | None:
-    # Imported here: handlers.ses builds on handlers.upstream, which builds on this module.
-    from handlers.ses import notification
-
     data = notification(msg)
     if data is None or data.get("notificationType") != "Complaint":
         return None

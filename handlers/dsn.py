@@ -38,7 +38,7 @@ from handlers.message import (
 from handlers import bounce_patterns as patterns
 from handlers.bounce_envelope import actions_from_rows, apply_envelope, forged_original, null_sender, original_ref
 from handlers.bounce_reason import BounceReason
-from handlers.model import Action, ActionType, Decision, Inbound, Kind
+from handlers.model import ActionType, Decision, Inbound, Kind
 
 # Content types that carry the machine-readable report (RFC 3464 section 2.1,
 # RFC 6533 section 6.2 for the UTF-8 variant).
@@ -818,6 +818,21 @@ def assess(recipient: DsnRecipient, notice: str = "") -> Assessment:
     return Assessment(address=address, address_type=address_type, action=action, status=status,
                       status_source=source, reason=reason, hard=hard, outcome=outcome,
                       why_none=why_none, recipient=recipient)
+
+
+def structured_row(address: str, action: str, status: str | None, diagnostic: str | None, *,
+                   temporary: bool = False) -> dict[str, Any]:
+    """The evidence row for one recipient of a structured report (SES JSON, an upstream
+    event), read as the RFC 3464 group it stands for (see `assess`).
+
+    `temporary` says the report itself calls the failure temporary (SES "Transient"):
+    such a failure is counted, never suppressed, whatever its code.
+    """
+    row = assess(DsnRecipient(final_recipient=f"rfc822; {address}", action=action, status=status,
+                              diagnostic_code=diagnostic)).to_json()
+    if temporary and row["outcome"] == ActionType.SUPPRESS.value:
+        row.update(outcome=ActionType.SOFT_BOUNCE.value, hard=False)
+    return row
 
 
 def _action_word(value: str | None) -> str | None:

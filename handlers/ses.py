@@ -5,8 +5,8 @@ SES tells a sender about bounces, complaints and deliveries with a JSON object
 either bare or wrapped in an SNS envelope whose `Message` field holds it as a
 string. Complaints are read by handlers.arf; this module reads the other two:
 
-* Bounce: one recipient group per `bouncedRecipients` entry, read like an RFC 3464
-  group (handlers.dsn.explain on its `status` and `diagnosticCode`). `bounceType`
+* Bounce: one recipient group per `bouncedRecipients` entry, read as an RFC 3464
+  group (handlers.dsn.structured_row on its `status` and `diagnosticCode`). `bounceType`
   Transient or Undetermined never suppresses; Permanent follows the status.
   Without a status, the `bounceSubType` gives one (NoEmail 5.1.1, MailboxFull
   4.2.2/5.2.2, MessageTooLarge 5.3.4, ContentRejected 5.7.1, ...).
@@ -26,9 +26,9 @@ from typing import Any
 
 from handlers.addresses import normalise
 from handlers.bounce_envelope import actions_from_rows, apply_envelope, null_sender
+from handlers.dsn import structured_row
 from handlers.message import content_type, decode_bytes, payload_bytes
 from handlers.model import Decision, Inbound, Kind
-from handlers.upstream import bounce_row
 
 MAX_TEXT = 256 * 1024
 MAX_RECIPIENTS = 100
@@ -118,7 +118,7 @@ def _bounce_rows(bounce: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         status = entry.get("status") if isinstance(entry.get("status"), str) else None
         status = status or _SUBTYPE_STATUS.get((bounce_type, subtype))
         diagnostic = entry.get("diagnosticCode") if isinstance(entry.get("diagnosticCode"), str) else None
-        row = bounce_row(address, "failed", status, diagnostic, temporary=bounce_type != "permanent")
+        row = structured_row(address, "failed", status, diagnostic, temporary=bounce_type != "permanent")
         rows.append({**row, "via": f"ses {bounce_type}/{subtype or '-'}"})
     return rows, bounce_type
 
@@ -129,7 +129,7 @@ def _delivery_rows(delivery: dict[str, Any]) -> list[dict[str, Any]]:
     for raw in (delivery.get("recipients") or [])[:MAX_RECIPIENTS]:
         address = normalise(raw if isinstance(raw, str) else None)
         if address is not None:
-            rows.append({**bounce_row(address, "delivered", None, response), "via": "ses delivery"})
+            rows.append({**structured_row(address, "delivered", None, response), "via": "ses delivery"})
     return rows
 
 

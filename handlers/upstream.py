@@ -8,8 +8,8 @@ relay's log reader) tells unsubd with one JSON object per event; see docs/inboun
     {"type": "complaint", "address": "a@example.se", "unit": "alumni", "feedback_type": "abuse",
      "return_path": "...", "list_unsubscribe": "...", "at": "..."}
 
-They go the same way as the mail forms: a bounce is read like one RFC 3464 recipient
-group (handlers.dsn.explain gives status, reason and hard; handlers.bounce_envelope
+They go the same way as the mail forms: a bounce is read as the RFC 3464 recipient
+group it stands for (handlers.dsn.structured_row; handlers.bounce_envelope
 applies the return-path rules when `return_path` is given), and a complaint like an
 ARF report (handlers.arf.decide_complaint). The queue is ours, so an event without a
 return path is believed as it says; one with a return path that does not verify is
@@ -25,7 +25,7 @@ from typing import Any
 from handlers.addresses import normalise
 from handlers.arf import ArfReport, Original, decide_complaint
 from handlers.bounce_envelope import actions_from_rows, apply_envelope
-from handlers.dsn import explain
+from handlers.dsn import structured_row
 from handlers.model import ActionType, Decision, Inbound, Kind
 
 MAX_TEXT = 1000
@@ -42,24 +42,6 @@ def _problem(item: Inbound, kind: Kind, why: str, evidence: dict[str, Any]) -> D
                     source="queue", evidence=evidence)
 
 
-def bounce_row(address: str, action: str, status: str | None, diagnostic: str | None, *,
-               temporary: bool = False) -> dict[str, Any]:
-    """The evidence row (handlers.dsn's shape) for one recipient of a structured report.
-
-    `action` is "failed", "delayed" or "delivered"; `temporary` says the report itself
-    calls the failure temporary. A failure suppresses only when it is permanent and
-    about the address (handlers.dsn.explain); any other failure is a soft bounce.
-    """
-    status, reason, hard, source = explain(status, diagnostic, default_class="4" if temporary else None)
-    temporary = temporary or (status or "").startswith("4.") or action == "delayed"
-    outcome = None
-    if action == "failed":
-        outcome = ActionType.SUPPRESS if hard and not temporary else ActionType.SOFT_BOUNCE
-    return {"address": address, "action": action, "status": status, "status_source": source,
-            "reason": reason.value, "hard": bool(hard and not temporary),
-            "outcome": outcome.value if outcome else None, "diagnostic": diagnostic}
-
-
 def decide_bounce_event(item: Inbound, data: dict[str, Any], settings: Any, now: datetime) -> Decision:
     """A BOUNCE decision for `{"type": "bounce", ...}`; review with the reason when unreadable."""
     del now
@@ -70,7 +52,7 @@ def decide_bounce_event(item: Inbound, data: dict[str, Any], settings: Any, now:
         return _problem(item, Kind.BOUNCE, "no valid address", evidence)
     if action not in ACTIONS:
         return _problem(item, Kind.BOUNCE, f"action must be one of {', '.join(ACTIONS)}", evidence)
-    row = bounce_row(address, action, _text(data, "status", 20), _text(data, "diagnostic"))
+    row = structured_row(address, action, _text(data, "status", 20), _text(data, "diagnostic"))
     if row["status"] is None and action == "failed":
         return _problem(item, Kind.BOUNCE, "a failed bounce needs a status or a diagnostic text", evidence)
     status, reason = row["status"], row["reason"]
