@@ -39,7 +39,7 @@ from email.message import Message
 from typing import Any
 
 from handlers.addresses import normalise
-from handlers.bounce_envelope import LINK_TOKEN, Envelope, unsigned_verp
+from handlers.bounce_envelope import Envelope, TokenMark, bounce_tag, find_token, unsigned_verp
 from handlers.bounce_envelope import attribute_unit as attribute_original_unit
 from handlers.from_header import parse_mailbox, read_sender
 from handlers.message import (
@@ -57,7 +57,6 @@ from handlers.message import (
 )
 from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
 from handlers.ses import notification
-from handlers.tokens import keyring_from_settings, verify, verify_return_path
 
 FEEDBACK_TYPES = ("message/feedback-report",)
 # Where the reported message (or its headers) is attached: RFC 5965 section 2 (c);
@@ -294,22 +293,6 @@ def _clip(value: str | None) -> str | None:
     return value[:MAX_VALUE * 2] if value else value
 
 
-def _tag(value: str | None, settings: Any) -> str | None:
-    """The tag of `value` when it is our bounce address `bounces+TAG@<bounce or mail domain>`."""
-    if not value:
-        return None
-    text = value.strip().strip("<>").strip()
-    local, at, domain = text.rpartition("@")
-    if not at:
-        return None
-    bounce_local = getattr(settings, "bounce_local", "bounces")
-    domains = {getattr(settings, "effective_bounce_domain", None), getattr(settings, "mail_domain", None)}
-    if domain.lower().rstrip(".") not in {d for d in domains if d}:
-        return None
-    base, plus, tag = local.partition("+")
-    return tag if base.lower() == bounce_local and plus and tag else None
-
-
 def verp_address(value: str | None, settings: Any) -> str | None:
     """The recipient encoded in our unsigned VERP return path, or None.
 
@@ -317,39 +300,17 @@ def verp_address(value: str | None, settings: Any) -> str | None:
     `local@domain`. Only our own bounce local part and domain count: someone else's
     VERP says nothing about our recipients.
     """
-    tag = _tag(value, settings)
+    tag = bounce_tag(value, settings)
     return unsigned_verp(tag) if tag else None
-
-
-@dataclass(frozen=True)
-class TokenMark:
-    """A signed token of ours found in the reported message: whose it is and where it was."""
-
-    contact_id: int
-    unit: str | None
-    where: str
-    names: Any = None        # ReturnPathClaims.names for a return path, else None
 
 
 def token_mark(report: ArfReport, settings: Any) -> TokenMark | None:
     """Our signed return path (Original-Mail-From, the original's Return-Path), else the
     signed token of the original's List-Unsubscribe; or None."""
-    keyring = keyring_from_settings(settings)
-    if keyring is None:
-        return None
-    units = tuple(getattr(settings, "units", {}) or {})
     original = report.original
-    for value, where in ((report.original_mail_from, "signed return path in Original-Mail-From"),
-                         (original.return_path if original else None, "signed return path of the original")):
-        tag = _tag(value, settings)
-        claims = verify_return_path(tag, keyring, units) if tag else None
-        if claims is not None:
-            return TokenMark(claims.contact_id, claims.unit, where, claims.names)
-    for match in LINK_TOKEN.finditer((original.list_unsubscribe if original else None) or ""):
-        link = verify(match.group(1) or match.group(2), keyring)
-        if link is not None:
-            return TokenMark(link.contact_id, link.unit, "List-Unsubscribe token of the original")
-    return None
+    return find_token(((report.original_mail_from, "signed return path in Original-Mail-From"),
+                       (original.return_path if original else None, "signed return path of the original")),
+                      original.list_unsubscribe if original else None, settings)
 
 
 def attribute_unit(original: Original | None, settings: Any, mark: TokenMark | None = None) -> str | None:

@@ -54,20 +54,47 @@ class Envelope:
         return out
 
 
-def _bounce_tags(item: Inbound, settings: Any) -> list[str | None]:
-    """The tags of the envelope recipients at our bounce address (None for the plain address)."""
-    local_base = str(settings.bounce_local).lower()
-    domain = str(settings.effective_bounce_domain).lower()
-    tags: list[str | None] = []
-    for rcpt in tuple(item.rcpt_tos or ()):
-        text = str(rcpt).strip().strip("<>")
-        local, at, rcpt_domain = text.rpartition("@")
-        if not at or rcpt_domain.lower().rstrip(".") != domain:
-            continue
-        base, plus, tag = local.partition("+")
-        if base.lower() == local_base:
-            tags.append(tag if plus else None)
-    return tags
+def bounce_tag(value: str | None, settings: Any) -> str | None:
+    """What follows `+` when `value` is our bounce address (`bounces+TAG@` at the bounce or
+    mail domain, where the SMTP listener accepts it): "" for the plain address, None
+    when `value` is not our bounce address."""
+    if not value:
+        return None
+    local, at, domain = str(value).strip().strip("<>").strip().rpartition("@")
+    domains = {getattr(settings, "effective_bounce_domain", None), getattr(settings, "mail_domain", None)}
+    if not at or domain.lower().rstrip(".") not in {str(d).lower() for d in domains if d}:
+        return None
+    base, plus, tag = local.partition("+")
+    return tag if base.lower() == str(getattr(settings, "bounce_local", "bounces")).lower() else None
+
+
+@dataclass(frozen=True)
+class TokenMark:
+    """A signed token of ours found in a returned or reported message: whose, and where."""
+
+    contact_id: int
+    unit: str | None
+    where: str
+    names: Any = None        # ReturnPathClaims.names for a return path; None for a link token
+
+
+def find_token(return_paths: Any, list_unsubscribe: str | None, settings: Any) -> TokenMark | None:
+    """The first signed return path among `return_paths` ((value, where) pairs), else the
+    signed token in a `List-Unsubscribe` value; None when there is neither or no key."""
+    keyring = keyring_from_settings(settings)
+    if keyring is None:
+        return None
+    units = tuple(getattr(settings, "units", {}) or {})
+    for value, where in return_paths:
+        tag = bounce_tag(value, settings)
+        claims = verify_return_path(tag, keyring, units) if tag else None
+        if claims is not None:
+            return TokenMark(claims.contact_id, claims.unit, where, claims.names)
+    for match in LINK_TOKEN.finditer(list_unsubscribe or ""):
+        link = verify(match.group(1) or match.group(2), keyring)
+        if link is not None:
+            return TokenMark(link.contact_id, link.unit, "List-Unsubscribe token of the original")
+    return None
 
 
 def read_envelope(item: Inbound, settings: Any) -> Envelope:
@@ -75,7 +102,7 @@ def read_envelope(item: Inbound, settings: Any) -> Envelope:
     if settings is None:
         return Envelope("none")
     try:
-        tags = _bounce_tags(item, settings)
+        tags = [tag or None for tag in (bounce_tag(r, settings) for r in item.rcpt_tos or ()) if tag is not None]
         keyring = keyring_from_settings(settings)
         units = tuple(getattr(settings, "units", {}) or {})
     except Exception:  # noqa: BLE001 - settings of another shape: no envelope reading
@@ -189,18 +216,10 @@ def _attribute_unit(envelope: Envelope, original: dict[str, Any], item: Inbound 
     for key, unit in units.items():
         if sender and sender in unit.from_addresses:
             return key, "From of the original"
-    keyring = keyring_from_settings(settings)
-    if keyring is not None:
-        for match in LINK_TOKEN.finditer(original.get("list_unsubscribe") or ""):
-            claims = verify(match.group(1) or match.group(2), keyring)
-            if claims is not None and claims.unit in units:
-                return claims.unit, "List-Unsubscribe token of the original"
-        if rp := original.get("return_path"):
-            local = rp.strip().strip("<>").rpartition("@")[0]
-            tag = local.partition("+")[2]
-            rp_claims = verify_return_path(tag, keyring, tuple(units)) if tag else None
-            if rp_claims is not None and rp_claims.unit not in (None, WILDCARD):
-                return rp_claims.unit, "signed Return-Path of the original"
+    mark = find_token([(original.get("return_path"), "signed Return-Path of the original")],
+                      original.get("list_unsubscribe"), settings)
+    if mark is not None and mark.unit in units:
+        return mark.unit, mark.where
     if item is not None and settings is not None and hasattr(settings, "mail_domain"):
         router = _router(settings)
         for rcpt in item.rcpt_tos or ():
