@@ -100,7 +100,7 @@ class Original:
 class ArfReport:
     """One feedback report. `problem` is set when it is not readable enough to act on."""
 
-    form: str                                   # "arf", "jmrp", "apple-unsubscribe", "ses"
+    form: str                                   # "arf", "jmrp", "apple-unsubscribe", "ses", "upstream"
     feedback_type: str | None = None
     user_agent: str | None = None
     original_rcpt_to: tuple[str, ...] = ()
@@ -114,6 +114,7 @@ class ArfReport:
     sender: str | None = None                   # the strict From of the report itself (Apple form)
     problem: str | None = None
     extra: tuple[tuple[str, str], ...] = field(default=())
+    unit: str | None = None                     # the unit the report itself names (upstream events)
 
 
 # --------------------------------------------------------------------------- reading
@@ -382,7 +383,7 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
     original = report.original
     mark = token_mark(report, settings) if report.form != "apple-unsubscribe" else None
     recipients, where = complained_recipients(report, settings, mark)
-    unit = attribute_unit(original, settings, mark)
+    unit = report.unit or attribute_unit(original, settings, mark)
     contact_id = None
     if not recipients and mark is not None:
         # Redacted, but our signed token names the contact: act on the contact's address.

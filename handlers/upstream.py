@@ -26,7 +26,7 @@ from handlers.addresses import normalise
 from handlers.arf import ArfReport, Original, decide_complaint
 from handlers.bounce_envelope import actions_from_rows, apply_envelope
 from handlers.dsn import structured_row
-from handlers.model import ActionType, Decision, Inbound, Kind
+from handlers.model import Decision, Inbound, Kind
 
 MAX_TEXT = 1000
 ACTIONS = ("failed", "delayed", "delivered")
@@ -75,19 +75,13 @@ def decide_complaint_event(item: Inbound, data: dict[str, Any], settings: Any, n
     if address is not None and normalise(address) is None:
         return _problem(item, Kind.COMPLAINT, "address is not a valid address", evidence)
     feedback_type = (_text(data, "feedback_type", 40) or "abuse").lower()
+    unit = _text(data, "unit", 64)
+    if unit is not None and unit not in (getattr(settings, "units", {}) or {}):
+        return _problem(item, Kind.COMPLAINT, f"unknown unit {unit!r}", evidence)
     original = Original(return_path=_text(data, "return_path", 320),
                         list_unsubscribe=_text(data, "list_unsubscribe"),
                         list_id=_text(data, "list_id", 300), message_id=_text(data, "message_id", 300))
     report = ArfReport(form="upstream", feedback_type=feedback_type,
-                       original_rcpt_to=(address,) if address else (), original=original)
+                       original_rcpt_to=(address,) if address else (), original=original, unit=unit)
     decision = decide_complaint(item, report, settings, now)
-    unit = _text(data, "unit", 64)
-    units = getattr(settings, "units", {}) or {}
-    if unit is not None and unit not in units:
-        return _problem(item, Kind.COMPLAINT, f"unknown unit {unit!r}", evidence)
-    if unit is not None and getattr(settings, "complaint_scope", "unit") == "unit" and decision.actions:
-        actions = tuple(replace(a, units=(unit,)) if a.type is ActionType.UNSUBSCRIBE else a
-                        for a in decision.actions)
-        decision = replace(decision, actions=actions, evidence={**decision.evidence, "unit": unit},
-                           reason=decision.reason.replace("all units", unit))
     return replace(decision, source="queue", evidence={**evidence, **decision.evidence})
