@@ -45,20 +45,7 @@ def create_engine(url: str, *, for_reads: bool = False) -> AsyncEngine:
     # Every session ends with its own COMMIT or ROLLBACK, so the pool's extra ROLLBACK
     # on check-in would only cost another round trip through aiosqlite's thread.
     engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
-    begin = "BEGIN" if for_reads else "BEGIN IMMEDIATE"
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None    # we emit BEGIN ourselves, below
-        cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=30000"):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
-
+    _set_up_sqlite(engine.sync_engine, "BEGIN" if for_reads else "BEGIN IMMEDIATE")
     return engine
 
 
@@ -66,10 +53,17 @@ def create_sync_engine(url: str) -> Engine:
     """A plain (thread-bound) SQLite engine on the same file, set up as `create_engine`'s write engine."""
     engine = sa_create_engine(make_url(url).set(drivername="sqlite+pysqlite"), connect_args={"timeout": 30},
                               pool_reset_on_return=None)
+    _set_up_sqlite(engine, "BEGIN IMMEDIATE")
+    return engine
+
+
+def _set_up_sqlite(engine: Engine, begin: str) -> None:
+    """WAL, synchronous=FULL, foreign keys and a busy timeout on every connection; `begin`
+    starts every transaction."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
+        dbapi_connection.isolation_level = None    # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=30000"):
             cursor.execute(f"PRAGMA {pragma}")
@@ -77,9 +71,7 @@ def create_sync_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+        conn.exec_driver_sql(begin)
 
 
 def _run_to_end(coroutine: Awaitable[R]) -> R:
