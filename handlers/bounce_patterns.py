@@ -441,7 +441,10 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                      r"finns inte|okänd (?:mottagare|användare)|ukjent (?:mottaker|bruker)|finnes ikke|"
                      r"findes ikke|ukendt (?:modtager|bruger)|"
                      r"utilisateur inconnu|destinataire inconnu|n'existe pas|adresse (?:invalide|inconnue)|"
-                     r"introuvable"),
+                     r"introuvable|"
+                     # Lotus Domino/Notes in Japanese: "not found in the (Domino) directory",
+                     # "not in the directory's list".
+                     r"ディレクトリ(?:に|には)見つかりません|ディレクトリのリストにありません"),
     (R.HOST_UNKNOWN, r"name service error|host [a-z0-9.-]+ not found|"
                      r"no smtp service|domain is not reachable|host (?:or domain name )?not found|host unknown|"
                      r"unknown host|domain (?:name )?not found|"

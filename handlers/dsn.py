@@ -33,7 +33,9 @@ from handlers.message import (
     parse_headers,
     payload_bytes,
     payload_parts,
+    part_text,
     raw_items,
+    undo_iso2022,
 )
 from handlers import bounce_patterns as patterns
 from handlers.bounce_envelope import actions_from_rows, apply_envelope, forged_original, null_sender, original_ref
@@ -84,6 +86,10 @@ _TYPED = re.compile(r"\s*([A-Za-z][A-Za-z0-9.+_-]*)\s*;\s*(.*)\Z", re.DOTALL)
 _STATUS_CODE = re.compile(r"(?<!\d)(?<!\d\.)([245])\.([0-7])\.(\d{1,3})(?!\d|\.\d)")
 # An RFC 5321 reply code at the start of an smtp diagnostic: "550 ...", "550-...".
 _REPLY_CODE = re.compile(r"\s*([245])\d\d(?:[ \t-]|\Z)")
+# Amazon SES wraps the remote server's reply in its own code and wording:
+# "5.1.0 - Unknown address error 550-'5.7.1 <...>... Access denied' (delivery attempts: 0)".
+# The quoted reply is what the receiving server said; SES's words describe only its class.
+_SES_WRAPPED = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3}) - [A-Za-z ]{1,60} ([245]\d\d)[- ]'(.*)'", re.S)
 # RFC 6533 section 3: non-ASCII in a utf-8 address type is written \x{HHHH}.
 _UTF8_ESCAPE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 
@@ -294,7 +300,7 @@ def _notice_text(container: Message, status_part: Message) -> str:
         if part is status_part:
             break
         if content_type(part) == "text/plain":
-            return decode_bytes(payload_bytes(part))[:MAX_NOTICE].replace("\r\n", "\n")
+            return part_text(part)[:MAX_NOTICE].replace("\r\n", "\n")
     return ""
 
 
@@ -546,7 +552,7 @@ def _original_headers(part: Message) -> Message | None:
 def _cut(value: str | None, limit: int = MAX_VALUE) -> str | None:
     if value is None:
         return None
-    value = value.strip()
+    value = undo_iso2022(value.strip())
     return value if len(value) <= limit else value[:limit]
 
 
@@ -651,6 +657,16 @@ def _unescape_utf8(match: re.Match[str]) -> str:
     return chr(code) if 0x80 <= code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else match.group(0)
 
 
+def unwrap_relay_reply(diagnostic: str | None) -> tuple[str | None, str | None]:
+    """(the receiving server's reply, the relay's own code) from a diagnostic that a
+    relay wrapped in its own wording (Amazon SES, see _SES_WRAPPED); (diagnostic, None)
+    for any other text."""
+    match = _SES_WRAPPED.match(diagnostic or "")
+    if match is None:
+        return diagnostic, None
+    return f"{match.group(2)} {match.group(3).strip()}", match.group(1)
+
+
 def effective_status(raw_status: str | None, diagnostic_code: str | None) -> tuple[str | None, str]:
     """The most specific RFC 3463 status code for a recipient, and where it came from.
 
@@ -728,8 +744,10 @@ def explain(status: str | None, text: str | None, *, default_class: str | None =
     * The reason comes from the words of the diagnostic `text` when they name one
       (a 5.1.1 whose text says "mailbox full" is a full mailbox: remote servers pick
       codes loosely), else from the code (STATUS_TABLE). A recipient-side reason
-      given after DATA (bounce_patterns.AFTER_DATA) is read as policy: the
-      address was accepted at RCPT, so a filter refused the content; one given
+      given after DATA (bounce_patterns.AFTER_DATA) with no code about the address
+      is read as policy: the address was accepted at RCPT, so a filter refused the
+      content (a server that checks recipients at the end of DATA and says so with
+      5.1.1 means the mailbox, lhost-mfilter-02); one given
       in reply to MAIL FROM or HELO (BEFORE_RCPT) is about our sender. `context`
       (the notice text around the recipient) is searched for those two only.
     * A missing `status` is derived from the reason (REASON_STATUS), with class 4
@@ -745,12 +763,10 @@ def explain(status: str | None, text: str | None, *, default_class: str | None =
     """
     worded = text_reason(text)
     stage = f"{text or ''}\n{context or ''}"[:6000]
-    if worded in patterns.HARD_REASONS and (
-            patterns.AFTER_DATA.search(stage)
-            or (not status_meaning(status)[1] and patterns.DATA_REPLY.search(stage))):
-        # Said after DATA, the address was accepted at RCPT: a filter refused the
-        # content. A transcript's ">>> DATA" counts only without a code about the
-        # address (see bounce_patterns.DATA_REPLY).
+    if worded in patterns.HARD_REASONS and not status_meaning(status)[1] and (
+            patterns.AFTER_DATA.search(stage) or patterns.DATA_REPLY.search(stage)):
+        # Said after DATA with no code about the address: the address was accepted
+        # at RCPT and a filter refused the content (see bounce_patterns.DATA_REPLY).
         worded = BounceReason.POLICY
     if patterns.BEFORE_RCPT.search(stage) and (worded is None or worded in patterns.HARD_REASONS):
         worded = BounceReason.SENDER_ADDRESS
@@ -787,7 +803,11 @@ def assess(recipient: DsnRecipient, notice: str = "") -> Assessment:
     * a group without a usable address gives nothing, whatever it says.
     """
     address, address_type = recipient_address(recipient)
-    status, source = effective_status(recipient.status, recipient.diagnostic_code)
+    diag_type, diag = split_typed(recipient.diagnostic_code)
+    diag, relay_code = unwrap_relay_reply(diag)
+    status, source = effective_status(recipient.status, f"{diag_type or 'smtp'}; {diag}" if diag else None)
+    if relay_code is not None and (status is None or status.endswith(".0.0")):
+        status, source = relay_code, "diagnostic"
     action = _action_word(recipient.action)
     if action is None:
         # RFC 3464 requires Action; without a usable one, a permanent status can only
@@ -798,7 +818,6 @@ def assess(recipient: DsnRecipient, notice: str = "") -> Assessment:
     outcome: ActionType | None = None
     why_none: str | None = None
     if action == "failed":
-        diag = split_typed(recipient.diagnostic_code)[1]
         if not diag and address and (not status or status.endswith(".0.0")):
             # No Diagnostic-Code and a generic Status: the human-readable part often says
             # what the server replied, on the recipient's own line (OpenSMTPD, lhost-

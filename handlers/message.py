@@ -507,6 +507,42 @@ def decode_bytes(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+# Charsets whose bytes are all ASCII: UTF-8 "decodes" them without error and leaves the
+# escape sequences in the text, so the declared charset must be tried first.
+_SEVEN_BIT_CHARSETS = ("iso-2022-", "utf-7", "csiso2022")
+
+
+def part_text(part: Message) -> str:
+    """A text part's body as text; never raises.
+
+    UTF-8 first when the bytes are valid UTF-8 (a declared us-ascii or Latin-1 often
+    hides UTF-8), except for the 7-bit stateful charsets (ISO-2022-JP, UTF-7), whose
+    escape sequences would pass as ASCII; then the declared charset; then Latin-1.
+    """
+    data = payload_bytes(part)
+    charset = (content_param(part, "charset") or "").strip().lower()
+    candidates = [charset, "utf-8"] if charset.startswith(_SEVEN_BIT_CHARSETS) else ["utf-8", charset]
+    for name in candidates:
+        if not name:
+            continue
+        try:
+            return data.decode(name)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return decode_bytes(data)
+
+
+def undo_iso2022(text: str) -> str:
+    """Decode ISO-2022-JP escape sequences written raw into a field (Lotus Domino's
+    Japanese Diagnostic-Code); text without them, or that is not 7-bit, is returned as is."""
+    if "\x1b$" not in text:
+        return text
+    try:
+        return text.encode("ascii").decode("iso-2022-jp")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
 def clean_text(text: str) -> str:
     """Turn surrogate escapes (undecodable bytes kept by the parser) back into text."""
     try:

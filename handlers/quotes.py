@@ -15,7 +15,7 @@ import html
 import re
 from email.message import Message
 
-from handlers.message import content_param, content_type, decode_bytes, header_text, iter_parts, payload_bytes
+from handlers.message import content_type, header_text, iter_parts, part_text
 from handlers.phrases import phrases
 
 MAX_BODY = 200_000       # characters of body text read; a reply is short, the rest is quoted
@@ -54,18 +54,7 @@ def body_text(msg: Message) -> str:
 
 
 def _decode(part: Message) -> str:
-    data = payload_bytes(part)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    charset = content_param(part, "charset")
-    if charset:
-        try:
-            return data.decode(charset)
-        except (LookupError, UnicodeDecodeError):
-            pass
-    return decode_bytes(data)
+    return part_text(part)
 
 
 def html_to_text(markup: str) -> str:

@@ -412,8 +412,15 @@ def test_explain_rules() -> None:
     # No code: the class from the words or the default, the detail from the reason.
     assert explain(None, "user unknown")[:3] == ("5.1.1", BounceReason.USER_UNKNOWN, True)
     assert explain(None, "user unknown", default_class="4")[:3] == ("4.1.1", BounceReason.USER_UNKNOWN, False)
-    # A user unknown said after DATA is a filter's answer: soft.
-    assert explain("5.1.1", "SMTP error after end of data: 550 user unknown")[1:3] == (BounceReason.POLICY, False)
+    # A user unknown said after DATA with no code about the address is a filter's
+    # answer: soft.
+    assert explain("5.0.0", "SMTP error after end of data: 550 user unknown")[1:3] == (BounceReason.POLICY, False)
+    assert explain(None, "SMTP error after end of data: 550 user unknown")[1:3] == (BounceReason.POLICY, False)
+    # A server that checks recipients only at the end of DATA and says so with an
+    # X.1.1 code means the mailbox (lhost-mfilter-02): hard.
+    assert explain("5.1.1", "SMTP error after end of data: 550 5.1.1 user unknown")[1:3] == (
+        BounceReason.USER_UNKNOWN, True)
+    assert explain("5.7.1", "SMTP error after end of data: 550 5.7.1 user unknown")[2] is False
     # An answer to MAIL FROM is about our sender.
     assert explain("5.1.8", "after MAIL FROM: 501 5.1.8 Sender address rejected")[2] is False
     assert explain(None, None) == (None, BounceReason.OTHER, False, "given")

@@ -415,3 +415,56 @@ def test_header_text_never_raises() -> None:
 def test_describe_defects() -> None:
     assert "no header fields" in describe_defects(parse_message(b"just some text\r\n"))
     assert describe_defects(parse_message(b"Subject: ok\r\n\r\nbody")) == "no defects noticed"
+
+
+# ------------------------------------------------------------------ relay wrappers, charsets
+
+
+def test_relay_wrapped_reply_is_read_for_the_receiving_servers_words() -> None:
+    # Amazon SES puts its own class code and wording ("Unknown address error") around
+    # what the receiving server said; the quoted reply is the fact.
+    refused = "smtp; 5.1.0 - Unknown address error 550-'5.7.1 <x@example.net>... Access denied' (delivery attempts: 0)"
+    full = "smtp; 5.1.0 - Unknown address error 550-'5.2.2 <anna@example.se>... Mailbox Full' (delivery attempts: 0)"
+    unknown = ("smtp; 5.1.0 - Unknown address error 550-'5.1.1 <bo@example.se>: Recipient address rejected: "
+               "User unknown in virtual alias table' (delivery attempts: 0)")
+    bare = "smtp; 5.3.0 - Other mail system problem 550-'Mailbox is frozen' (delivery attempts: 0)"
+    d = decide(make_dsn(group("rfc822; anna@example.se", "failed", "5.0.0", refused),
+                        group("rfc822; cia@example.se", "failed", "5.0.0", full),
+                        group("rfc822; bo@example.se", "failed", "5.0.0", unknown),
+                        group("rfc822; dan@example.se", "failed", "5.0.0", bare)))
+    rows = {r["address"]: r for r in d.evidence["recipients"]}
+    assert (rows["anna@example.se"]["status"], rows["anna@example.se"]["reason"]) == ("5.7.1", "blocked")
+    assert (rows["cia@example.se"]["status"], rows["cia@example.se"]["reason"]) == ("5.2.2", "mailbox_full")
+    assert (rows["bo@example.se"]["status"], rows["bo@example.se"]["reason"]) == ("5.1.1", "user_unknown")
+    # No code inside the quotes: the relay's own code stands, SES's words do not count.
+    assert rows["dan@example.se"]["status"] == "5.3.0" and rows["dan@example.se"]["reason"] != "user_unknown"
+    kinds = {a.address: a.type for a in d.actions}
+    assert kinds == {"anna@example.se": ActionType.SOFT_BOUNCE, "cia@example.se": ActionType.SOFT_BOUNCE,
+                     "bo@example.se": ActionType.SUPPRESS, "dan@example.se": ActionType.SOFT_BOUNCE}
+
+
+def test_iso_2022_jp_in_a_diagnostic_and_in_the_notice() -> None:
+    # Lotus Domino writes its Japanese "not found in the directory" raw into the
+    # Diagnostic-Code; a notice part may be ISO-2022-JP, which is 7-bit and would pass as
+    # ASCII if read as UTF-8.
+    words = "ユーザー Anna (anna@example.se) は Domino ディレクトリには見つかりません。"
+    raw_diag = words.encode("iso-2022-jp").decode("ascii")
+    d = decide(make_dsn(group("rfc822; anna@example.se", "failed", "5.0.0", f"X-Notes; {raw_diag}")))
+    (row,) = d.evidence["recipients"]
+    assert row["reason"] == "user_unknown" and "ディレクトリ" in row["diagnostic"]
+    assert [a.type for a in d.actions] == [ActionType.SUPPRESS]
+    # Half-written or non-7-bit escapes are left alone, never an error.
+    broken = decide(make_dsn(group("rfc822; bo@example.se", "failed", "5.0.0", "X-Notes; \x1b$B%f!<\x1b$")))
+    assert broken.evidence["recipients"][0]["address"] == "bo@example.se"
+
+
+def test_part_text_charsets() -> None:
+    from handlers.message import part_text
+    japanese = "ディレクトリのリストにありません"
+    msg = parse_message(b"Content-Type: text/plain; charset=ISO-2022-JP\n\n" + japanese.encode("iso-2022-jp"))
+    assert part_text(msg) == japanese
+    # A declared Latin-1 that is really UTF-8 reads as UTF-8; real Latin-1 as Latin-1;
+    # an unknown charset falls back without raising.
+    assert part_text(parse_message("Content-Type: text/plain; charset=iso-8859-1\n\nGrüße".encode())) == "Grüße"
+    assert part_text(parse_message("Content-Type: text/plain; charset=iso-8859-1\n\nGrüße".encode("latin-1"))) == "Grüße"
+    assert part_text(parse_message(b"Content-Type: text/plain; charset=x-nonsense\n\nok")) == "ok"
