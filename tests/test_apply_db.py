@@ -187,3 +187,34 @@ async def test_an_operator_release_is_an_event_and_an_update(database):
     assert ev.actions[0]["reason"] == "confirmed by phone"
     again = await apply(bounce("item-2"), database.unit_of_work(), T0 + timedelta(hours=2))   # bounces again
     assert again.updates == 1 and await count(database, Suppression, Suppression.active.is_(True)) == 1
+
+
+async def test_one_batch_reads_ahead_and_still_sees_its_own_writes(database):
+    """apply_all reads the state of the whole batch at once (prefetch_state); a decision
+    about an address that an earlier decision of the same batch changed must see that
+    change, and one about an address suppressed before the batch must see that."""
+    from handlers.apply import apply_all
+    from handlers.plan import BouncePolicy
+    from worker.models import SoftBounce
+
+    policy = BouncePolicy(threshold=2, window=timedelta(days=30))
+    await apply(bounce("before", "old@example.se"), database.unit_of_work(), T0)
+    batch = [
+        bounce("b1", "old@example.se"),                        # suppressed before: evidence only
+        soft_bounce("b2", "<m1@mail.example.org>"),            # first soft bounce of full@
+        bounce("b3", "new@example.se"),                        # a new contact, suppressed
+        soft_bounce("b4", "<m2@mail.example.org>"),            # second: reaches the threshold
+        bounce("b5", "new@example.se"),                        # already suppressed by b3
+        soft_bounce("b6", "<m3@mail.example.org>"),            # suppressed by b4 already
+    ]
+    applied = await apply_all(batch, database.unit_of_work(), T0 + timedelta(hours=1), policy)
+    assert [a.updates for a in applied] == [0, 0, 1, 1, 0, 0]
+    async with database.sessions() as s:
+        sups = {r.address: r.reason for r in await s.scalars(select(Suppression))}
+        contacts = await s.scalar(select(func.count()).select_from(Address).where(
+            Address.address == "new@example.se"))
+        seqs = [r.sequence for r in await s.scalars(select(Outbox).order_by(Outbox.id))]
+    assert sups == {"old@example.se": "hard_bounce", "new@example.se": "hard_bounce",
+                    "full@kommun-vast.example": "soft_bounce_threshold"}
+    assert contacts == 1 and seqs == [1, 1, 1]
+    assert await count(database, SoftBounce) == 2 and await count(database, Event) == 7

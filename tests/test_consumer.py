@@ -55,6 +55,9 @@ class NullUow:
     async def existing_events(self, item_ids):
         return set()
 
+    async def prefetch_state(self, addresses, soft_since):
+        return None
+
     async def load_state(self, addresses, soft_since):
         from handlers.plan import CurrentState
         return CurrentState()
