@@ -466,8 +466,42 @@ def _clean_kind(kind: str) -> str:
     return kind
 
 
+# One `; name=value` or `; name="value"` parameter of a plain Content-Type value.
+_PARAM = re.compile(r';\s*([^\s=;"]+)\s*=\s*(?:"([^"]*)"|([^\s;"]*))')
+_PARAMS = "_unsubd_content_params"
+
+
+def _plain_params(part: Message) -> dict[str, str] | None:
+    """The Content-Type parameters by lower-case name (the first of each), read with one
+    regex; None when the value needs the full reader: RFC 2231 (`name*=`), quoted pairs,
+    comments, or an unbalanced quote."""
+    cached = part.__dict__.get(_PARAMS)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    raw = part.get("content-type")
+    if raw is None:
+        params: dict[str, str] = {}
+    elif not isinstance(raw, str) or "*" in raw or "\\" in raw or "(" in raw or raw.count('"') % 2:
+        return None
+    else:
+        params = {}
+        for match in _PARAM.finditer(raw):
+            name = match.group(1).lower()
+            if name not in params:
+                params[name] = match.group(2) if match.group(2) is not None else match.group(3)
+    part.__dict__[_PARAMS] = params
+    return params
+
+
 def content_param(part: Message, param: str) -> str | None:
     """A Content-Type parameter as a lower-case stripped string, or None."""
+    try:
+        plain = _plain_params(part)
+    except Exception:  # noqa: BLE001
+        plain = None
+    if plain is not None:
+        found = plain.get(param.lower())
+        return None if found is None else found.strip().lower()
     try:
         value = part.get_param(param)
     except Exception:  # noqa: BLE001

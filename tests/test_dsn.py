@@ -468,3 +468,27 @@ def test_part_text_charsets() -> None:
     assert part_text(parse_message("Content-Type: text/plain; charset=iso-8859-1\n\nGrüße".encode())) == "Grüße"
     assert part_text(parse_message("Content-Type: text/plain; charset=iso-8859-1\n\nGrüße".encode("latin-1"))) == "Grüße"
     assert part_text(parse_message(b"Content-Type: text/plain; charset=x-nonsense\n\nok")) == "ok"
+
+
+@pytest.mark.parametrize("header, param, expected", [
+    ('multipart/report; report-type=delivery-status; boundary="a;b=c"', "boundary", "a;b=c"),
+    ('multipart/report; REPORT-TYPE="Feedback-Report"', "report-type", "feedback-report"),
+    ("text/plain;\n\tcharset=ISO-2022-JP", "charset", "iso-2022-jp"),
+    ("text/plain; charset=utf-8; charset=latin-1", "charset", "utf-8"),         # the first one
+    ("text/plain charset=utf-8", "charset", None),                               # no ";": not a parameter
+    ("text/plain", "charset", None),
+    # These go to the standard reader: RFC 2231, a comment, an unbalanced quote.
+    ("text/plain; name*=utf-8''%C3%A5.txt", "name", "standard"),
+    ('text/plain; charset="us-ascii" (plain text)', "charset", "standard"),
+    ('text/plain; name="unbalanced', "name", "standard"),
+])
+def test_content_param_fast_and_standard_readers_agree(header: str, param: str, expected: str | None) -> None:
+    from handlers.message import content_param
+    msg = parse_message(f"Content-Type: {header}\n\nbody\n".encode())
+    reference = msg.get_param(param)
+    reference = reference[2] if isinstance(reference, tuple) else reference
+    reference = None if reference is None else str(reference).strip().lower()
+    assert content_param(msg, param) == reference
+    if expected != "standard":
+        assert reference == expected
+    assert content_param(parse_message(b"Subject: no type\n\nbody\n"), "charset") is None
