@@ -218,3 +218,30 @@ async def test_one_batch_reads_ahead_and_still_sees_its_own_writes(database):
                     "full@kommun-vast.example": "soft_bounce_threshold"}
     assert contacts == 1 and seqs == [1, 1, 1]
     assert await count(database, SoftBounce) == 2 and await count(database, Event) == 7
+
+
+async def test_one_batch_numbers_a_contact_with_two_addresses_in_order(database):
+    """The contact's sequence lives on the contact, not the address: a batch that
+    changes one contact through two of its addresses must not read the second from the
+    batch's read-ahead (it would reuse a sequence number)."""
+    from handlers.apply import apply_all
+
+    settings = make_settings()
+    await import_rows(database, parse_csv("address,name\nanna@example.se,Anna\n", settings), T0, "t.csv")
+    async with database.sessions() as s:
+        contact = (await s.scalars(select(Contact))).one()
+        s.add(Address(contact_id=contact.id, channel="email", address="anna.work@example.se", created_at=T0))
+        await s.commit()
+    batch = [
+        Decision(item_id="a1", kind=Kind.OPTOUT, reason="t",
+                 actions=(Action(ActionType.UNSUBSCRIBE, "anna@example.se", units=("alumni",), channels=("email",)),)),
+        Decision(item_id="a2", kind=Kind.OPTOUT, reason="t",
+                 actions=(Action(ActionType.UNSUBSCRIBE, "anna.work@example.se", units=("events",),
+                                 channels=("email",)),)),
+    ]
+    applied = await apply_all(batch, database.unit_of_work(), T0 + timedelta(minutes=1))
+    assert [a.updates for a in applied] == [1, 1]
+    async with database.sessions() as s:
+        seqs = sorted((await s.scalars(select(Outbox.sequence))).all())
+        contact = (await s.scalars(select(Contact))).one()
+    assert seqs == [1, 2] and contact.seq == 2

@@ -223,6 +223,9 @@ class SqlUnitOfWork:
         # yet (after that, record may have changed them, so they are read again).
         self._prefetched: dict[str, tuple[list[Any], list[Any]]] = {}
         self._prefetch_since: datetime | None = None
+        # Contacts some load_state has read in this transaction: their sequence and
+        # preferences may change from then on, whichever of their addresses is asked.
+        self._loaded_contacts: set[int] = set()
 
     @property
     def conn(self) -> WriteConn:
@@ -233,7 +236,7 @@ class SqlUnitOfWork:
         self._committed = False
         self._deferred = {_T_REVIEW: [], _T_EVENT_ADDRESS: [], _T_OUTBOX: []}
         self._contact_of = {}
-        self._prefetched, self._prefetch_since = {}, None
+        self._prefetched, self._prefetch_since, self._loaded_contacts = {}, None, set()
         if self._joined is not None:
             return self
         await self._db.acquire_write()
@@ -314,7 +317,9 @@ class SqlUnitOfWork:
         if not addresses:
             return state
         conn = self.conn
-        if soft_since == self._prefetch_since and all(a in self._prefetched for a in addresses):
+        if soft_since == self._prefetch_since and all(
+                a in self._prefetched and not any(row[1] in self._loaded_contacts for row in self._prefetched[a][0])
+                for a in addresses):
             contact_rows = [row for a in addresses for row in self._prefetched[a][0]]
             marks = sorted((row for a in addresses for row in self._prefetched[a][1]),
                            key=lambda row: (row[3] is None, row[3] or soft_since))
@@ -324,6 +329,7 @@ class SqlUnitOfWork:
         for address in addresses:
             self._contact_of[address] = None
             self._prefetched.pop(address, None)        # record may change it from now on
+        self._loaded_contacts.update(row[1] for row in contact_rows)
         for address, contact_id, seq, unit, channel, pstate, changed_at in contact_rows:
             cs = state.contacts.get(address)
             if cs is None:
