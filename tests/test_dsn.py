@@ -492,3 +492,21 @@ def test_content_param_fast_and_standard_readers_agree(header: str, param: str, 
     if expected != "standard":
         assert reference == expected
     assert content_param(parse_message(b"Subject: no type\n\nbody\n"), "charset") is None
+
+
+def test_parameter_stuffing_without_a_comment_never_reaches_the_quadratic_reader(monkeypatch) -> None:
+    # ";;;;" stuffing (CPython gh-87075) costs email.message.get_param time that grows with
+    # the square of its length; a plain value is read by one regex instead. (With a
+    # comment it still goes to get_param: tests/hostile.py, stopped by the sandbox.)
+    from email.message import Message
+
+    from handlers.message import content_param
+    stuffed = "text/plain; charset=utf-8" + ";" * 50_000
+    msg = parse_message(f"Content-Type: {stuffed}\n\nbody\n".encode())
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the standard reader was used")
+
+    monkeypatch.setattr(Message, "get_param", refuse)
+    assert content_param(msg, "charset") == "utf-8"
+    assert content_param(msg, "boundary") is None
