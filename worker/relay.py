@@ -68,8 +68,11 @@ class Relay:
 
     async def drain_once(self) -> int:
         """Publish one batch of unpublished rows; returns how many were published."""
-        if not await self.backlog(limit=1):
-            return 0                          # a read: an idle relay never takes the write lock
+        if self._db.dialect != "postgresql" and not await self.backlog(limit=1):
+            # SQLite: a read first, so an idle relay never takes the write lock. On
+            # PostgreSQL the claim (SKIP LOCKED) blocks nobody, and the check would cost
+            # a round trip per batch.
+            return 0
         async with self._db.transaction() as session:
             conn = await session.connection()
             rows = (await conn.execute(self._claim)).all()
