@@ -2,8 +2,9 @@
 
 For each mode it starts `unsubd serve` as subprocesses and measures. Embedded mode
 is one process with SQLite and the in-database queue. Production mode is PostgreSQL
-and RabbitMQ, with listeners (`--role smtp,http`) and workers (`--role
-consumer,relay`) in separate processes, as deployed. It measures:
+and RabbitMQ, with listeners (`--role smtp,http,relay`) and a consumer (`--role
+consumer`) in separate processes, as the README's Production section deploys them.
+It measures:
 
 - accept: real corpus messages (../shared/corpus) sent over SMTP by N concurrent
   sessions as fast as they go, as messages/s. A bare aiosmtpd server that only
@@ -161,7 +162,7 @@ class Serve:
     """`unsubd serve` processes: one with every role, or listeners and workers apart."""
 
     def __init__(self, env: dict[str, str], split: bool) -> None:
-        roles = [["--role", "smtp,http"], ["--role", "consumer,relay"]] if split else [[]]
+        roles = [["--role", "smtp,http,relay"], ["--role", "consumer"]] if split else [[]]
         self.procs = []
         for extra in roles:
             proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", *extra], cwd=REPO,
