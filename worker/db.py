@@ -126,6 +126,7 @@ _STATE_CONTACTS = (select(Address.address, Contact.id, Contact.seq, Preference.u
                    .join(Contact, Contact.id == Address.contact_id)
                    .outerjoin(Preference, Preference.contact_id == Contact.id)
                    .where(Address.address.in_(bindparam("addresses", expanding=True)))
+                   .order_by(Contact.id)      # locks taken in one order by every transaction: no deadlock
                    .with_for_update(of=Contact))
 # Open soft bounces (oldest first) and active suppressions of the addresses, in one query.
 _STATE_MARKS = union_all(
