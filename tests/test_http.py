@@ -61,10 +61,55 @@ async def test_the_feed_serves_published_updates_in_order_with_a_cursor(database
     assert empty == {"updates": [], "next": rest["next"]}
 
 
-@pytest.mark.parametrize("query", ["after=x", "after=-1", "limit=0", "limit=100000"])
+@pytest.mark.parametrize("query", ["after=x", "after=-1", "limit=0", "limit=100000", "wait=x", "wait=-1",
+                                   "wait=31", "wait=nan"])
 async def test_bad_feed_parameters_get_400(client, query):
     r = await client.get(f"/v1/updates?{query}")
     assert r.status == 400 and "error" in await r.json()
+
+
+async def test_a_waiting_feed_call_is_woken_by_the_relay_of_its_process(database, monkeypatch):
+    from worker import http
+
+    monkeypatch.setattr(http, "FEED_RECHECK", 60.0)     # only the relay's signal can wake it in time
+    relay = Relay(make_settings(), database, FeedPublisher(), lambda: T0)
+    app = build_app(make_settings(), database.sessions, no_metrics, feed_changed=relay.feed_changed)
+    async with TestClient(TestServer(app)) as c:
+        waiting = asyncio.create_task(c.get("/v1/updates", params={"after": "0", "wait": "5"}))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()                        # nothing published: it holds the answer
+        await seed(database, 2)
+        assert await relay.drain() == 2
+        page = await (await asyncio.wait_for(waiting, 4)).json()
+    assert [u["address"] for u in page["updates"]] == ["p0@example.se", "p1@example.se"]
+
+
+async def test_a_waiting_feed_call_sees_updates_another_process_published(database, client):
+    waiting = asyncio.create_task(client.get("/v1/updates", params={"after": "0", "wait": "10"}))
+    await asyncio.sleep(0.3)
+    await seed(database, 1)
+    await Relay(make_settings(), database, FeedPublisher(), lambda: T0).drain()   # not this app's relay
+    page = await (await asyncio.wait_for(waiting, 8)).json()
+    assert [u["address"] for u in page["updates"]] == ["p0@example.se"]
+    # With nothing new, the call ends empty when its wait is over.
+    empty = await (await client.get("/v1/updates", params={"after": str(page["next"]), "wait": "0.2"})).json()
+    assert empty == {"updates": [], "next": page["next"]}
+
+
+async def test_a_waiting_feed_call_ends_when_the_worker_stops(sqlite_url):
+    w = Worker(make_settings(sqlite_url))
+    await w.start()
+    host, port = w.http_address
+
+    def fetch() -> tuple[int, bytes]:
+        with urllib.request.urlopen(f"http://{host}:{port}/v1/updates?after=0&wait=30", timeout=60) as resp:
+            return resp.status, resp.read()
+
+    waiting = asyncio.create_task(asyncio.to_thread(fetch))
+    await asyncio.sleep(0.5)
+    await asyncio.wait_for(w.stop(), 20)
+    status, body = await asyncio.wait_for(waiting, 20)
+    assert status == 200 and json.loads(body) == {"updates": [], "next": 0}
 
 
 async def test_get_and_head_never_change_state(database, client):

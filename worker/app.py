@@ -121,8 +121,10 @@ class Worker:
         if "relay" in self.roles:
             self._relay_task = asyncio.create_task(self.relay.run(self._relay_stopping), name="relay")
         if "http" in self.roles:
+            feed_changed = self.relay.feed_changed if "relay" in self.roles else None
             self.http = HttpServer(self.settings, build_app(self.settings, self.db.sessions, self.metrics,
-                                                             db=self.db, clock=self.clock))
+                                                             db=self.db, clock=self.clock,
+                                                             feed_changed=feed_changed))
             self.http_address = await self.http.start()
         if "smtp" in self.roles:
             self.smtp = SmtpServer(self.settings, SmtpIngress(self.settings, enqueue, self.clock))

@@ -10,6 +10,7 @@ written by handlers.apply, like mail.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import uuid
@@ -38,6 +39,12 @@ from worker.review import list_open
 log = logging.getLogger("unsubd.http")
 
 MAX_PAGE = 1000
+# GET /v1/updates?wait=S holds an empty answer up to S seconds (at most MAX_WAIT) until
+# an update is published. A relay in this process wakes it at once; updates published
+# by another process are noticed by looking again every FEED_RECHECK seconds.
+MAX_WAIT = 30.0
+FEED_RECHECK = 0.5
+FEED_STOP = web.AppKey("feed_stop", asyncio.Event)
 FORM_MAX_AGE = 2 * 24 * 3600          # seconds a rendered preference form can be saved
 _UNSET: Any = object()
 
@@ -68,9 +75,11 @@ def _utcnow() -> datetime:
 
 def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
               metrics: Callable[[], Awaitable[dict[str, Any]]], db: Database | None = None,
-              keyring: Keyring | None = _UNSET, clock: Callable[[], datetime] = _utcnow) -> web.Application:
+              keyring: Keyring | None = _UNSET, clock: Callable[[], datetime] = _utcnow,
+              feed_changed: Callable[[], asyncio.Event] | None = None) -> web.Application:
     """The HTTP application. Without `db` the /u/ pages can show but not save (503);
-    `keyring` defaults to worker.keys.keyring_for(settings)."""
+    `keyring` defaults to worker.keys.keyring_for(settings). `feed_changed` (the
+    relay's, when one runs in this process) wakes waiting /v1/updates calls."""
     keys = [k.encode() for k in settings.api_keys]
     if keyring is _UNSET:
         keyring = token_keys.keyring_for(settings)
@@ -108,22 +117,46 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def updates(request: web.Request) -> web.Response:
-        """The changes feed: published updates with id > `after`, oldest first."""
+        """The changes feed: published updates with id > `after`, oldest first; with
+        `wait`, an empty answer is held up to that many seconds for the next update."""
         try:
             after = int(request.query.get("after", "0"))
             limit = int(request.query.get("limit", "100"))
         except ValueError:
             return _problem(400, "'after' and 'limit' must be whole numbers")
+        try:
+            wait = float(request.query.get("wait", "0"))
+        except ValueError:
+            wait = -1.0
         if after < 0 or not 1 <= limit <= MAX_PAGE:
             return _problem(400, f"'after' must be >= 0 and 'limit' between 1 and {MAX_PAGE}")
-        async with sessions() as s:
-            rows = (await s.scalars(select(Outbox).where(Outbox.id > after, Outbox.published_at.is_not(None))
-                                    .order_by(Outbox.id).limit(limit))).all()
+        if not 0 <= wait <= MAX_WAIT:
+            return _problem(400, f"'wait' must be a number of seconds from 0 to {MAX_WAIT:g}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        stop = request.app[FEED_STOP]
+        while True:
+            changed = feed_changed() if feed_changed is not None else None   # before the read: no lost wake-up
+            async with sessions() as s:
+                rows = (await s.scalars(select(Outbox).where(Outbox.id > after, Outbox.published_at.is_not(None))
+                                        .order_by(Outbox.id).limit(limit))).all()
+            left = deadline - loop.time()
+            if rows or left <= 0 or stop.is_set():
+                break
+            waiters = [asyncio.ensure_future(stop.wait())]
+            if changed is not None:
+                waiters.append(asyncio.ensure_future(changed.wait()))
+            try:
+                await asyncio.wait(waiters, timeout=min(left, FEED_RECHECK), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
         items = [{"id": r.id, "routing_key": r.routing_key, **r.payload} for r in rows]
         return web.json_response({"updates": items, "next": rows[-1].id if rows else after})
 
     links = _Links(settings, sessions, db, keyring, clock)
     app = web.Application(middlewares=[errors, api_key], client_max_size=1024 * 1024)
+    app[FEED_STOP] = asyncio.Event()          # set on shutdown: waiting feed calls answer at once
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_text)
@@ -361,4 +394,5 @@ class HttpServer:
         return host, port
 
     async def stop(self) -> None:
+        self._runner.app[FEED_STOP].set()
         await self._runner.cleanup()

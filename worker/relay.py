@@ -61,6 +61,7 @@ class Relay:
         self.publisher = publisher
         self._clock = clock
         self.wake = asyncio.Event()
+        self._feed_changed = asyncio.Event()
         self.published = 0
         db.on_outbox(self.wake.set)
         self._claim = (select(_T.c.id, _T.c.routing_key, _T.c.payload).where(_T.c.published_at.is_(None))
@@ -82,7 +83,13 @@ class Relay:
                 [OutboundUpdate(id=r.id, routing_key=r.routing_key, payload=dict(r.payload)) for r in rows])
             await conn.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows], "b_now": self._clock()})
         self.published += len(rows)
+        self._feed_changed.set()              # wake GET /v1/updates?wait= in this process
+        self._feed_changed = asyncio.Event()
         return len(rows)
+
+    def feed_changed(self) -> asyncio.Event:
+        """An event set the next time this relay marks rows published (then replaced)."""
+        return self._feed_changed
 
     async def drain(self) -> int:
         total = 0
