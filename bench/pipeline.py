@@ -11,6 +11,8 @@ It measures:
   answers 250 is measured in the same run, and each figure is also given as a ratio
   to it.
 - accept at 64 KB: the same with --big-messages bounces of 64 KB each (bare server too).
+  Each accept phase starts once the work of the phase before it is done (inbound queue
+  and outbox empty), so it does not compete with the previous phase's backlog.
 - latency: bounces for distinct addresses offered at fixed rates (--rates). For each
   one it takes the time from the 250 to the moment its update reaches a consumer: a
   queue bound to `unsubd.updates` in production, the /v1/updates feed in embedded
@@ -271,6 +273,27 @@ def end_to_end(port: int, watcher: Any, sessions: int, count: int, tag: str) -> 
             "per_s": round(len(seen) / seconds, 1) if seconds else None}
 
 
+def settle(server: Serve, inbound_queue: str | None, limit: float = 300) -> float:
+    """Wait until the previous phase's work is done: nothing waiting in the inbound queue
+    (the embedded table, or the RabbitMQ queue with its unacked deliveries) and nothing
+    in the outbox. Each phase then measures itself, not the one before it. Returns the
+    seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=10) as r:
+            gauges = dict(line.split() for line in r.read().decode().splitlines() if line.strip())
+        waiting = int(gauges.get("unsubd_inbound_pending", 0)) + int(gauges.get("unsubd_inbound_processing", 0))
+        if inbound_queue is not None:
+            listed = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name", "messages"],
+                                    capture_output=True, text=True, timeout=60).stdout
+            waiting += sum(int(n) for name, n in (line.split() for line in listed.splitlines() if line.strip())
+                           if name == inbound_queue)
+        if waiting == 0 and int(gauges.get("unsubd_outbox_backlog", 0)) == 0:
+            break
+        time.sleep(0.5)
+    return round(time.monotonic() - start, 1)
+
+
 def make_pg_database() -> str:
     name = f"unsubd_bench_{uuid.uuid4().hex[:8]}"
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'CREATE DATABASE "{name}"'], check=True)
@@ -318,10 +341,13 @@ def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, st
                                                    f"{mode}{rate:g}") for rate in args.rates]}
         if args.e2e_messages:
             out["end_to_end"] = end_to_end(server.smtp_port, watcher, args.sessions, args.e2e_messages, mode)
+        inbound = env.get("UNSUBD_AMQP__INBOUND_QUEUE")
+        settle(server, inbound)
         acc = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
         acc["ratio_to_bare"] = round(acc["per_s"] / bare["per_s"], 2) if bare["per_s"] else None
         out["accept"] = acc
         if args.big_messages:
+            settle(server, inbound)
             big = accept_rate(server.smtp_port, big_messages(args.big_messages, mode), args.sessions,
                               args.big_messages)
             big["ratio_to_bare"] = round(big["per_s"] / bare["big_per_s"], 2) if bare.get("big_per_s") else None
