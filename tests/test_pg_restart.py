@@ -89,3 +89,48 @@ async def test_a_database_restart_costs_at_most_one_attempt() -> None:
     finally:
         await db.close()
         await _drop_pg_database(name)
+
+
+async def test_the_relay_listens_again_after_a_database_restart() -> None:
+    """Other processes' commits wake the relay through LISTEN/NOTIFY. A restart closes the
+    listening connection; the relay must notice, drain (it may have missed a
+    notification) and listen again, or it would fall back to polling for good."""
+    if not port_open(PG_HOST, PG_PORT):
+        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
+    if PG_HOST != "127.0.0.1" or shutil.which("pg_ctlcluster") is None or not CLUSTERS.is_dir():
+        service_missing("a local PostgreSQL cluster that pg_ctlcluster can restart")
+    name = await _create_pg_database()
+    url = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    db, other = Database.connect(url), Database.connect(url)
+    stopping = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+    try:
+        await migrate.upgrade(db.engine)
+        relay = Relay(make_settings(), db, FeedPublisher(), lambda: T0)
+        task = asyncio.create_task(relay.run(stopping))
+        for _ in range(100):
+            if relay.listening:
+                break
+            await asyncio.sleep(0.05)
+        assert relay.listening
+        await asyncio.to_thread(restart_postgres)
+        for _ in range(400):                  # RELISTEN_SECONDS apart, while the database starts
+            if relay.listening:
+                break
+            await asyncio.sleep(0.05)
+        assert relay.listening, "the relay did not LISTEN again after the restart"
+        # And it works: a commit in another Database (another process, as far as the
+        # relay knows) is published.
+        await attempts_until_done(lambda: apply(bounce("x1", "x1@example.se"), other.unit_of_work(), T0))
+        for _ in range(200):
+            if relay.published >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert relay.published == 1
+    finally:
+        stopping.set()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        await db.close()
+        await other.close()
+        await _drop_pg_database(name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Protocol
@@ -32,6 +33,7 @@ _MARK_PUBLISHED = (update(_T).where(_T.c.id.in_(bindparam("ids", expanding=True)
                    .values(published_at=bindparam("b_now")))
 
 log = logging.getLogger("unsubd.relay")
+RELISTEN_SECONDS = 5.0    # a lost LISTEN connection is tried again at most this often
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Relay:
         self._clock = clock
         self.wake = asyncio.Event()
         self._feed_changed = asyncio.Event()
+        self._listener: AsyncConnection | None = None
+        self._listener_lost = False
+        self._next_listen = 0.0
         self.published = 0
         db.on_outbox(self.wake.set)
         self._claim = (select(_T.c.id, _T.c.routing_key, _T.c.payload).where(_T.c.published_at.is_(None))
@@ -97,35 +102,61 @@ class Relay:
             total += n
         return total
 
+    @property
+    def listening(self) -> bool:
+        """PostgreSQL: whether this relay hears other processes' outbox commits now."""
+        return self._listener is not None and not self._listener_lost
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Drain until `stopping` is set; publishing failures back off and retry (nothing is lost)."""
         backoff = self._settings.poll_interval
-        listener = await self._listen()
+        await self._listen()
         try:
             await self._run(stopping, backoff)
         finally:
-            if listener is not None:
-                await listener.close()
+            await self._drop_listener()
 
-    async def _listen(self) -> AsyncConnection | None:
-        """PostgreSQL: LISTEN for outbox commits of other processes. Best effort: polling remains."""
+    async def _listen(self) -> None:
+        """PostgreSQL: LISTEN for outbox commits of other processes. Best effort: polling remains.
+
+        When the listening connection is lost (a database restart), the relay drains at
+        once (it may have missed notifications) and listens again on its next round.
+        """
         if self._db.dialect != "postgresql":
-            return None
+            return
+        await self._drop_listener()
         conn: AsyncConnection | None = None
         try:
             conn = await self._db.engine.connect()
             raw = (await conn.get_raw_connection()).driver_connection
             await raw.add_listener(OUTBOX_CHANNEL, lambda *_: self.wake.set())
+            raw.add_termination_listener(lambda *_: self._lost_listener())
         except Exception as exc:              # noqa: BLE001 - the relay still polls
             log.warning("cannot LISTEN for outbox commits, polling only: %s", type(exc).__name__)
             if conn is not None:
                 await conn.close()
-            return None
-        return conn
+            self._listener_lost = True
+            return
+        self._listener, self._listener_lost = conn, False
+
+    def _lost_listener(self) -> None:
+        self._listener_lost = True
+        self.wake.set()
+
+    async def _drop_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:                 # noqa: BLE001 - it is gone already
+                await conn.invalidate()
 
     async def _run(self, stopping: asyncio.Event, backoff: float) -> None:
         while not stopping.is_set():
             self.wake.clear()
+            if self._listener_lost and time.monotonic() >= self._next_listen:
+                self._next_listen = time.monotonic() + RELISTEN_SECONDS
+                await self._listen()
             try:
                 n = await self.drain_once()
                 backoff = self._settings.poll_interval
