@@ -18,3 +18,41 @@ async def test_migrations_match_the_models(database):
         changes = await conn.run_sync(diff)
     assert changes == [], f"models and migrations differ: {changes}"
     assert await migrate.current(database.engine) == migrate.head()
+
+
+async def test_on_postgresql_an_outbox_write_notifies_at_commit_and_only_then():
+    """Migration 0005: relays in other processes are woken by a trigger on outbox, so a
+    decision's transaction needs no NOTIFY statement of its own."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    import asyncpg
+
+    from handlers.apply import apply
+    from handlers.model import Action, ActionType, Decision, Kind
+    from worker.db import OUTBOX_CHANNEL, Database
+    from tests.conftest import PG_HOST, PG_PORT, _create_pg_database, _drop_pg_database, port_open, service_missing
+
+    if not port_open(PG_HOST, PG_PORT):
+        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
+    name = await _create_pg_database()
+    db = Database.connect(f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}")
+    listener = None
+    try:
+        await migrate.upgrade(db.engine)
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        listener = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database=name)
+        await listener.add_listener(OUTBOX_CHANNEL, lambda *args: heard.put_nowait(args[2]))
+        act = Action(ActionType.SUPPRESS, "a@example.se", status="5.1.1", reason="user_unknown", hard=True)
+        now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+        await apply(Decision(item_id="i1", kind=Kind.BOUNCE, actions=(act,), reason="t"), db.unit_of_work(), now)
+        assert await asyncio.wait_for(heard.get(), 5) == OUTBOX_CHANNEL
+        # A transaction that writes no outbox row (a repeat of an applied item) says nothing.
+        await apply(Decision(item_id="i1", kind=Kind.BOUNCE, actions=(act,), reason="t"), db.unit_of_work(), now)
+        await asyncio.sleep(0.5)
+        assert heard.empty()
+    finally:
+        if listener is not None:
+            await listener.close()
+        await db.close()
+        await _drop_pg_database(name)

@@ -11,13 +11,13 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
 
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import Engine, bindparam, event, func, insert, literal, select, text, union_all, update
+from sqlalchemy import Engine, bindparam, event, func, insert, literal, select, union_all, update
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import (AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker,
+from sqlalchemy.ext.asyncio import (AsyncEngine, AsyncSession, async_sessionmaker,
                                     create_async_engine)
 
 from handlers.model import Decision, State
@@ -100,8 +100,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
-        text = str(exc.orig)
-        return bool(re.search(r"deadlock|could not serialize|database is locked|unique|duplicate key", text, re.I))
+        message = str(exc.orig)
+        return bool(re.search(r"deadlock|could not serialize|database is locked|unique|duplicate key", message, re.I))
     return False
 
 
@@ -171,7 +171,9 @@ def _upserts(dialect: str) -> tuple[Any, Any]:
 _UPSERTS = {name: _upserts(name) for name in ("postgresql", "sqlite")}
 T = TypeVar("T")
 R = TypeVar("R")
-OUTBOX_CHANNEL = "unsubd_outbox"      # PostgreSQL NOTIFY channel: wakes relays in other processes
+# PostgreSQL NOTIFY channel that wakes relays in other processes; migration 0005's trigger
+# on outbox sends it at the COMMIT of any transaction that wrote outbox rows.
+OUTBOX_CHANNEL = "unsubd_outbox"
 
 BeforeCommit = Callable[["WriteConn"], Awaitable[None]]
 
@@ -280,8 +282,6 @@ class SqlUnitOfWork:
                 await conn.execute(insert(table), rows)
         for callback in self.before_commit:
             await callback(conn)
-        if conn.outbox_rows and self._db.dialect == "postgresql":
-            await conn.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))     # delivered at COMMIT
         if self._session is not None:
             await self._session.commit()
         self._committed = True
@@ -364,7 +364,10 @@ class SqlUnitOfWork:
              "address": _concerned_address(decision, pg=self._db.dialect == "postgresql"), "created_at": now,
              "due_at": due, "resolved_at": None, "resolution": None, "resolution_event_id": None}
             for kind, due in _review_kinds(decision))
-        contact_ids = await self._contact_ids(decision, changes, now)
+        last_by_address: dict[str, int] = {}
+        for upd in changes.updates:
+            last_by_address[upd.address] = max(last_by_address.get(upd.address, 0), upd.sequence)
+        contact_ids, created = await self._contact_ids(decision, changes, now, last_by_address)
         self._deferred[_T_EVENT_ADDRESS].extend(
             {"event_id": event_id, "address": a, "contact_id": contact_ids.get(a)}
             for a in dict.fromkeys(a.address for a in decision.actions))
@@ -403,25 +406,31 @@ class SqlUnitOfWork:
         self._deferred[_T_OUTBOX].extend(outbox)
         conn.outbox_rows += len(outbox)
         for contact_id, seq in last_seq.items():
-            await conn.execute(_CONTACT_SEQ, {"b_id": contact_id, "b_seq": seq, "b_now": now})
+            if contact_id not in created:         # a new contact was written with its sequence
+                await conn.execute(_CONTACT_SEQ, {"b_id": contact_id, "b_seq": seq, "b_now": now})
 
-    async def _contact_ids(self, decision: Decision, changes: Plan, now: datetime) -> dict[str, int]:
+    async def _contact_ids(self, decision: Decision, changes: Plan, now: datetime,
+                           seq_of: dict[str, int]) -> tuple[dict[str, int], set[int]]:
+        """The contact of each address the decision acts on, and the ids of the contacts
+        created here (with `seq_of[address]`, the last sequence this change gives them)."""
         addresses = list(dict.fromkeys(a.address for a in decision.actions))
         if all(a in self._contact_of for a in addresses):    # read by load_state in this transaction
             found = {a: c for a in addresses if (c := self._contact_of[a]) is not None}
         else:
             found = dict((await self.conn.execute(_ADDRESS_CONTACTS, {"addresses": addresses})).all()) \
                 if addresses else {}
+        created: set[int] = set()
         for address in changes.new_contacts:
             if address in found:
                 continue
             contact_id = (await self.conn.execute(_NEW_CONTACT, {
-                "name": None, "origin": decision.kind.value, "seq": 0, "created_at": now,
+                "name": None, "origin": decision.kind.value, "seq": seq_of.get(address, 0), "created_at": now,
                 "updated_at": now})).scalar_one()
             await self.conn.execute(insert(_T_ADDRESS), {"contact_id": contact_id, "channel": "email",
                                                          "address": address, "created_at": now})
             found[address] = self._contact_of[address] = contact_id
-        return found
+            created.add(contact_id)
+        return found, created
 
 
 def _without_nul(value: Any) -> Any:
