@@ -16,23 +16,18 @@ and writes bench/results/memory.json. No pass/fail: read the curve.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from pipeline import (PG, RABBIT, Serve, accept_rate, corpus_messages, drop_pg_database,  # noqa: E402
-                      make_pg_database)
+from pipeline import Serve, accept_rate, clean_up, corpus_messages, deployment_env, settle  # noqa: E402
 
 
 def tree(pid: int) -> list[int]:
@@ -68,24 +63,6 @@ def sample(procs: list[subprocess.Popen[str]]) -> dict[str, Any]:
             "main_mb": round(sum(rss_kb(p.pid) for p in procs) / 1024, 1)}
 
 
-def embedded_due(http_port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
-        metrics = dict(line.split(" ", 1) for line in r.read().decode().splitlines() if " " in line)
-    return int(metrics.get("unsubd_inbound_pending", 0)) + int(metrics.get("unsubd_inbound_processing", 0))
-
-
-def rabbit_due(queue: str) -> int:
-    async def count() -> int:
-        import aio_pika
-
-        conn = await aio_pika.connect(RABBIT)
-        async with conn:
-            ch = await conn.channel()
-            q = await ch.declare_queue(queue, passive=True)
-            return q.declaration_result.message_count or 0
-    return asyncio.run(count())
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=20000)
@@ -95,19 +72,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "memory.json")
     args = ap.parse_args()
     corpus = corpus_messages()
-    tmp = Path(tempfile.mkdtemp(prefix="unsubd-memory-"))
-    env = {"UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0", "UNSUBD_LOG_LEVEL": "WARNING",
-           "UNSUBD_CONFIG": str(REPO / "config" / "example.toml"),
-           "UNSUBD_SMTP__MAX_SESSIONS": str(args.sessions + 10)}
-    pg_name = None
-    if args.mode == "embedded":
-        env["UNSUBD_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / 'memory.db'}"
-    else:
-        pg_name = make_pg_database()
-        p = f"mem{uuid.uuid4().hex[:6]}"
-        env.update({"UNSUBD_DATABASE_URL": PG + pg_name, "UNSUBD_AMQP_URL": RABBIT,
-                    "UNSUBD_AMQP__INBOUND_QUEUE": f"{p}.inbound", "UNSUBD_AMQP__DEAD_LETTER_EXCHANGE": f"{p}.dlx",
-                    "UNSUBD_AMQP__DEAD_LETTER_QUEUE": f"{p}.dlq", "UNSUBD_AMQP__UPDATES_EXCHANGE": f"{p}.updates"})
+    env, pg_name = deployment_env(args.mode, args.sessions, "memory")
     server = Serve(env, split=(args.mode == "production"))
     samples = []
     started = time.perf_counter()
@@ -121,23 +86,14 @@ def main() -> int:
                      for i, (raw, rcpt) in enumerate(corpus[(sent + i) % len(corpus)] for i in range(n))]
             accept_rate(server.smtp_port, batch, args.sessions, n)
             sent += n
-            deadline = time.time() + 600
-            while time.time() < deadline:
-                due = embedded_due(server.http_port) if args.mode == "embedded" else \
-                    rabbit_due(env["UNSUBD_AMQP__INBOUND_QUEUE"])
-                if due == 0:
-                    break
-                time.sleep(0.2)
+            settle(server, env.get("UNSUBD_AMQP__INBOUND_QUEUE"), limit=600)
             s = {"messages": sent, "seconds": round(time.perf_counter() - started, 1), **sample(server.procs)}
             samples.append(s)
             print(f"{sent:6d} messages  {s['seconds']:7.1f}s  total {s['total_mb']:7.1f} MB  "
                   f"unsubd processes {s['main_mb']:6.1f} MB", flush=True)
     finally:
         server.stop()
-        if pg_name:
-            drop_pg_database(pg_name)
-            for q in (env["UNSUBD_AMQP__INBOUND_QUEUE"], env["UNSUBD_AMQP__DEAD_LETTER_QUEUE"]):
-                subprocess.run(["rabbitmqctl", "delete_queue", q], capture_output=True)
+        clean_up(env, pg_name)
     warm = samples[min(2, len(samples) - 1)]
     last = samples[-1]
     result = {"bench": "memory", "mode": args.mode, "messages": args.messages, "round": args.round,

@@ -274,10 +274,10 @@ def end_to_end(port: int, watcher: Any, sessions: int, count: int, tag: str) -> 
 
 
 def settle(server: Serve, inbound_queue: str | None, limit: float = 300) -> float:
-    """Wait until the previous phase's work is done: nothing waiting in the inbound queue
-    (the embedded table, or the RabbitMQ queue with its unacked deliveries) and nothing
-    in the outbox. Each phase then measures itself, not the one before it. Returns the
-    seconds waited."""
+    """Wait until the work sent so far is done: nothing waiting in the inbound queue (the
+    embedded table, or the RabbitMQ queue with its unacked deliveries) and nothing in the
+    outbox. A pipeline phase then measures itself, not the one before it; the memory
+    bench samples a process at rest. Returns the seconds waited."""
     start = time.monotonic()
     while time.monotonic() - start < limit:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=10) as r:
@@ -308,25 +308,40 @@ def drop_pg_database(name: str) -> None:
                    check=False)
 
 
+def deployment_env(mode: str, sessions: int, tag: str) -> tuple[dict[str, str], str | None]:
+    """The `unsubd serve` settings for a mode, on a fresh database (and, in production,
+    queue and exchange names of its own); returns them and the PostgreSQL database's name."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"unsubd-{tag}-"))
+    env = {"UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0", "UNSUBD_LOG_LEVEL": "WARNING",
+           "UNSUBD_CONFIG": str(REPO / "config" / "example.toml"),
+           "UNSUBD_SMTP__MAX_SESSIONS": str(sessions + 10)}
+    if mode == "embedded":
+        env["UNSUBD_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+        return env, None
+    pg_name = make_pg_database()
+    p = f"{tag}{uuid.uuid4().hex[:6]}"
+    env.update({"UNSUBD_DATABASE_URL": PG + pg_name, "UNSUBD_AMQP_URL": RABBIT,
+                "UNSUBD_AMQP__INBOUND_QUEUE": f"{p}.inbound", "UNSUBD_AMQP__DEAD_LETTER_EXCHANGE": f"{p}.dlx",
+                "UNSUBD_AMQP__DEAD_LETTER_QUEUE": f"{p}.dlq", "UNSUBD_AMQP__UPDATES_EXCHANGE": f"{p}.updates"})
+    return env, pg_name
+
+
+def clean_up(env: dict[str, str], pg_name: str | None) -> None:
+    """Drop what `deployment_env` made: the PostgreSQL database and the durable queues."""
+    if pg_name:
+        drop_pg_database(pg_name)
+    for key in ("UNSUBD_AMQP__INBOUND_QUEUE", "UNSUBD_AMQP__DEAD_LETTER_QUEUE"):
+        if key in env:
+            subprocess.run(["rabbitmqctl", "delete_queue", env[key]], capture_output=True)
+
+
 def big_messages(count: int, tag: str) -> list[tuple[bytes, str]]:
     return [(big_bounce(f"big-{tag}-{i}@kommun-vast.example"), BOUNCES) for i in range(count)]
 
 
 def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, str]],
              bare: dict[str, Any]) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="unsubd-bench-"))
-    env = {"UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0", "UNSUBD_LOG_LEVEL": "WARNING",
-           "UNSUBD_CONFIG": str(REPO / "config" / "example.toml"),
-           "UNSUBD_SMTP__MAX_SESSIONS": str(args.sessions + 10)}
-    pg_name = None
-    if mode == "embedded":
-        env["UNSUBD_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
-    else:
-        pg_name = make_pg_database()
-        p = f"bench{uuid.uuid4().hex[:6]}"
-        env.update({"UNSUBD_DATABASE_URL": PG + pg_name, "UNSUBD_AMQP_URL": RABBIT,
-                    "UNSUBD_AMQP__INBOUND_QUEUE": f"{p}.inbound", "UNSUBD_AMQP__DEAD_LETTER_EXCHANGE": f"{p}.dlx",
-                    "UNSUBD_AMQP__DEAD_LETTER_QUEUE": f"{p}.dlq", "UNSUBD_AMQP__UPDATES_EXCHANGE": f"{p}.updates"})
+    env, pg_name = deployment_env(mode, args.sessions, "bench")
     server = Serve(env, split=(mode == "production"))
     watcher: Any = None
     try:
@@ -357,11 +372,7 @@ def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, st
         if watcher is not None:
             watcher.stop_flag = True
         server.stop()
-        if pg_name:
-            drop_pg_database(pg_name)
-            if mode == "production":
-                subprocess.run(["rabbitmqctl", "delete_queue", env["UNSUBD_AMQP__INBOUND_QUEUE"]], capture_output=True)
-                subprocess.run(["rabbitmqctl", "delete_queue", env["UNSUBD_AMQP__DEAD_LETTER_QUEUE"]], capture_output=True)
+        clean_up(env, pg_name)
 
 
 def main() -> int:
