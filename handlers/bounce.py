@@ -29,13 +29,11 @@ from handlers.bounce_envelope import actions_from_rows, apply_envelope, forged_o
 from handlers.dsn import (ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, explain, notice_context, returned_original,
                           text_reason)
 from handlers.message import (
-    content_param,
     content_type,
-    decode_bytes,
     header_text,
     iter_parts,
-    payload_bytes,
     payload_parts,
+    part_text,
 )
 from handlers.model import ActionType, Decision, Inbound, Kind
 
@@ -233,14 +231,7 @@ def _notice(msg: Message) -> tuple[str, Message | None]:
 
 
 def _text_of(part: Message) -> str:
-    data = payload_bytes(part)
-    charset = content_param(part, "charset")
-    if charset:
-        try:
-            return data.decode(charset, "replace").replace("\r\n", "\n").replace("\r", "\n")
-        except LookupError:
-            pass
-    return decode_bytes(data).replace("\r\n", "\n").replace("\r", "\n")
+    return part_text(part).replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _html_text(html: str) -> str:

@@ -45,16 +45,12 @@ def body_text(msg: Message) -> str:
         if disposition.startswith("attachment"):
             continue
         if kind == "text/plain":
-            return _decode(part)[:MAX_BODY]
+            return part_text(part)[:MAX_BODY]
         if kind == "text/html" and html_part is None:
             html_part = part
     if html_part is not None:
-        return html_to_text(_decode(html_part)[:MAX_BODY])
+        return html_to_text(part_text(html_part)[:MAX_BODY])
     return ""
-
-
-def _decode(part: Message) -> str:
-    return part_text(part)
 
 
 def html_to_text(markup: str) -> str:
