@@ -37,6 +37,13 @@ def bounce(item_id: str, address: str) -> Decision:
     return Decision(item_id=item_id, kind=Kind.BOUNCE, actions=(act,), reason="dsn: 1 failed (5.1.1)")
 
 
+def need_restartable_postgres() -> None:
+    if not port_open(PG_HOST, PG_PORT):
+        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
+    if PG_HOST != "127.0.0.1" or shutil.which("pg_ctlcluster") is None or not CLUSTERS.is_dir():
+        service_missing("a local PostgreSQL cluster that pg_ctlcluster can restart")
+
+
 def restart_postgres() -> None:
     version = sorted(p.name for p in CLUSTERS.iterdir())[-1]
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
@@ -62,10 +69,7 @@ async def attempts_until_done(work) -> list[str]:
 
 
 async def test_a_database_restart_costs_at_most_one_attempt() -> None:
-    if not port_open(PG_HOST, PG_PORT):
-        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
-    if PG_HOST != "127.0.0.1" or shutil.which("pg_ctlcluster") is None or not CLUSTERS.is_dir():
-        service_missing("a local PostgreSQL cluster that pg_ctlcluster can restart")
+    need_restartable_postgres()
     name = await _create_pg_database()
     db = Database.connect(f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}")
     try:
@@ -95,10 +99,7 @@ async def test_the_relay_listens_again_after_a_database_restart() -> None:
     """Other processes' commits wake the relay through LISTEN/NOTIFY. A restart closes the
     listening connection; the relay must notice, drain (it may have missed a
     notification) and listen again, or it would fall back to polling for good."""
-    if not port_open(PG_HOST, PG_PORT):
-        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
-    if PG_HOST != "127.0.0.1" or shutil.which("pg_ctlcluster") is None or not CLUSTERS.is_dir():
-        service_missing("a local PostgreSQL cluster that pg_ctlcluster can restart")
+    need_restartable_postgres()
     name = await _create_pg_database()
     url = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
     db, other = Database.connect(url), Database.connect(url)
