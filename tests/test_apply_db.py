@@ -245,3 +245,70 @@ async def test_one_batch_numbers_a_contact_with_two_addresses_in_order(database)
         seqs = sorted((await s.scalars(select(Outbox.sequence))).all())
         contact = (await s.scalars(select(Contact))).one()
     assert seqs == [1, 2] and contact.seq == 2
+
+
+async def test_a_batch_of_new_addresses_is_written_in_a_few_statements(database):
+    """The unit of work holds its writes until a read or the commit and then makes one
+    statement per table: a batch read ahead costs a few statements in all, however many
+    decisions it has (PostgreSQL also reserves the new contacts' ids in one). Every row
+    must still point at the right contact."""
+    from sqlalchemy import event as sa_event
+
+    from handlers.apply import apply_all
+
+    addresses = [f"ny{i}@example.se" for i in range(40)]
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    sa_event.listen(database.engine.sync_engine, "before_cursor_execute", note)
+    try:
+        applied = await apply_all([bounce(f"n{i}", a) for i, a in enumerate(addresses)],
+                                  database.unit_of_work(), T0)
+    finally:
+        sa_event.remove(database.engine.sync_engine, "before_cursor_execute", note)
+    assert [a.updates for a in applied] == [1] * 40
+    # existing events, the read-ahead (2), the ids, then event, contact, address,
+    # suppression, event_address and outbox; SQLite writes each contact at once instead.
+    limit = 12 if database.dialect == "postgresql" else 12 + 40
+    assert len(statements) <= limit, statements
+    async with database.sessions() as s:
+        contact_of = dict((await s.execute(select(Address.address, Address.contact_id))).all())
+        sups = dict((await s.execute(select(Suppression.address, Suppression.contact_id))).all())
+        outs = [(o.payload["address"], o.contact_id, o.payload["contact_id"], o.sequence)
+                for o in await s.scalars(select(Outbox))]
+        contacts = dict((await s.execute(select(Contact.id, Contact.seq))).all())
+    assert sorted(contact_of) == sorted(addresses) and len(set(contact_of.values())) == 40
+    assert sups == contact_of
+    assert sorted(outs) == sorted((a, contact_of[a], contact_of[a], 1) for a in addresses)
+    assert set(contacts) == set(contact_of.values()) and set(contacts.values()) == {1}
+
+
+async def test_one_batch_keeps_the_order_of_changes_to_one_address(database):
+    """Held writes are made one table after another; two decisions about one address in
+    a batch must still take effect in their order: soft bounces, then a delivery that
+    clears them, then a new soft bounce, leave one open soft bounce and no suppression."""
+    from handlers.apply import apply_all
+    from handlers.classify import classify
+    from handlers.model import Inbound
+    from handlers.plan import BouncePolicy
+    from tests.test_sign_of_life import report
+    from worker.models import SoftBounce
+
+    settings = make_settings()
+    policy = BouncePolicy(threshold=3, window=timedelta(days=30))
+
+    def decision(action, status, n):
+        item = Inbound.from_smtp(report(action, status, n), "", ["bounces@mail.example.org"], T0)
+        return classify(item, settings, T0)
+
+    batch = [decision("failed", "4.2.2", 1), decision("failed", "4.2.2", 2), decision("delivered", "2.0.0", 3),
+             decision("failed", "4.2.2", 4), decision("failed", "4.2.2", 5)]
+    await apply_all(batch, database.unit_of_work(), T0 + timedelta(hours=1), policy)
+    async with database.sessions() as s:
+        rows = (await s.execute(select(SoftBounce.ref, SoftBounce.cleared_at))).all()
+    assert sorted((ref, cleared is None) for ref, cleared in rows) == [
+        ("<n1@mail.example.org>", False), ("<n2@mail.example.org>", False),
+        ("<n4@mail.example.org>", True), ("<n5@mail.example.org>", True)]
+    assert await count(database, Suppression) == 0

@@ -143,6 +143,10 @@ _T_EVENT, _T_EVENT_ADDRESS, _T_REVIEW, _T_SOFT, _T_OUTBOX, _T_CONTACT, _T_ADDRES
     Event.__table__, EventAddress.__table__, ReviewItem.__table__, SoftBounce.__table__, Outbox.__table__,
     Contact.__table__, Address.__table__)
 _NEW_CONTACT = insert(_T_CONTACT).returning(_T_CONTACT.c.id)
+# PostgreSQL: ids for the contacts a batch may create, taken from contact.id's own sequence
+# in one round trip, so the contacts can be written with the batch's other rows.
+_RESERVE_CONTACT_IDS = select(func.nextval(func.pg_get_serial_sequence("contact", "id"))).select_from(
+    func.generate_series(1, bindparam("n")))
 _CONTACT_SEQ = (update(_T_CONTACT).where(_T_CONTACT.c.id == bindparam("b_id"))
                 .values(seq=bindparam("b_seq"), updated_at=bindparam("b_now")))
 _CLEAR_SOFT = (update(_T_SOFT).where(_T_SOFT.c.address.in_(bindparam("addresses", expanding=True)),
@@ -169,6 +173,23 @@ def _upserts(dialect: str) -> tuple[Any, Any]:
 
 
 _UPSERTS = {name: _upserts(name) for name in ("postgresql", "sqlite")}
+# The writes a unit of work holds until its next read or its commit, in the order they
+# are then made: rows before the rows that refer to them, and otherwise in the order
+# `record` makes its changes. A statement (or, for None, each held (statement, params)
+# pair) per slot; rows of one slot go in one executemany.
+_FLUSH_ORDER: tuple[tuple[str, dict[str, Any] | None], ...] = (
+    ("event", {d: insert(_T_EVENT) for d in _UPSERTS}),
+    ("contact", {d: insert(_T_CONTACT) for d in _UPSERTS}),
+    ("address", {d: insert(_T_ADDRESS) for d in _UPSERTS}),
+    ("suppression", {d: _UPSERTS[d][0] for d in _UPSERTS}),
+    ("soft_bounce", {d: insert(_T_SOFT) for d in _UPSERTS}),
+    ("updates", None),                        # clearing soft bounces, releasing suppressions
+    ("preference", {d: _UPSERTS[d][1] for d in _UPSERTS}),
+    ("contact_seq", {d: _CONTACT_SEQ for d in _UPSERTS}),
+    ("review", {d: insert(_T_REVIEW) for d in _UPSERTS}),
+    ("event_address", {d: insert(_T_EVENT_ADDRESS) for d in _UPSERTS}),
+    ("outbox", {d: insert(_T_OUTBOX) for d in _UPSERTS}),
+)
 T = TypeVar("T")
 R = TypeVar("R")
 # PostgreSQL NOTIFY channel that wakes relays in other processes; migration 0005's trigger
@@ -203,11 +224,15 @@ class WriteConn:
 class SqlUnitOfWork:
     """handlers.apply.UnitOfWork on SQLAlchemy: one connection, one transaction.
 
-    Writes go through Core statements, one statement per table (executemany), not
-    through ORM objects: a decision costs a handful of round trips. Rows that nothing
-    reads back inside the transaction (event addresses, review items, outbox rows) are
-    written at commit, one statement per table for all the decisions of the
-    transaction. `before_commit` callbacks run inside the transaction just before
+    Writes go through Core statements, not through ORM objects. They are held until
+    the next read of the database or the commit, then made as one statement per table
+    (executemany) for all the decisions recorded since: a batch of decisions whose
+    state was read ahead (`prefetch_state`) costs a few round trips in all, not a few
+    per decision. Every read flushes what is held first, so a read sees every earlier
+    `record` (two decisions that touch one address or contact are always separated
+    by a read, since the second one's state cannot come from the read-ahead). On
+    PostgreSQL the ids of the contacts a batch creates are reserved in one round trip.
+    `before_commit` callbacks run inside the transaction just before
     COMMIT (the embedded queue marks its items done there, so "done" and the decision
     are one commit). When the transaction wrote outbox rows, the Database tells its
     listeners after the commit, and on PostgreSQL a NOTIFY tells other processes.
@@ -225,7 +250,9 @@ class SqlUnitOfWork:
         self._conn: WriteConn | None = joined
         self._committed = False
         self.before_commit: list[BeforeCommit] = []
-        self._deferred: dict[Any, list[dict[str, Any]]] = {}
+        self._held: dict[str, list[Any]] = {}            # slot of _FLUSH_ORDER -> rows
+        self._reserved_ids: list[int] = []                 # PostgreSQL: contact ids to write with
+        self._new_contacts_hint = 0                        # how many contacts the read-ahead batch may create
         self._contact_of: dict[str, int | None] = {}      # address -> contact, as read in this transaction
         # prefetch_state's rows per address, for addresses no load_state has asked about
         # yet (after that, record may have changed them, so they are read again).
@@ -242,7 +269,8 @@ class SqlUnitOfWork:
 
     async def __aenter__(self) -> SqlUnitOfWork:
         self._committed = False
-        self._deferred = {_T_REVIEW: [], _T_EVENT_ADDRESS: [], _T_OUTBOX: []}
+        self._held = {slot: [] for slot, _ in _FLUSH_ORDER}
+        self._reserved_ids, self._new_contacts_hint = [], 0
         self._contact_of = {}
         self._prefetched, self._prefetch_since, self._loaded_contacts = {}, None, set()
         if self._joined is not None:
@@ -275,11 +303,23 @@ class SqlUnitOfWork:
         if self._committed and outbox_rows:
             self._db.outbox_committed()
 
+    async def flush(self) -> None:
+        """Make the writes held so far, in _FLUSH_ORDER."""
+        conn = self.conn
+        for slot, statements in _FLUSH_ORDER:
+            rows = self._held[slot]
+            if not rows:
+                continue
+            self._held[slot] = []
+            if statements is None:
+                for statement, params in rows:
+                    await conn.execute(statement, params)
+            else:
+                await conn.execute(statements[self._db.dialect], rows[0] if len(rows) == 1 else rows)
+
     async def commit(self) -> None:
         conn = self.conn
-        for table, rows in self._deferred.items():      # in foreign-key order
-            if rows:
-                await conn.execute(insert(table), rows)
+        await self.flush()
         for callback in self.before_commit:
             await callback(conn)
         if self._session is not None:
@@ -288,18 +328,22 @@ class SqlUnitOfWork:
 
     async def existing_events(self, item_ids: list[str]) -> set[str]:
         """The item ids among `item_ids` that already have an event."""
+        await self.flush()
         return set((await self.conn.execute(_EVENTS_EXISTING, {"item_ids": item_ids})).scalars())
 
     async def recent_unverified_optouts(self, since: datetime) -> int:
         """Unverified opt-outs acted on (not held for review) since `since`: the spoofing guard's count."""
+        await self.flush()
         return (await self.conn.execute(_RECENT_UNVERIFIED, {"since": since})).scalar() or 0
 
     async def contacts_by_recipient_id(self, recipient_ids: list[str]) -> dict[str, int]:
         """The contact imported with each recipient id, for the ids that have one."""
+        await self.flush()
         return {rid: cid for rid, cid in (await self.conn.execute(_RECIPIENT_IDS, {"rids": recipient_ids})).all()}
 
     async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]:
         """The first email address of each contact that exists."""
+        await self.flush()
         found: dict[int, str] = {}
         for contact_id, address in (await self.conn.execute(_CONTACT_ADDRESSES, {"ids": contact_ids})).all():
             found.setdefault(contact_id, address)
@@ -310,6 +354,7 @@ class SqlUnitOfWork:
         queries instead of two per decision (and lock their contacts, as load_state would)."""
         if not addresses:
             return
+        await self.flush()
         rows: dict[str, tuple[list[Any], list[Any]]] = {a: ([], []) for a in addresses}
         for row in (await self.conn.execute(_STATE_CONTACTS, {"addresses": addresses})).all():
             rows[row[0]][0].append(row)
@@ -317,6 +362,7 @@ class SqlUnitOfWork:
             rows[row[1]][1].append(row)
         self._prefetched.update(rows)
         self._prefetch_since = soft_since
+        self._new_contacts_hint = sum(1 for contacts, _ in rows.values() if not contacts)
 
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState:
         state = CurrentState()
@@ -330,6 +376,7 @@ class SqlUnitOfWork:
             marks = sorted((row for a in addresses for row in self._prefetched[a][1]),
                            key=lambda row: (row[3] is None, row[3] or soft_since))
         else:
+            await self.flush()
             contact_rows = (await conn.execute(_STATE_CONTACTS, {"addresses": addresses})).all()
             marks = (await conn.execute(_STATE_MARKS, {"addresses": addresses, "since": soft_since})).all()
         for address in addresses:
@@ -358,8 +405,9 @@ class SqlUnitOfWork:
                "occurred_at": now}
         if self._db.dialect == "postgresql":
             row = _without_nul(row)
-        await conn.execute(insert(_T_EVENT), row)
-        self._deferred[_T_REVIEW].extend(
+        held = self._held
+        held["event"].append(row)
+        held["review"].extend(
             {"event_id": event_id, "kind": kind, "reason": row["reason"][:2000],
              "address": _concerned_address(decision, pg=self._db.dialect == "postgresql"), "created_at": now,
              "due_at": due, "resolved_at": None, "resolution": None, "resolution_event_id": None}
@@ -368,33 +416,30 @@ class SqlUnitOfWork:
         for upd in changes.updates:
             last_by_address[upd.address] = max(last_by_address.get(upd.address, 0), upd.sequence)
         contact_ids, created = await self._contact_ids(decision, changes, now, last_by_address)
-        self._deferred[_T_EVENT_ADDRESS].extend(
+        held["event_address"].extend(
             {"event_id": event_id, "address": a, "contact_id": contact_ids.get(a)}
             for a in dict.fromkeys(a.address for a in decision.actions))
-        upsert_suppression, upsert_preference = _UPSERTS[self._db.dialect]
-        # One row per key and statement (PostgreSQL refuses to update a row twice in one
-        # INSERT ... ON CONFLICT); the last change wins, as it would one row at a time.
+        # One row per key (PostgreSQL refuses to update a row twice in one INSERT ... ON
+        # CONFLICT); the last change wins, as it would one row at a time.
         suppressions = {s.address: {"address": s.address, "contact_id": contact_ids.get(s.address),
                                     "reason": s.reason, "active": True, "event_id": event_id,
                                     "created_at": now, "released_at": None}
                         for s in changes.suppressions}
-        if suppressions:
-            await conn.execute(upsert_suppression, list(suppressions.values()))
+        held["suppression"].extend(suppressions.values())
         if changes.soft_bounces:
-            await conn.execute(insert(_T_SOFT), [
+            held["soft_bounce"].extend(
                 {"address": s.address, "ref": s.ref, "status": s.status, "reason": s.reason, "event_id": event_id,
-                 "occurred_at": now, "cleared_at": None} for s in changes.soft_bounces])
+                 "occurred_at": now, "cleared_at": None} for s in changes.soft_bounces)
         if changes.cleared:
-            await conn.execute(_CLEAR_SOFT, {"addresses": list(changes.cleared), "b_now": now})
+            held["updates"].append((_CLEAR_SOFT, {"addresses": list(changes.cleared), "b_now": now}))
         if changes.releases:
-            await conn.execute(_RELEASE, {"addresses": list(changes.releases), "b_now": now,
-                                          "b_event_id": event_id})
+            held["updates"].append((_RELEASE, {"addresses": list(changes.releases), "b_now": now,
+                                               "b_event_id": event_id}))
         preferences = {(contact_ids[p.address], p.unit, p.channel): {
             "contact_id": contact_ids[p.address], "unit": p.unit, "channel": p.channel, "state": p.state.value,
             "reason": p.reason, "source": decision.source, "event_id": event_id, "changed_at": now}
             for p in changes.preferences}
-        if preferences:
-            await conn.execute(upsert_preference, list(preferences.values()))
+        held["preference"].extend(preferences.values())
         last_seq: dict[int, int] = {}
         outbox = []
         for upd in changes.updates:
@@ -403,11 +448,11 @@ class SqlUnitOfWork:
                            "routing_key": upd.routing_key, "payload": {**upd.payload, "contact_id": contact_id},
                            "created_at": now, "published_at": None})
             last_seq[contact_id] = max(last_seq.get(contact_id, 0), upd.sequence)
-        self._deferred[_T_OUTBOX].extend(outbox)
+        held["outbox"].extend(outbox)
         conn.outbox_rows += len(outbox)
-        for contact_id, seq in last_seq.items():
-            if contact_id not in created:         # a new contact was written with its sequence
-                await conn.execute(_CONTACT_SEQ, {"b_id": contact_id, "b_seq": seq, "b_now": now})
+        held["contact_seq"].extend({"b_id": contact_id, "b_seq": seq, "b_now": now}
+                                   for contact_id, seq in last_seq.items()
+                                   if contact_id not in created)   # a new contact is written with its sequence
 
     async def _contact_ids(self, decision: Decision, changes: Plan, now: datetime,
                            seq_of: dict[str, int]) -> tuple[dict[str, int], set[int]]:
@@ -416,18 +461,28 @@ class SqlUnitOfWork:
         addresses = list(dict.fromkeys(a.address for a in decision.actions))
         if all(a in self._contact_of for a in addresses):    # read by load_state in this transaction
             found = {a: c for a in addresses if (c := self._contact_of[a]) is not None}
+        elif addresses:
+            await self.flush()
+            found = dict((await self.conn.execute(_ADDRESS_CONTACTS, {"addresses": addresses})).all())
         else:
-            found = dict((await self.conn.execute(_ADDRESS_CONTACTS, {"addresses": addresses})).all()) \
-                if addresses else {}
+            found = {}
         created: set[int] = set()
         for address in changes.new_contacts:
             if address in found:
                 continue
-            contact_id = (await self.conn.execute(_NEW_CONTACT, {
-                "name": None, "origin": decision.kind.value, "seq": seq_of.get(address, 0), "created_at": now,
-                "updated_at": now})).scalar_one()
-            await self.conn.execute(insert(_T_ADDRESS), {"contact_id": contact_id, "channel": "email",
-                                                         "address": address, "created_at": now})
+            contact = {"name": None, "origin": decision.kind.value, "seq": seq_of.get(address, 0),
+                       "created_at": now, "updated_at": now}
+            if not self._reserved_ids and self._new_contacts_hint > 1 and self._db.dialect == "postgresql":
+                n, self._new_contacts_hint = self._new_contacts_hint, 0
+                ids = (await self.conn.execute(_RESERVE_CONTACT_IDS, {"n": n})).scalars()
+                self._reserved_ids = sorted(ids, reverse=True)      # pop() takes the lowest
+            if self._reserved_ids:
+                contact_id = self._reserved_ids.pop()
+                self._held["contact"].append({"id": contact_id, **contact})
+            else:                                 # a contact has no references: written at once
+                contact_id = (await self.conn.execute(_NEW_CONTACT, contact)).scalar_one()
+            self._held["address"].append({"contact_id": contact_id, "channel": "email", "address": address,
+                                          "created_at": now})
             found[address] = self._contact_of[address] = contact_id
             created.add(contact_id)
         return found, created
