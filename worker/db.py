@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -11,7 +12,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
 
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import Engine, bindparam, event, func, insert, literal, select, union_all, update
+from sqlalchemy import (Engine, String, Text, TypeDecorator, bindparam, cast, column, event, func, insert,
+                        literal, literal_column, select, union_all, update)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -158,38 +161,85 @@ _RELEASE = (update(Suppression.__table__)
             .values(active=False, released_at=bindparam("b_now"), event_id=bindparam("b_event_id")))
 
 
+def _on_conflict(table: Any, stmt: Any) -> Any:
+    """`stmt` (an INSERT into a suppression or preference table) as an upsert: a
+    suppression by address, a preference by scope; the new row's values win."""
+    ex = stmt.excluded
+    if table is Suppression.__table__:
+        return stmt.on_conflict_do_update(index_elements=["address"], set_={
+            "active": True, "reason": ex.reason, "event_id": ex.event_id, "created_at": ex.created_at,
+            "released_at": None})
+    return stmt.on_conflict_do_update(index_elements=["contact_id", "unit", "channel"], set_={
+        "state": ex.state, "reason": ex.reason, "source": ex.source, "event_id": ex.event_id,
+        "changed_at": ex.changed_at})
+
+
 def _upserts(dialect: str) -> tuple[Any, Any]:
     """INSERT ... ON CONFLICT DO UPDATE for suppressions (by address) and preferences (by scope)."""
     ins = pg_insert if dialect == "postgresql" else sqlite_insert
-    sup = ins(Suppression.__table__)
-    sup = sup.on_conflict_do_update(index_elements=["address"], set_={
-        "active": True, "reason": sup.excluded.reason, "event_id": sup.excluded.event_id,
-        "created_at": sup.excluded.created_at, "released_at": None})
-    pref = ins(Preference.__table__)
-    pref = pref.on_conflict_do_update(index_elements=["contact_id", "unit", "channel"], set_={
-        "state": pref.excluded.state, "reason": pref.excluded.reason, "source": pref.excluded.source,
-        "event_id": pref.excluded.event_id, "changed_at": pref.excluded.changed_at})
-    return sup, pref
+    return (_on_conflict(Suppression.__table__, ins(Suppression.__table__)),
+            _on_conflict(Preference.__table__, ins(Preference.__table__)))
 
 
 _UPSERTS = {name: _upserts(name) for name in ("postgresql", "sqlite")}
 # The writes a unit of work holds until its next read or its commit, in the order they
-# are then made: rows before the rows that refer to them, and otherwise in the order
-# `record` makes its changes. A statement (or, for None, each held (statement, params)
-# pair) per slot; rows of one slot go in one executemany.
-_FLUSH_ORDER: tuple[tuple[str, dict[str, Any] | None], ...] = (
-    ("event", {d: insert(_T_EVENT) for d in _UPSERTS}),
-    ("contact", {d: insert(_T_CONTACT) for d in _UPSERTS}),
-    ("address", {d: insert(_T_ADDRESS) for d in _UPSERTS}),
-    ("suppression", {d: _UPSERTS[d][0] for d in _UPSERTS}),
-    ("soft_bounce", {d: insert(_T_SOFT) for d in _UPSERTS}),
-    ("updates", None),                        # clearing soft bounces, releasing suppressions
-    ("preference", {d: _UPSERTS[d][1] for d in _UPSERTS}),
-    ("contact_seq", {d: _CONTACT_SEQ for d in _UPSERTS}),
-    ("review", {d: insert(_T_REVIEW) for d in _UPSERTS}),
-    ("event_address", {d: insert(_T_EVENT_ADDRESS) for d in _UPSERTS}),
-    ("outbox", {d: insert(_T_OUTBOX) for d in _UPSERTS}),
-)
+# are then made. First the new rows, each table after the tables it refers to; then
+# the updates, which must see the rows inserted before them (a delivery report clears
+# the soft bounce counted just before it). Between two flushes no two decisions touch
+# one address or contact (see SqlUnitOfWork), so only each decision's own order counts.
+_INSERT_SLOTS: dict[str, Any] = {
+    "event": _T_EVENT, "contact": _T_CONTACT, "address": _T_ADDRESS, "suppression": Suppression.__table__,
+    "soft_bounce": _T_SOFT, "preference": Preference.__table__, "review": _T_REVIEW,
+    "event_address": _T_EVENT_ADDRESS, "outbox": _T_OUTBOX,
+}
+_UPDATE_SLOTS = ("updates", "contact_seq")    # (statement, params) pairs; contact sequence rows
+_INSERTS: dict[str, dict[str, Any]] = {
+    dialect: {slot: (_UPSERTS[dialect][0] if slot == "suppression" else _UPSERTS[dialect][1]
+                     if slot == "preference" else insert(table)) for slot, table in _INSERT_SLOTS.items()}
+    for dialect in _UPSERTS}
+_PG_INSERTS: dict[tuple[tuple[str, tuple[str, ...]], ...], Any] = {}
+
+
+def _pg_insert_all(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
+    """PostgreSQL: one statement that inserts the held rows of several tables.
+
+    `shape` names the slots with rows and their columns. Each slot's rows travel as one
+    JSON array (parameter `rows_<slot>`), turned back into rows by jsonb_to_recordset
+    and inserted by a data-modifying WITH query; the statement's text depends only on
+    the shape, so it is prepared once, whatever the number of rows. Foreign keys are
+    checked at the end of the statement, when every part has run.
+    """
+    stmt = _PG_INSERTS.get(shape)
+    if stmt is not None:
+        return stmt
+    parts = []
+    for slot, names in shape:
+        table = _INSERT_SLOTS[slot]
+        rows = (func.jsonb_to_recordset(cast(bindparam(f"rows_{slot}", type_=Text()), JSONB))
+                .table_valued(*(column(n, _record_type(table.c[n].type)) for n in names))
+                .render_derived(name=f"r_{slot}", with_types=True))
+        ins = pg_insert(table).from_select(list(names), select(*(rows.c[n] for n in names)))
+        if slot in ("suppression", "preference"):
+            ins = _on_conflict(table, ins)
+        parts.append(ins.cte(f"w_{slot}"))
+    stmt = _PG_INSERTS[shape] = select(literal_column("1")).add_cte(*parts)
+    return stmt
+
+
+def _record_type(type_: Any) -> Any:
+    """The type a column's value is read as from the JSON rows. Text for strings, so
+    that the INSERT itself checks their length, as it does for a bound value."""
+    if isinstance(type_, TypeDecorator):
+        type_ = type_.impl
+    return Text() if isinstance(type_, String) else type_
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use UTC-aware datetimes")
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} cannot be written as a JSON row")
 T = TypeVar("T")
 R = TypeVar("R")
 # PostgreSQL NOTIFY channel that wakes relays in other processes; migration 0005's trigger
@@ -269,7 +319,7 @@ class SqlUnitOfWork:
 
     async def __aenter__(self) -> SqlUnitOfWork:
         self._committed = False
-        self._held = {slot: [] for slot, _ in _FLUSH_ORDER}
+        self._held = {slot: [] for slot in (*_INSERT_SLOTS, *_UPDATE_SLOTS)}
         self._reserved_ids, self._new_contacts_hint = [], 0
         self._contact_of = {}
         self._prefetched, self._prefetch_since, self._loaded_contacts = {}, None, set()
@@ -304,18 +354,28 @@ class SqlUnitOfWork:
             self._db.outbox_committed()
 
     async def flush(self) -> None:
-        """Make the writes held so far, in _FLUSH_ORDER."""
-        conn = self.conn
-        for slot, statements in _FLUSH_ORDER:
-            rows = self._held[slot]
-            if not rows:
-                continue
-            self._held[slot] = []
-            if statements is None:
-                for statement, params in rows:
-                    await conn.execute(statement, params)
-            else:
-                await conn.execute(statements[self._db.dialect], rows[0] if len(rows) == 1 else rows)
+        """Make the writes held so far: the new rows (on PostgreSQL in one statement, on
+        SQLite one executemany per table), then the updates."""
+        conn, held = self.conn, self._held
+        filled = [slot for slot in _INSERT_SLOTS if held[slot]]
+        if filled and self._db.dialect == "postgresql":
+            shape = tuple((slot, tuple(held[slot][0])) for slot in filled)
+            await conn.execute(_pg_insert_all(shape), {
+                f"rows_{slot}": json.dumps(held[slot], default=_json_value, separators=(",", ":"))
+                for slot in filled})
+        else:
+            inserts = _INSERTS[self._db.dialect]
+            for slot in filled:
+                rows = held[slot]
+                await conn.execute(inserts[slot], rows[0] if len(rows) == 1 else rows)
+        for slot in filled:
+            held[slot] = []
+        updates, held["updates"] = held["updates"], []
+        for statement, params in updates:
+            await conn.execute(statement, params)
+        seqs, held["contact_seq"] = held["contact_seq"], []
+        if seqs:
+            await conn.execute(_CONTACT_SEQ, seqs[0] if len(seqs) == 1 else seqs)
 
     async def commit(self) -> None:
         conn = self.conn
