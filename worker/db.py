@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import (Engine, String, Text, TypeDecorator, bindparam, cast, column, event, func, insert,
                         literal, literal_column, select, union_all, update)
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -132,24 +132,29 @@ _STATE_CONTACTS = (select(Address.address, Contact.id, Contact.seq, Preference.u
                    .order_by(Contact.id)      # locks taken in one order by every transaction: no deadlock
                    .with_for_update(of=Contact))
 # Open soft bounces (oldest first) and active suppressions of the addresses, in one query.
-_STATE_MARKS = union_all(
+_MARKS = (
     select(literal("soft").label("mark"), SoftBounce.address, SoftBounce.ref.label("detail"),
            SoftBounce.occurred_at.label("at"))
     .where(SoftBounce.address.in_(bindparam("addresses", expanding=True)),
            SoftBounce.cleared_at.is_(None), SoftBounce.occurred_at >= bindparam("since")),
     select(literal("suppressed"), Suppression.address, Suppression.reason, literal(None, UtcDateTime()))
     .where(Suppression.address.in_(bindparam("addresses", expanding=True)), Suppression.active.is_(True)),
-).order_by("at")
+)
+_STATE_MARKS = union_all(*_MARKS).order_by("at")
+# PostgreSQL also reserves, from contact.id's own sequence, an id for each address that
+# has no contact yet, so a new contact can be written with the transaction's other rows
+# instead of in a round trip of its own. An id left unused is a gap in the sequence.
+_UNKNOWN = func.unnest(bindparam("address_list", type_=ARRAY(Text()))).table_valued("address").render_derived("unknown")
+_STATE_MARKS_PG = union_all(*_MARKS, select(
+    literal("new_contact"), _UNKNOWN.c.address,
+    cast(func.nextval(func.pg_get_serial_sequence("contact", "id")), Text()), literal(None, UtcDateTime()))
+    .where(~select(Address.id).where(Address.address == _UNKNOWN.c.address).exists())).order_by("at")
 _ADDRESS_CONTACTS = select(Address.address, Address.contact_id).where(
     Address.address.in_(bindparam("addresses", expanding=True)))
 _T_EVENT, _T_EVENT_ADDRESS, _T_REVIEW, _T_SOFT, _T_OUTBOX, _T_CONTACT, _T_ADDRESS = (
     Event.__table__, EventAddress.__table__, ReviewItem.__table__, SoftBounce.__table__, Outbox.__table__,
     Contact.__table__, Address.__table__)
 _NEW_CONTACT = insert(_T_CONTACT).returning(_T_CONTACT.c.id)
-# PostgreSQL: ids for the contacts a batch may create, taken from contact.id's own sequence
-# in one round trip, so the contacts can be written with the batch's other rows.
-_RESERVE_CONTACT_IDS = select(func.nextval(func.pg_get_serial_sequence("contact", "id"))).select_from(
-    func.generate_series(1, bindparam("n")))
 _CONTACT_SEQ = (update(_T_CONTACT).where(_T_CONTACT.c.id == bindparam("b_id"))
                 .values(seq=bindparam("b_seq"), updated_at=bindparam("b_now")))
 _CLEAR_SOFT = (update(_T_SOFT).where(_T_SOFT.c.address.in_(bindparam("addresses", expanding=True)),
@@ -201,7 +206,8 @@ _PG_INSERTS: dict[tuple[tuple[str, tuple[str, ...]], ...], Any] = {}
 
 
 def _pg_insert_all(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
-    """PostgreSQL: one statement that inserts the held rows of several tables.
+    """PostgreSQL: one statement that inserts the held rows of several tables (and
+    sets the sequence numbers of the contacts they change).
 
     `shape` names the slots with rows and their columns. Each slot's rows travel as one
     JSON array (parameter `rows_<slot>`), turned back into rows by jsonb_to_recordset
@@ -214,16 +220,27 @@ def _pg_insert_all(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
         return stmt
     parts = []
     for slot, names in shape:
+        if slot == "contact_seq":             # rows of _CONTACT_SEQ's parameters
+            c = _T_CONTACT.c
+            rows = _json_rows(slot, [column("b_id", c.id.type), column("b_seq", c.seq.type),
+                                     column("b_now", _record_type(c.updated_at.type))])
+            parts.append(update(_T_CONTACT).where(c.id == rows.c.b_id)
+                         .values(seq=rows.c.b_seq, updated_at=rows.c.b_now).cte(f"w_{slot}"))
+            continue
         table = _INSERT_SLOTS[slot]
-        rows = (func.jsonb_to_recordset(cast(bindparam(f"rows_{slot}", type_=Text()), JSONB))
-                .table_valued(*(column(n, _record_type(table.c[n].type)) for n in names))
-                .render_derived(name=f"r_{slot}", with_types=True))
+        rows = _json_rows(slot, [column(n, _record_type(table.c[n].type)) for n in names])
         ins = pg_insert(table).from_select(list(names), select(*(rows.c[n] for n in names)))
         if slot in ("suppression", "preference"):
             ins = _on_conflict(table, ins)
         parts.append(ins.cte(f"w_{slot}"))
     stmt = _PG_INSERTS[shape] = select(literal_column("1")).add_cte(*parts)
     return stmt
+
+
+def _json_rows(slot: str, columns: list[Any]) -> Any:
+    """The rows passed as the JSON array parameter `rows_<slot>`, as a table."""
+    return (func.jsonb_to_recordset(cast(bindparam(f"rows_{slot}", type_=Text()), JSONB))
+            .table_valued(*columns).render_derived(name=f"r_{slot}", with_types=True))
 
 
 def _record_type(type_: Any) -> Any:
@@ -301,8 +318,7 @@ class SqlUnitOfWork:
         self._committed = False
         self.before_commit: list[BeforeCommit] = []
         self._held: dict[str, list[Any]] = {}            # slot of _FLUSH_ORDER -> rows
-        self._reserved_ids: list[int] = []                 # PostgreSQL: contact ids to write with
-        self._new_contacts_hint = 0                        # how many contacts the read-ahead batch may create
+        self._reserved_ids: dict[str, int] = {}            # PostgreSQL: address -> id for its new contact
         self._contact_of: dict[str, int | None] = {}      # address -> contact, as read in this transaction
         # prefetch_state's rows per address, for addresses no load_state has asked about
         # yet (after that, record may have changed them, so they are read again).
@@ -320,7 +336,7 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> SqlUnitOfWork:
         self._committed = False
         self._held = {slot: [] for slot in (*_INSERT_SLOTS, *_UPDATE_SLOTS)}
-        self._reserved_ids, self._new_contacts_hint = [], 0
+        self._reserved_ids = {}
         self._contact_of = {}
         self._prefetched, self._prefetch_since, self._loaded_contacts = {}, None, set()
         if self._joined is not None:
@@ -357,13 +373,15 @@ class SqlUnitOfWork:
         """Make the writes held so far: the new rows (on PostgreSQL in one statement, on
         SQLite one executemany per table), then the updates."""
         conn, held = self.conn, self._held
-        filled = [slot for slot in _INSERT_SLOTS if held[slot]]
-        if filled and self._db.dialect == "postgresql":
-            shape = tuple((slot, tuple(held[slot][0])) for slot in filled)
-            await conn.execute(_pg_insert_all(shape), {
-                f"rows_{slot}": json.dumps(held[slot], default=_json_value, separators=(",", ":"))
-                for slot in filled})
+        if self._db.dialect == "postgresql":
+            filled = [slot for slot in (*_INSERT_SLOTS, "contact_seq") if held[slot]]
+            if filled:
+                shape = tuple((slot, tuple(held[slot][0])) for slot in filled)
+                await conn.execute(_pg_insert_all(shape), {
+                    f"rows_{slot}": json.dumps(held[slot], default=_json_value, separators=(",", ":"))
+                    for slot in filled})
         else:
+            filled = [slot for slot in _INSERT_SLOTS if held[slot]]
             inserts = _INSERTS[self._db.dialect]
             for slot in filled:
                 rows = held[slot]
@@ -418,11 +436,15 @@ class SqlUnitOfWork:
         rows: dict[str, tuple[list[Any], list[Any]]] = {a: ([], []) for a in addresses}
         for row in (await self.conn.execute(_STATE_CONTACTS, {"addresses": addresses})).all():
             rows[row[0]][0].append(row)
-        for row in (await self.conn.execute(_STATE_MARKS, {"addresses": addresses, "since": soft_since})).all():
+        for row in (await self.conn.execute(*self._marks_query(addresses, soft_since))).all():
             rows[row[1]][1].append(row)
         self._prefetched.update(rows)
         self._prefetch_since = soft_since
-        self._new_contacts_hint = sum(1 for contacts, _ in rows.values() if not contacts)
+
+    def _marks_query(self, addresses: list[str], soft_since: datetime) -> tuple[Any, dict[str, Any]]:
+        if self._db.dialect == "postgresql":
+            return _STATE_MARKS_PG, {"addresses": addresses, "since": soft_since, "address_list": addresses}
+        return _STATE_MARKS, {"addresses": addresses, "since": soft_since}
 
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState:
         state = CurrentState()
@@ -438,7 +460,7 @@ class SqlUnitOfWork:
         else:
             await self.flush()
             contact_rows = (await conn.execute(_STATE_CONTACTS, {"addresses": addresses})).all()
-            marks = (await conn.execute(_STATE_MARKS, {"addresses": addresses, "since": soft_since})).all()
+            marks = (await conn.execute(*self._marks_query(addresses, soft_since))).all()
         for address in addresses:
             self._contact_of[address] = None
             self._prefetched.pop(address, None)        # record may change it from now on
@@ -453,6 +475,8 @@ class SqlUnitOfWork:
         for mark, address, detail, at in marks:
             if mark == "suppressed":
                 state.suppressed[address] = detail
+            elif mark == "new_contact":
+                self._reserved_ids[address] = int(detail)
             else:
                 state.soft_bounces.setdefault(address, []).append(SoftBounceRow(detail, at))
         return state
@@ -532,12 +556,8 @@ class SqlUnitOfWork:
                 continue
             contact = {"name": None, "origin": decision.kind.value, "seq": seq_of.get(address, 0),
                        "created_at": now, "updated_at": now}
-            if not self._reserved_ids and self._new_contacts_hint > 1 and self._db.dialect == "postgresql":
-                n, self._new_contacts_hint = self._new_contacts_hint, 0
-                ids = (await self.conn.execute(_RESERVE_CONTACT_IDS, {"n": n})).scalars()
-                self._reserved_ids = sorted(ids, reverse=True)      # pop() takes the lowest
-            if self._reserved_ids:
-                contact_id = self._reserved_ids.pop()
+            contact_id = self._reserved_ids.pop(address, None)
+            if contact_id is not None:
                 self._held["contact"].append({"id": contact_id, **contact})
             else:                                 # a contact has no references: written at once
                 contact_id = (await self.conn.execute(_NEW_CONTACT, contact)).scalar_one()
