@@ -313,3 +313,25 @@ async def test_one_batch_keeps_the_order_of_changes_to_one_address(database):
         ("<n1@mail.example.org>", False), ("<n2@mail.example.org>", False),
         ("<n4@mail.example.org>", True), ("<n5@mail.example.org>", True)]
     assert await count(database, Suppression) == 0
+
+
+async def test_nul_characters_from_hostile_mail_are_written_on_both_databases(database):
+    """Evidence quotes hostile mail, NUL bytes included. PostgreSQL cannot store U+0000
+    in text or jsonb: there each becomes U+FFFD, in every table, instead of failing the
+    transaction (and a written backslash-u0000 stays as it was)."""
+    from worker.models import SoftBounce
+
+    act = Action(ActionType.SOFT_BOUNCE, "nul@kommun-vast.example", status="4.2.2", reason="mailbox_full",
+                 hard=False, ref="<m\x00@evil.example>", diagnostic="452 full\x00")
+    decision = Decision(item_id="nul-1", kind=Kind.BOUNCE, actions=(act,), reason="dsn: \x00 failed",
+                        evidence={"sub\x00ject": "a\x00b", "quoted": "c:\\u0000d", "list": ["\x00"]})
+    applied = await apply(decision, database.unit_of_work(), T0)
+    assert not applied.duplicate
+    nul = "\ufffd" if database.dialect == "postgresql" else "\x00"
+    async with database.sessions() as s:
+        ev = (await s.scalars(select(Event))).one()
+        soft = (await s.scalars(select(SoftBounce))).one()
+    assert ev.reason == f"dsn: {nul} failed"
+    assert ev.evidence == {f"sub{nul}ject": f"a{nul}b", "quoted": "c:\\u0000d", "list": [nul]}
+    assert ev.actions[0]["diagnostic"] == f"452 full{nul}"
+    assert soft.ref == f"<m{nul}@evil.example>"

@@ -251,6 +251,21 @@ def _record_type(type_: Any) -> Any:
     return Text() if isinstance(type_, String) else type_
 
 
+# A JSON escape of U+0000 that is not itself an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _pg_json(rows: list[dict[str, Any]]) -> str:
+    """`rows` as the JSON array a flush passes to PostgreSQL.
+
+    PostgreSQL's text and jsonb cannot hold U+0000, and evidence quotes hostile mail
+    (NUL bytes in headers and bodies are in the corpus): each NUL becomes a visible
+    U+FFFD instead of failing the transaction.
+    """
+    text = json.dumps(rows, default=_json_value, separators=(",", ":"))
+    return _NUL_ESCAPE.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
@@ -377,9 +392,7 @@ class SqlUnitOfWork:
             filled = [slot for slot in (*_INSERT_SLOTS, "contact_seq") if held[slot]]
             if filled:
                 shape = tuple((slot, tuple(held[slot][0])) for slot in filled)
-                await conn.execute(_pg_insert_all(shape), {
-                    f"rows_{slot}": json.dumps(held[slot], default=_json_value, separators=(",", ":"))
-                    for slot in filled})
+                await conn.execute(_pg_insert_all(shape), {f"rows_{slot}": _pg_json(held[slot]) for slot in filled})
         else:
             filled = [slot for slot in _INSERT_SLOTS if held[slot]]
             inserts = _INSERTS[self._db.dialect]
@@ -487,13 +500,11 @@ class SqlUnitOfWork:
                "reason": decision.reason, "review": decision.review, "verified": decision.verified,
                "actions": [a.to_json() for a in decision.actions], "evidence": dict(decision.evidence),
                "occurred_at": now}
-        if self._db.dialect == "postgresql":
-            row = _without_nul(row)
         held = self._held
         held["event"].append(row)
         held["review"].extend(
             {"event_id": event_id, "kind": kind, "reason": row["reason"][:2000],
-             "address": _concerned_address(decision, pg=self._db.dialect == "postgresql"), "created_at": now,
+             "address": _concerned_address(decision), "created_at": now,
              "due_at": due, "resolved_at": None, "resolution": None, "resolution_event_id": None}
             for kind, due in _review_kinds(decision))
         last_by_address: dict[str, int] = {}
@@ -568,21 +579,6 @@ class SqlUnitOfWork:
         return found, created
 
 
-def _without_nul(value: Any) -> Any:
-    """`value` with NUL characters replaced: PostgreSQL's text and jsonb cannot hold U+0000.
-
-    Evidence quotes hostile mail (NUL bytes in headers and bodies are in the corpus);
-    the evidence keeps a visible U+FFFD where the NUL was instead of failing the event.
-    """
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(v) for v in value]
-    return value
-
-
 def _review_kinds(decision: Decision) -> list[tuple[str, datetime | None]]:
     """The review items a decision opens: one when it is for review, one per rights request."""
     kinds: list[tuple[str, datetime | None]] = []
@@ -599,14 +595,14 @@ def _review_kinds(decision: Decision) -> list[tuple[str, datetime | None]]:
     return kinds
 
 
-def _concerned_address(decision: Decision, pg: bool = False) -> str | None:
+def _concerned_address(decision: Decision) -> str | None:
     for action in decision.actions:
         if action.address:
             return action.address
     sender = decision.evidence.get("from") if isinstance(decision.evidence, dict) else None
     if not (isinstance(sender, str) and "@" in sender):
         return None
-    return _without_nul(sender) if pg else sender
+    return sender
 
 
 class Database:
