@@ -15,19 +15,18 @@ class UnitOfWork(Protocol):
     """One database transaction. `async with uow:` begins; leaving without commit rolls back.
 
     Implemented with SQLAlchemy in worker/db.py; any implementation must make
-    `record` + `commit` atomic and make `existing_events` see
-    committed events of every process (the dedupe check).
+    `record` + `commit` atomic and make `read_ahead` see committed events of every
+    process (the dedupe check: it returns the item ids that already have an event).
 
-    `prefetch_state` is a hint: the addresses the transaction's coming `load_state`
-    calls will ask about, so an implementation may read them in one round trip.
+    `read_ahead` also gets a hint: the addresses the transaction's coming `load_state`
+    calls will ask about, so an implementation may read them in the same round trip.
     Whatever it does, `load_state` must return the state as this transaction sees it
     then, including what earlier `record` calls wrote.
     """
 
     async def __aenter__(self) -> UnitOfWork: ...
     async def __aexit__(self, *exc: object) -> None: ...
-    async def existing_events(self, item_ids: list[str]) -> set[str]: ...
-    async def prefetch_state(self, addresses: list[str], soft_since: datetime) -> None: ...
+    async def read_ahead(self, item_ids: list[str], addresses: list[str], soft_since: datetime) -> set[str]: ...
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState: ...
     async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]: ...
     async def contacts_by_recipient_id(self, recipient_ids: list[str]) -> dict[str, int]: ...
@@ -99,11 +98,9 @@ async def apply_all(decisions: list[Decision], uow: UnitOfWork, now: datetime,
     caller may then apply the decisions one by one to find the one that fails.
     """
     async with uow:
-        seen = await uow.existing_events(list({d.item_id for d in decisions}))
-        fresh = [d for d in decisions if d.item_id not in seen]
-        if len(fresh) > 1:
-            await uow.prefetch_state(addresses_of(a for d in fresh for a in d.actions if a.address),
-                                     soft_since=now - policy.window)
+        seen = await uow.read_ahead(list({d.item_id for d in decisions}),
+                                    addresses_of(a for d in decisions for a in d.actions if a.address),
+                                    soft_since=now - policy.window)
         applied = []
         for d in decisions:
             if d.item_id in seen:

@@ -190,7 +190,7 @@ async def test_an_operator_release_is_an_event_and_an_update(database):
 
 
 async def test_one_batch_reads_ahead_and_still_sees_its_own_writes(database):
-    """apply_all reads the state of the whole batch at once (prefetch_state); a decision
+    """apply_all reads the state of the whole batch at once (read_ahead); a decision
     about an address that an earlier decision of the same batch changed must see that
     change, and one about an address suppressed before the batch must see that."""
     from handlers.apply import apply_all
@@ -269,10 +269,10 @@ async def test_a_batch_of_new_addresses_is_written_in_a_few_statements(database)
     finally:
         sa_event.remove(database.engine.sync_engine, "before_cursor_execute", note)
     assert [a.updates for a in applied] == [1] * 40
-    # The existing events and the read-ahead (2), then on PostgreSQL one statement for
-    # every row; SQLite (after its BEGIN IMMEDIATE) writes each contact at once, then one
-    # statement per table.
-    limit = 4 if database.dialect == "postgresql" else 1 + 3 + 40 + 5
+    # The read-ahead (contacts; marks and existing events), then on PostgreSQL one
+    # statement for every row; SQLite (after its BEGIN IMMEDIATE) writes each contact at
+    # once, then one statement per table.
+    limit = 3 if database.dialect == "postgresql" else 1 + 2 + 40 + 5
     assert len(statements) <= limit, statements
     async with database.sessions() as s:
         contact_of = dict((await s.execute(select(Address.address, Address.contact_id))).all())

@@ -52,11 +52,8 @@ class NullUow:
     async def __aexit__(self, *exc):
         return None
 
-    async def existing_events(self, item_ids):
+    async def read_ahead(self, item_ids, addresses, soft_since):
         return set()
-
-    async def prefetch_state(self, addresses, soft_since):
-        return None
 
     async def load_state(self, addresses, soft_since):
         from handlers.plan import CurrentState

@@ -140,15 +140,21 @@ _MARKS = (
     select(literal("suppressed"), Suppression.address, Suppression.reason, literal(None, UtcDateTime()))
     .where(Suppression.address.in_(bindparam("addresses", expanding=True)), Suppression.active.is_(True)),
 )
-_STATE_MARKS = union_all(*_MARKS).order_by("at")
 # PostgreSQL also reserves, from contact.id's own sequence, an id for each address that
 # has no contact yet, so a new contact can be written with the transaction's other rows
 # instead of in a round trip of its own. An id left unused is a gap in the sequence.
 _UNKNOWN = func.unnest(bindparam("address_list", type_=ARRAY(Text()))).table_valued("address").render_derived("unknown")
-_STATE_MARKS_PG = union_all(*_MARKS, select(
-    literal("new_contact"), _UNKNOWN.c.address,
-    cast(func.nextval(func.pg_get_serial_sequence("contact", "id")), Text()), literal(None, UtcDateTime()))
-    .where(~select(Address.id).where(Address.address == _UNKNOWN.c.address).exists())).order_by("at")
+_NEW_CONTACT_IDS = (
+    select(literal("new_contact"), _UNKNOWN.c.address,
+           cast(func.nextval(func.pg_get_serial_sequence("contact", "id")), Text()), literal(None, UtcDateTime()))
+    .where(~select(Address.id).where(Address.address == _UNKNOWN.c.address).exists()))
+# The read ahead also answers the dedupe check: which of the batch's items have an event.
+_EVENT_MARKS = select(literal("event"), Event.item_id, literal(None, String()), literal(None, UtcDateTime())).where(
+    Event.item_id.in_(bindparam("item_ids", expanding=True)))
+# (PostgreSQL?, with the dedupe check?) -> the marks query
+_MARKS_QUERIES = {(pg, events): union_all(*_MARKS, *([_NEW_CONTACT_IDS] if pg else []),
+                                          *([_EVENT_MARKS] if events else [])).order_by("at")
+                  for pg in (False, True) for events in (False, True)}
 _ADDRESS_CONTACTS = select(Address.address, Address.contact_id).where(
     Address.address.in_(bindparam("addresses", expanding=True)))
 _T_EVENT, _T_EVENT_ADDRESS, _T_REVIEW, _T_SOFT, _T_OUTBOX, _T_CONTACT, _T_ADDRESS = (
@@ -309,7 +315,7 @@ class SqlUnitOfWork:
     Writes go through Core statements, not through ORM objects. They are held until
     the next read of the database or the commit, then made as one statement per table
     (executemany) for all the decisions recorded since: a batch of decisions whose
-    state was read ahead (`prefetch_state`) costs a few round trips in all, not a few
+    state was read ahead (`read_ahead`) costs a few round trips in all, not a few
     per decision. Every read flushes what is held first, so a read sees every earlier
     `record` (two decisions that touch one address or contact are always separated
     by a read, since the second one's state cannot come from the read-ahead). On
@@ -335,7 +341,7 @@ class SqlUnitOfWork:
         self._held: dict[str, list[Any]] = {}            # slot of _FLUSH_ORDER -> rows
         self._reserved_ids: dict[str, int] = {}            # PostgreSQL: address -> id for its new contact
         self._contact_of: dict[str, int | None] = {}      # address -> contact, as read in this transaction
-        # prefetch_state's rows per address, for addresses no load_state has asked about
+        # read_ahead's rows per address, for addresses no load_state has asked about
         # yet (after that, record may have changed them, so they are read again).
         self._prefetched: dict[str, tuple[list[Any], list[Any]]] = {}
         self._prefetch_since: datetime | None = None
@@ -417,11 +423,6 @@ class SqlUnitOfWork:
             await self._session.commit()
         self._committed = True
 
-    async def existing_events(self, item_ids: list[str]) -> set[str]:
-        """The item ids among `item_ids` that already have an event."""
-        await self.flush()
-        return set((await self.conn.execute(_EVENTS_EXISTING, {"item_ids": item_ids})).scalars())
-
     async def recent_unverified_optouts(self, since: datetime) -> int:
         """Unverified opt-outs acted on (not held for review) since `since`: the spoofing guard's count."""
         await self.flush()
@@ -440,24 +441,37 @@ class SqlUnitOfWork:
             found.setdefault(contact_id, address)
         return found
 
-    async def prefetch_state(self, addresses: list[str], soft_since: datetime) -> None:
-        """Read the state of every address a batch of decisions will ask about, in two
-        queries instead of two per decision (and lock their contacts, as load_state would)."""
-        if not addresses:
-            return
+    async def read_ahead(self, item_ids: list[str], addresses: list[str], soft_since: datetime) -> set[str]:
+        """The item ids among `item_ids` that already have an event; and the state of
+        every address the transaction's decisions will ask about, read in two queries
+        in all (their contacts locked, as load_state would). The contacts are locked
+        before the events are looked at: an item that another transaction was applying
+        meanwhile is then seen as done, not written twice."""
         await self.flush()
+        if not addresses:
+            return set((await self.conn.execute(_EVENTS_EXISTING, {"item_ids": item_ids})).scalars())
         rows: dict[str, tuple[list[Any], list[Any]]] = {a: ([], []) for a in addresses}
         for row in (await self.conn.execute(_STATE_CONTACTS, {"addresses": addresses})).all():
             rows[row[0]][0].append(row)
-        for row in (await self.conn.execute(*self._marks_query(addresses, soft_since))).all():
-            rows[row[1]][1].append(row)
+        existing: set[str] = set()
+        for row in (await self.conn.execute(*self._marks_query(addresses, soft_since, item_ids))).all():
+            if row[0] == "event":
+                existing.add(row[1])
+            else:
+                rows[row[1]][1].append(row)
         self._prefetched.update(rows)
         self._prefetch_since = soft_since
+        return existing
 
-    def _marks_query(self, addresses: list[str], soft_since: datetime) -> tuple[Any, dict[str, Any]]:
-        if self._db.dialect == "postgresql":
-            return _STATE_MARKS_PG, {"addresses": addresses, "since": soft_since, "address_list": addresses}
-        return _STATE_MARKS, {"addresses": addresses, "since": soft_since}
+    def _marks_query(self, addresses: list[str], soft_since: datetime,
+                     item_ids: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
+        pg = self._db.dialect == "postgresql"
+        params: dict[str, Any] = {"addresses": addresses, "since": soft_since}
+        if pg:
+            params["address_list"] = addresses
+        if item_ids:
+            params["item_ids"] = item_ids
+        return _MARKS_QUERIES[pg, bool(item_ids)], params
 
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState:
         state = CurrentState()
