@@ -163,8 +163,10 @@ class Relay:
             except Exception as exc:          # noqa: BLE001 - the backlog stays in the outbox
                 log.warning("relay failed, will retry: %s", type(exc).__name__)
                 n, backoff = 0, min(backoff * 2, 30.0)
-            if n:
-                continue
+            if n >= self._settings.batch:
+                continue                      # a full batch: more may be waiting
+            # Anything committed since the wake flag was cleared above has set it again,
+            # so a drain that found fewer rows than a batch needs no second look.
             waiters = [asyncio.create_task(stopping.wait()), asyncio.create_task(self.wake.wait())]
             await asyncio.wait(waiters, timeout=backoff, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
