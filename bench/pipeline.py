@@ -11,6 +11,9 @@ It measures:
   answers 250 is measured in the same run, and each figure is also given as a ratio
   to it.
 - accept at 64 KB: the same with --big-messages bounces of 64 KB each (bare server too).
+- accept, listener alone (production): the accept run again on a listener with no
+  consumer on the machine, so the cost of the durable enqueue shows apart from the
+  CPU that a consumer beside it takes.
   Each accept phase starts once the work of the phase before it is done (inbound queue
   and outbox empty), so it does not compete with the previous phase's backlog.
 - latency: bounces for distinct addresses offered at fixed rates (--rates). For each
@@ -163,8 +166,10 @@ def serve_bare() -> None:
 class Serve:
     """`unsubd serve` processes: one with every role, or listeners and workers apart."""
 
-    def __init__(self, env: dict[str, str], split: bool) -> None:
+    def __init__(self, env: dict[str, str], split: bool, listener_only: bool = False) -> None:
         roles = [["--role", "smtp,http,relay"], ["--role", "consumer"]] if split else [[]]
+        if listener_only:
+            roles = roles[:1]
         self.procs = []
         for extra in roles:
             proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", *extra], cwd=REPO,
@@ -367,10 +372,26 @@ def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, st
                               args.big_messages)
             big["ratio_to_bare"] = round(big["per_s"] / bare["big_per_s"], 2) if bare.get("big_per_s") else None
             out["accept_64k"] = big
-        return out
     finally:
         if watcher is not None:
             watcher.stop_flag = True
+        server.stop()
+        clean_up(env, pg_name)
+    if mode == "production":
+        out["accept_listener_alone"] = listener_alone(args, messages, bare)
+    return out
+
+
+def listener_alone(args: argparse.Namespace, messages: list[tuple[bytes, str]], bare: dict[str, Any]) -> dict[str, Any]:
+    """Production accept with no consumer on the box: what the durable enqueue itself
+    costs, apart from the CPU a consumer beside it takes (the queue just fills)."""
+    env, pg_name = deployment_env("production", args.sessions, "alone")
+    server = Serve(env, split=True, listener_only=True)
+    try:
+        acc = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
+        acc["ratio_to_bare"] = round(acc["per_s"] / bare["per_s"], 2) if bare["per_s"] else None
+        return acc
+    finally:
         server.stop()
         clean_up(env, pg_name)
 
