@@ -258,7 +258,8 @@ async def test_the_listener_reads_smtp_paths_as_aiosmtpd_does():
 
     from worker.smtp import _LimitedSMTP
 
-    ours = _LimitedSMTP(SmtpIngress(make_settings(), None, lambda: None), set(), 10, hostname="t")   # type: ignore[arg-type]
+    ingress = SmtpIngress(make_settings(), None, lambda: None)     # type: ignore[arg-type]
+    ours = _LimitedSMTP(ingress, set(), 10, hostname="t")
     theirs = SMTP(object(), hostname="t")
     assert "_getaddr" in vars(SMTP)                 # the method the listener overrides still exists
 
@@ -269,7 +270,8 @@ async def test_the_listener_reads_smtp_paths_as_aiosmtpd_does():
             return type(exc)
     fixed = ["<a@b>", "<a.b@c.d> SIZE=10", "<a@b>  BODY=8BITMIME SIZE=1", "<a@b>(comment) SIZE=1", "<>",
              "<a..b@c>", "<\"a b\"@c>", "<a@[192.0.2.1]>", "<@x,@y:a@b>", "a@b", "<a@b", "<a@b>>", "<ö@b>",
-             "<a@b>\tX", " <a@b>", "<> SIZE=1", "<>x", " <>", "<>  (c)", "<a@b.>", "<.a@b>", "<" + "x" * 70 + "@b>", "<a@b>x"]
+             "<a@b>\tX", " <a@b>", "<> SIZE=1", "<>x", " <>", "<>  (c)", "<a@b.>", "<.a@b>",
+             "<" + "x" * 70 + "@b>", "<a@b>x"]
     for limit in (0, 64):
         ours.local_part_limit = theirs.local_part_limit = limit
         for arg in fixed:

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import (Engine, String, Text, TypeDecorator, bindparam, cast, column, event, func, insert,
                         literal, literal_column, select, union_all, update)
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -204,10 +204,10 @@ _INSERT_SLOTS: dict[str, Any] = {
     "event_address": _T_EVENT_ADDRESS, "outbox": _T_OUTBOX,
 }
 _UPDATE_SLOTS = ("updates", "contact_seq")    # (statement, params) pairs; contact sequence rows
-_INSERTS: dict[str, dict[str, Any]] = {
-    dialect: {slot: (_UPSERTS[dialect][0] if slot == "suppression" else _UPSERTS[dialect][1]
-                     if slot == "preference" else insert(table)) for slot, table in _INSERT_SLOTS.items()}
-    for dialect in _UPSERTS}
+_INSERTS: dict[str, dict[str, Any]] = {   # dialect -> slot -> its statement (executemany)
+    dialect: {**{slot: insert(table) for slot, table in _INSERT_SLOTS.items()},
+              "suppression": suppression, "preference": preference}
+    for dialect, (suppression, preference) in _UPSERTS.items()}
 _PG_INSERTS: dict[tuple[tuple[str, tuple[str, ...]], ...], Any] = {}
 
 
@@ -278,6 +278,8 @@ def _json_value(value: Any) -> Any:
             raise ValueError("naive datetime given to the database; use UTC-aware datetimes")
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} cannot be written as a JSON row")
+
+
 T = TypeVar("T")
 R = TypeVar("R")
 # PostgreSQL NOTIFY channel that wakes relays in other processes; migration 0005's trigger
@@ -319,7 +321,8 @@ class SqlUnitOfWork:
     per decision. Every read flushes what is held first, so a read sees every earlier
     `record` (two decisions that touch one address or contact are always separated
     by a read, since the second one's state cannot come from the read-ahead). On
-    PostgreSQL the ids of the contacts a batch creates are reserved in one round trip.
+    PostgreSQL the state read also reserves ids for the contacts a decision may create,
+    and a flush is one statement for every table (see _pg_insert_all).
     `before_commit` callbacks run inside the transaction just before
     COMMIT (the embedded queue marks its items done there, so "done" and the decision
     are one commit). When the transaction wrote outbox rows, the Database tells its
@@ -338,7 +341,7 @@ class SqlUnitOfWork:
         self._conn: WriteConn | None = joined
         self._committed = False
         self.before_commit: list[BeforeCommit] = []
-        self._held: dict[str, list[Any]] = {}            # slot of _FLUSH_ORDER -> rows
+        self._held: dict[str, list[Any]] = {}            # slot (_INSERT_SLOTS, _UPDATE_SLOTS) -> rows
         self._reserved_ids: dict[str, int] = {}            # PostgreSQL: address -> id for its new contact
         self._contact_of: dict[str, int | None] = {}      # address -> contact, as read in this transaction
         # read_ahead's rows per address, for addresses no load_state has asked about

@@ -29,11 +29,12 @@ REPLY_BUSY = "421 4.3.2 Too many connections, try again later"
 MAX_RECIPIENTS = 100
 
 # An SMTP path in its common form: "<local@domain>" with dot-atoms on both sides (RFC
-# 5322 atext), then the parameters, if any, after spaces; or the null path "<>". aiosmtpd reads every MAIL and
-# RCPT argument with the email package's RFC 5322 parser, and defines a typing.Protocol
-# class on each call: together about a fifth of the listener's CPU. For this form the
-# answer is the text itself; anything else (quoted local parts, comments, address
-# literals, non-ASCII) still goes to aiosmtpd. tests/test_smtp.py compares both readers.
+# 5322 atext), then the parameters, if any, after spaces; or the null path "<>".
+# aiosmtpd reads every MAIL and RCPT argument with the email package's RFC 5322 parser,
+# and defines a typing.Protocol class on each call: together about a fifth of the
+# listener's CPU. For these forms the answer is the text itself; anything else (quoted
+# local parts, comments, address literals, non-ASCII) still goes to aiosmtpd.
+# tests/test_smtp.py compares both readers.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*)>[ \t]*(.*)", re.S)
 
@@ -111,7 +112,7 @@ class _LimitedSMTP(SMTP):
         super().connection_made(transport)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        if arg.startswith("<>"):               # the null reverse-path of bounces; aiosmtpd keeps what follows as is
+        if arg.startswith("<>"):      # the null reverse-path of bounces; aiosmtpd keeps what follows as is
             return "<>", arg[2:]
         match = _PLAIN_PATH.fullmatch(arg)
         if match is None or match.group(2).startswith("("):
