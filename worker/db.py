@@ -204,10 +204,9 @@ _INSERT_SLOTS: dict[str, Any] = {
     "event_address": _T_EVENT_ADDRESS, "outbox": _T_OUTBOX,
 }
 _UPDATE_SLOTS = ("updates", "contact_seq")    # (statement, params) pairs; contact sequence rows
-_INSERTS: dict[str, dict[str, Any]] = {   # dialect -> slot -> its statement (executemany)
-    dialect: {**{slot: insert(table) for slot, table in _INSERT_SLOTS.items()},
-              "suppression": suppression, "preference": preference}
-    for dialect, (suppression, preference) in _UPSERTS.items()}
+# SQLite: a statement per slot, run as an executemany (PostgreSQL uses _pg_insert_all).
+_SQLITE_INSERTS: dict[str, Any] = {**{slot: insert(table) for slot, table in _INSERT_SLOTS.items()},
+                                   "suppression": _UPSERTS["sqlite"][0], "preference": _UPSERTS["sqlite"][1]}
 _PG_INSERTS: dict[tuple[tuple[str, tuple[str, ...]], ...], Any] = {}
 
 
@@ -404,10 +403,9 @@ class SqlUnitOfWork:
                 await conn.execute(_pg_insert_all(shape), {f"rows_{slot}": _pg_json(held[slot]) for slot in filled})
         else:
             filled = [slot for slot in _INSERT_SLOTS if held[slot]]
-            inserts = _INSERTS[self._db.dialect]
             for slot in filled:
                 rows = held[slot]
-                await conn.execute(inserts[slot], rows[0] if len(rows) == 1 else rows)
+                await conn.execute(_SQLITE_INSERTS[slot], rows[0] if len(rows) == 1 else rows)
         for slot in filled:
             held[slot] = []
         updates, held["updates"] = held["updates"], []
