@@ -12,7 +12,6 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aio_pika
@@ -240,17 +239,37 @@ async def _suppressed(url: str, addresses: list[str]) -> bool:
     return set(addresses) <= found
 
 
-async def test_killed_mid_stream_every_accepted_message_is_processed_and_published_in_order(names, pg_url):
+def serve(names: dict[str, str], pg_url: str) -> tuple[subprocess.Popen[str], int]:
+    """`unsubd serve` with every role, as a process of its own; it and its SMTP port."""
     env = {**os.environ, **names, "UNSUBD_DATABASE_URL": pg_url, "UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0",
            "UNSUBD_CONFIG": str(EXAMPLE_TOML), "UNSUBD_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r"smtp \('[^']+', (\d+)\)", line)
+    assert m, line
+    return proc, int(m.group(1))
 
+
+def check_published(received: list[tuple[str, dict[str, Any]]], sent: list[str]) -> None:
+    """Every address sent has its update; duplicates are the same update; sequences per contact run 1, 2, ..."""
+    by_id: dict[tuple[str, int], dict[str, Any]] = {}
+    for _, u in received:
+        jsonschema.validate(u, SCHEMA)
+        key = (u["event_id"], u["sequence"])
+        if key in by_id:
+            assert by_id[key] == u                     # a duplicate is the same update, same event_id
+        by_id[key] = u
+    assert {u["address"] for u in by_id.values()} == set(sent)
+    per_contact: dict[int, list[int]] = {}
+    for u in by_id.values():
+        per_contact.setdefault(u["contact_id"], []).append(u["sequence"])
+    assert all(sorted(seqs) == list(range(1, len(seqs) + 1)) for seqs in per_contact.values())
+
+
+async def test_killed_mid_stream_every_accepted_message_is_processed_and_published_in_order(names, pg_url):
     def start() -> tuple[subprocess.Popen[str], int]:
-        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve"], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = proc.stdout.readline()
-        m = re.search(r"smtp \('[^']+', (\d+)\)", line)
-        assert m, line
-        return proc, int(m.group(1))
+        return serve(names, pg_url)
 
     settings = make_settings(pg_url, **names)
     async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange) as listener:
@@ -276,18 +295,74 @@ async def test_killed_mid_stream_every_accepted_message_is_processed_and_publish
                     p.kill()
     c = await counts(pg_url)
     assert c["events"] == c["suppressions"] == c["outbox"] == c["published"] == 30
-    by_id: dict[tuple[str, int], dict[str, Any]] = {}
-    for _, u in listener.received:
-        jsonschema.validate(u, SCHEMA)
-        key = (u["event_id"], u["sequence"])
-        if key in by_id:
-            assert by_id[key] == u                     # a duplicate is the same update, same event_id
-        by_id[key] = u
-    assert {u["address"] for u in by_id.values()} == set(sent)
-    per_contact: dict[int, list[int]] = {}
-    for u in by_id.values():
-        per_contact.setdefault(u["contact_id"], []).append(u["sequence"])
-    assert all(sorted(seqs) == list(range(1, len(seqs) + 1)) for seqs in per_contact.values())
+    check_published(listener.received, sent)
+
+
+async def test_killed_while_many_sessions_send_every_250_is_processed(names, pg_url):
+    """Concurrent sessions, so the listener publishes batches, and SIGKILL while they do:
+    every message that got its 250 is applied and published; a sender that lost its
+    session before the 250 sends again, as an MTA does."""
+    settings = make_settings(pg_url, **names)
+    accepted: list[str] = []
+    state = {"port": 0}
+
+    async def session(k: int) -> None:
+        for j in range(10):
+            rcpt = f"burst{k}-{j}@kommun-vast.example"
+            raw = dsn(rcpt)                  # resent as it was: the same item, recognised
+            for _ in range(100):
+                try:
+                    assert await asyncio.to_thread(send, state["port"], raw, [BOUNCES]) == {}
+                except (smtplib.SMTPServerDisconnected, smtplib.SMTPDataError, ConnectionError) as err:
+                    assert not isinstance(err, smtplib.SMTPDataError) or err.smtp_code == 451
+                    await asyncio.sleep(0.2)
+                    continue
+                accepted.append(rcpt)
+                break
+
+    async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange) as listener:
+        proc, state["port"] = serve(names, pg_url)
+        procs = [proc]
+        try:
+            senders = asyncio.gather(*(session(k) for k in range(8)))
+            await wait_for(lambda: _at_least(accepted, 30), timeout=60)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            proc, state["port"] = serve(names, pg_url)
+            procs.append(proc)
+            await asyncio.wait_for(senders, 120)
+            await wait_for(lambda: _got_addresses(listener, set(accepted)), timeout=90)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    assert len(accepted) == 80
+    c = await counts(pg_url)
+    assert c["events"] == c["suppressions"] == c["published"] == 80
+    check_published(listener.received, accepted)
+
+
+async def _at_least(items: list[str], n: int) -> bool:
+    return len(items) >= n
+
+
+async def test_concurrent_sessions_share_publishes_and_every_message_is_applied(names, pg_url):
+    settings = make_settings(pg_url, **names)
+    w = Worker(settings)
+    await w.start()
+    try:
+        port = w.smtp_address[1]
+        sent = [f"shared{i}@kommun-vast.example" for i in range(40)]
+        results = await asyncio.gather(*(asyncio.to_thread(send, port, dsn(r), [BOUNCES]) for r in sent))
+        assert results == [{}] * 40
+        publishes, items = w.smtp.ingress._enqueue.published
+        await wait_for(lambda: _suppressed(pg_url, sent), timeout=60)
+    finally:
+        await w.stop()
+    assert items == 40 and publishes < 40
+    assert (await counts(pg_url))["events"] == 40
 
 
 async def send_like_an_mta(port: int, raw: bytes, tries: int = 20) -> Any:

@@ -126,7 +126,7 @@ class Rabbit(Backend):
 
     async def open(self) -> None:
         await self.broker.connect()
-        self._enqueue = AmqpEnqueue(self.broker)
+        self._enqueue = AmqpEnqueue(self.broker, self.settings)
         await self._enqueue.start()
 
     async def enqueue(self, it: Inbound) -> None:

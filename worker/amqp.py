@@ -1,7 +1,9 @@
 """RabbitMQ in and out (production mode): aio-pika with publisher confirms.
 
 In:  SMTP listeners publish each accepted message to the quorum queue
-     `unsubd.inbound` and answer 250 only after the broker's confirm.
+     `unsubd.inbound` and answer 250 only after the broker's confirm. Messages
+     accepted while a publish awaits its confirm go together in the next one, as
+     one batch message (`to_batch`); a consumer takes a batch apart into its items.
      Consumers ack only after the decision is committed; a failure is nacked
      and redelivered; after `max_attempts` the message is published to the
      dead-letter queue with its error in headers and then acked. The queue's own
@@ -28,6 +30,7 @@ from pamqp.commands import Basic
 from config import Settings
 from handlers.model import Inbound, item_key
 from worker.consumer import Consumer, Outcome
+from worker.db import GroupCommit
 from worker.errors import QueueUnavailable
 from worker.relay import OutboundUpdate
 
@@ -36,6 +39,10 @@ log = logging.getLogger("unsubd.amqp")
 H_MAIL_FROM, H_RCPT_TOS, H_RECEIVED_AT, H_SOURCE = (
     "x-unsubd-mail-from", "x-unsubd-rcpt-tos", "x-unsubd-received-at", "x-unsubd-source")
 H_ERROR, H_ATTEMPTS, H_PARKED_AT = "x-unsubd-error", "x-unsubd-attempts", "x-unsubd-parked-at"
+# Attempts an item had inside a batch before it was published again on its own.
+H_EARLIER_ATTEMPTS = "x-unsubd-earlier-attempts"
+BATCH_TYPE = "application/x-unsubd-batch"
+BATCH_VERSION = 1
 # Delivery attempts beyond our own max_attempts before RabbitMQ dead-letters by itself.
 DELIVERY_LIMIT_MARGIN = 2
 
@@ -113,12 +120,14 @@ def _confirmed(result: Any) -> bool:
 JSON_TYPES = ("click", "bounce", "complaint")     # handlers.click.decide_queue_item; docs/inbound.md
 
 
-def to_message(item: Inbound) -> aio_pika.Message:
+def to_message(item: Inbound, earlier_attempts: int = 0) -> aio_pika.Message:
+    headers: dict[str, Any] = {H_MAIL_FROM: item.mail_from, H_RCPT_TOS: list(item.rcpt_tos),
+                               H_RECEIVED_AT: item.received_at.isoformat(), H_SOURCE: item.source}
+    if earlier_attempts:
+        headers[H_EARLIER_ATTEMPTS] = earlier_attempts
     return aio_pika.Message(
         item.raw, message_id=item.id, content_type="message/rfc822",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, timestamp=item.received_at,
-        headers={H_MAIL_FROM: item.mail_from, H_RCPT_TOS: list(item.rcpt_tos),
-                 H_RECEIVED_AT: item.received_at.isoformat(), H_SOURCE: item.source})
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT, timestamp=item.received_at, headers=headers)
 
 
 def from_message(message: AbstractIncomingMessage, now: datetime) -> Inbound:
@@ -153,12 +162,69 @@ def from_message(message: AbstractIncomingMessage, now: datetime) -> Inbound:
     )
 
 
-class AmqpEnqueue:
-    """The SMTP listener's durable enqueue: returns only after the broker's confirm."""
+def to_batch(items: list[Inbound]) -> aio_pika.Message:
+    """Several items as one message: a JSON index on the first line, then the raw bytes
+    of each item in order, unencoded. The index gives each item's envelope and length."""
+    index = {"v": BATCH_VERSION, "items": [
+        {"id": i.id, "mail_from": i.mail_from, "rcpt_tos": list(i.rcpt_tos),
+         "received_at": i.received_at.isoformat(), "source": i.source, "bytes": len(i.raw)} for i in items]}
+    body = b"".join([json.dumps(index, ensure_ascii=True).encode(), b"\n", *(i.raw for i in items)])
+    return aio_pika.Message(body, message_id=f"batch-{items[0].id}", content_type=BATCH_TYPE,
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
 
-    def __init__(self, broker: Broker) -> None:
+
+def from_batch(body: bytes) -> list[Inbound]:
+    """The items of a batch message. Raises ValueError, naming what is wrong, for anything
+    `to_batch` would not have written."""
+    head, newline, rest = body.partition(b"\n")
+    if not newline:
+        raise ValueError("a batch without its index line")
+    try:
+        index = json.loads(head)
+    except ValueError:
+        raise ValueError("a batch whose index is not JSON") from None
+    if not isinstance(index, dict) or index.get("v") != BATCH_VERSION or not isinstance(index.get("items"), list):
+        raise ValueError(f"a batch of a version this consumer cannot read: {str(index)[:60]!r}")
+    items, offset = [], 0
+    for n, entry in enumerate(index["items"]):
+        try:
+            size, rcpts, mail_from = entry["bytes"], entry["rcpt_tos"], entry["mail_from"]
+            if not (isinstance(size, int) and 0 <= size <= len(rest) - offset and isinstance(rcpts, list)
+                    and all(isinstance(r, str) for r in rcpts) and isinstance(entry["id"], str) and entry["id"]
+                    and (mail_from is None or isinstance(mail_from, str))):
+                raise ValueError
+            items.append(Inbound(id=entry["id"], raw=rest[offset:offset + size], mail_from=mail_from,
+                                 rcpt_tos=tuple(rcpts), received_at=datetime.fromisoformat(entry["received_at"]),
+                                 source=str(entry.get("source") or "amqp")))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"item {n} of a batch is malformed") from None
+        offset += size
+    if not items or offset != len(rest):
+        raise ValueError(f"a batch whose index accounts for {offset} of its {len(rest)} bytes")
+    return items
+
+
+class AmqpEnqueue:
+    """The SMTP listener's durable enqueue: returns only after the broker's confirm.
+
+    Items that arrive while a publish awaits its confirm are published together next
+    (group commit): one message and one confirm for many sessions' mail, which is most
+    of what the broker and aio-pika cost per message. An item that arrives alone is
+    published at once, on its own.
+    """
+
+    def __init__(self, broker: Broker, settings: Settings) -> None:
         self._broker = broker
         self._channel: AbstractChannel | None = None
+        self._max_bytes = settings.amqp.inbound_batch_bytes
+        self._unbatched = settings.amqp.inbound_batch == 1
+        self._group: GroupCommit[Inbound, bool] = GroupCommit(
+            self._publish, max_batch=settings.amqp.inbound_batch, parallel=1)
+
+    @property
+    def published(self) -> tuple[int, int]:
+        """(publishes, items) so far."""
+        return self._group.flushes, self._group.items
 
     async def start(self) -> None:
         self._channel = await self._broker.channel(confirms=True)
@@ -167,14 +233,36 @@ class AmqpEnqueue:
     async def __call__(self, item: Inbound) -> bool:
         if self._channel is None:
             raise QueueUnavailable("not connected to the broker")
+        if self._unbatched:                      # every item its own publish, side by side
+            result = await self._publish_one([item])
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        return await self._group.submit(item)
+
+    async def _publish(self, items: list[Inbound]) -> list[bool | BaseException]:
+        groups: list[list[Inbound]] = []
+        size = self._max_bytes
+        for item in items:
+            if size + len(item.raw) > self._max_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(item)
+            size += len(item.raw)
+        results = await asyncio.gather(*(self._publish_one(g) for g in groups))
+        return [r for g, r in zip(groups, results) for _ in g]
+
+    async def _publish_one(self, items: list[Inbound]) -> bool | BaseException:
+        assert self._channel is not None
+        message = to_message(items[0]) if len(items) == 1 else to_batch(items)
         try:
             result = await self._channel.default_exchange.publish(
-                to_message(item), routing_key=self._broker.names.inbound_queue, mandatory=True,
+                message, routing_key=self._broker.names.inbound_queue, mandatory=True,
                 timeout=self._broker.names.publish_timeout)
         except Exception as exc:          # noqa: BLE001 - broker down, closed channel, unroutable, timeout
-            raise QueueUnavailable(f"broker: {type(exc).__name__}") from exc
+            return QueueUnavailable(f"broker: {type(exc).__name__}")
         if not _confirmed(result):
-            raise QueueUnavailable(f"broker did not confirm: {type(result).__name__}")
+            return QueueUnavailable(f"broker did not confirm: {type(result).__name__}")
         return True
 
 
@@ -218,13 +306,16 @@ class AmqpConsumer:
         self._settings = settings
         self._clock = clock
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._default: aio_pika.abc.AbstractExchange | None = None
         self.dead_lettered = 0
+        self.batches_split = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         channel = await self._broker.channel(confirms=True)
         await channel.set_qos(prefetch_count=self._broker.names.prefetch)
         topology = await self._broker.declare(channel)
         queue, dlx = topology.inbound, topology.dead_letter_exchange
+        self._default = channel.default_exchange
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.current_task()
@@ -247,38 +338,92 @@ class AmqpConsumer:
         await channel.close()
 
     async def _deliver(self, message: AbstractIncomingMessage, dlx: aio_pika.abc.AbstractExchange) -> None:
+        headers = message.headers or {}
         # Quorum queues count earlier deliveries in x-delivery-count.
-        attempts = int((message.headers or {}).get("x-delivery-count") or 0) + 1
+        attempts = int(headers.get("x-delivery-count") or 0) + 1 + int(headers.get(H_EARLIER_ATTEMPTS) or 0)
         try:
-            item = from_message(message, self._clock())
-        except ValueError as exc:
-            outcome = Outcome.park(str(exc))
-        else:
-            outcome = await self._consumer.handle(item, attempts)
-        try:
+            if message.content_type == BATCH_TYPE:
+                await self._deliver_batch(message, dlx, attempts)
+                return
+            try:
+                item = from_message(message, self._clock())
+            except ValueError as exc:
+                outcome = Outcome.park(str(exc))
+            else:
+                outcome = await self._consumer.handle(item, attempts)
             if outcome.action == "done":
                 await message.ack()
             elif outcome.action == "retry":
-                c = self._settings.consumer
-                await asyncio.sleep(min(30.0, c.retry_base * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0))
+                await asyncio.sleep(self._backoff(attempts))
                 await message.nack(requeue=True)
             else:
-                await self._dead_letter(message, dlx, outcome.error, attempts)
+                await self._dead_letter(dlx, message.body, dict(headers), message.content_type,
+                                        message.message_id, outcome.error, attempts)
                 await message.ack()
         except Exception as exc:                 # noqa: BLE001 - the delivery returns to the queue
             log.warning("settling a delivery failed; it will be redelivered: %s", type(exc).__name__,
                         extra={"item_id": message.message_id})
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, dlx: aio_pika.abc.AbstractExchange,
-                           error: str, attempts: int) -> None:
-        headers = dict(message.headers or {})
+    async def _deliver_batch(self, message: AbstractIncomingMessage, dlx: aio_pika.abc.AbstractExchange,
+                             attempts: int) -> None:
+        """A listener's batch: its items are handled side by side and settled one by one.
+
+        The batch is acked once every item is done, dead-lettered alone (poison) or
+        published again alone (to be retried). A batch delivered before without being
+        settled may hold an item that kills its consumer, so it is only taken apart:
+        each item then meets the queue's delivery limit on its own.
+        """
+        try:
+            items = from_batch(message.body)
+        except ValueError as exc:
+            await self._dead_letter(dlx, message.body, dict(message.headers or {}), message.content_type,
+                                    message.message_id, str(exc), attempts)
+            await message.ack()
+            return
+        if attempts > 1:
+            self.batches_split += 1
+            await self._publish_alone(items, attempts - 1)
+            await message.ack()
+            return
+        outcomes = await asyncio.gather(*(self._consumer.handle(i, attempts) for i in items))
+        parked = [(i, o) for i, o in zip(items, outcomes) if o.action == "park"]
+        again = [i for i, o in zip(items, outcomes) if o.action == "retry"]
+        await asyncio.gather(*(self._dead_letter_item(dlx, i, o.error, attempts) for i, o in parked))
+        if again:
+            await asyncio.sleep(self._backoff(attempts))
+            await self._publish_alone(again, attempts)
+        await message.ack()
+
+    def _backoff(self, attempts: int) -> float:
+        c = self._settings.consumer
+        return min(30.0, c.retry_base * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
+
+    async def _publish_alone(self, items: list[Inbound], earlier_attempts: int) -> None:
+        """Each item back on the inbound queue as a message of its own, with the attempts it
+        has had; returns once the broker has confirmed them all."""
+        assert self._default is not None
+        results = await asyncio.gather(*(self._default.publish(
+            to_message(i, earlier_attempts), routing_key=self._broker.names.inbound_queue, mandatory=True,
+            timeout=self._broker.names.publish_timeout) for i in items), return_exceptions=True)
+        if not all(_confirmed(r) for r in results):
+            raise QueueUnavailable("the inbound queue did not confirm the items of a batch")
+
+    async def _dead_letter_item(self, dlx: aio_pika.abc.AbstractExchange, item: Inbound, error: str,
+                                attempts: int) -> None:
+        message = to_message(item)
+        await self._dead_letter(dlx, message.body, dict(message.headers), message.content_type, item.id,
+                                error, attempts)
+
+    async def _dead_letter(self, dlx: aio_pika.abc.AbstractExchange, body: bytes, headers: dict[str, Any],
+                           content_type: str | None, message_id: str | None, error: str, attempts: int) -> None:
+        headers.pop(H_EARLIER_ATTEMPTS, None)
         headers.update({H_ERROR: error[:1000], H_ATTEMPTS: attempts,
                         H_PARKED_AT: datetime.now(timezone.utc).isoformat()})
         result = await dlx.publish(aio_pika.Message(
-            message.body, headers=headers, content_type=message.content_type, message_id=message.message_id,
+            body, headers=headers, content_type=content_type, message_id=message_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=self._broker.names.dead_letter_queue,
             timeout=self._broker.names.publish_timeout)
         if not _confirmed(result):
             raise QueueUnavailable("dead-letter queue did not confirm")
         self.dead_lettered += 1
-        log.error("dead-lettered: %s", error[:200], extra={"item_id": message.message_id})
+        log.error("dead-lettered: %s", error[:200], extra={"item_id": message_id})

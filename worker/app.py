@@ -99,7 +99,7 @@ class Worker:
         if self.broker is not None:
             await self.broker.connect()
             if "smtp" in self.roles:
-                amqp_enqueue = AmqpEnqueue(self.broker)
+                amqp_enqueue = AmqpEnqueue(self.broker, self.settings)
                 await amqp_enqueue.start()
                 enqueue = amqp_enqueue
             if "relay" in self.roles:
