@@ -144,7 +144,7 @@ async def queue_depth(backend: Rabbit) -> int:
 async def test_items_accepted_together_travel_as_one_message_and_each_is_applied(rabbit_backend: Rabbit):
     items = [item(f"bounce:together{i}@kommun-vast.example".encode()) for i in range(40)]
     assert await asyncio.gather(*(rabbit_backend._enqueue(i) for i in items)) == [True] * 40
-    publishes, carried = rabbit_backend._enqueue.published
+    publishes, carried = rabbit_backend._enqueue.messages, rabbit_backend._enqueue.items
     assert carried == 40 and publishes < 40
     assert await queue_depth(rabbit_backend) == publishes
     await rabbit_backend.start()
@@ -170,6 +170,7 @@ async def test_with_batches_off_every_item_is_a_message_of_its_own(rabbit_backen
     items = [item(f"bounce:alone{i}@kommun-vast.example".encode()) for i in range(20)]
     assert await asyncio.gather(*(rabbit_backend._enqueue(i) for i in items)) == [True] * 20
     assert await queue_depth(rabbit_backend) == 20
+    assert (rabbit_backend._enqueue.messages, rabbit_backend._enqueue.items) == (20, 20)
     conn = await aio_pika.connect(RABBIT_URL)
     async with conn:
         ch = await conn.channel()
@@ -185,7 +186,7 @@ async def test_a_batch_stays_within_its_byte_limit(rabbit_backend: Rabbit):
     big = item(b"bounce:huge@kommun-vast.example\n" + b"y" * 9000)        # over the limit: goes alone
     assert all(await asyncio.gather(*(rabbit_backend._enqueue(i) for i in [*items, big])))
     # Submitted together, they are published together: two by two, and the big one alone.
-    assert rabbit_backend._enqueue.published == (1, 11)
+    assert (rabbit_backend._enqueue.messages, rabbit_backend._enqueue.items) == (6, 11)
     assert await queue_depth(rabbit_backend) == 5 + 1
     await rabbit_backend.start()
     ids = [i.id for i in [*items, big]]
@@ -197,7 +198,7 @@ async def test_poison_in_a_batch_is_parked_alone_and_the_rest_applied(rabbit_bac
     good = [item(f"bounce:beside{i}@kommun-vast.example".encode()) for i in range(4)]
     together = [good[0], poison, good[1], hang, good[2], good[3]]
     assert all(await asyncio.gather(*(rabbit_backend._enqueue(i) for i in together)))
-    assert rabbit_backend._enqueue.published[0] < len(together)
+    assert rabbit_backend._enqueue.messages < len(together)
     await rabbit_backend.start()
     await wait_for(lambda: _applied(rabbit_backend, [g.id for g in good]), timeout=30)
     await wait_for(lambda: _parked(rabbit_backend, 2), timeout=60)

@@ -220,11 +220,9 @@ class AmqpEnqueue:
         self._unbatched = settings.amqp.inbound_batch == 1
         self._group: GroupCommit[Inbound, bool] = GroupCommit(
             self._publish, max_batch=settings.amqp.inbound_batch, parallel=1)
+        self.messages = 0                        # confirmed publishes
+        self.items = 0                           # items they carried
 
-    @property
-    def published(self) -> tuple[int, int]:
-        """(publishes, items) so far."""
-        return self._group.flushes, self._group.items
 
     async def start(self) -> None:
         self._channel = await self._broker.channel(confirms=True)
@@ -263,6 +261,8 @@ class AmqpEnqueue:
             return QueueUnavailable(f"broker: {type(exc).__name__}")
         if not _confirmed(result):
             return QueueUnavailable(f"broker did not confirm: {type(result).__name__}")
+        self.messages += 1
+        self.items += len(items)
         return True
 
 

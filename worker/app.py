@@ -83,6 +83,7 @@ class Worker:
         self.pool = pool
         self.broker: Broker | None = Broker(settings) if settings.amqp_url else None
         self.amqp_consumer: AmqpConsumer | None = None
+        self.amqp_enqueue: AmqpEnqueue | None = None
         self.consumer: Consumer | None = None
         self.smtp: SmtpServer | None = None
         self.http: HttpServer | None = None
@@ -99,9 +100,9 @@ class Worker:
         if self.broker is not None:
             await self.broker.connect()
             if "smtp" in self.roles:
-                amqp_enqueue = AmqpEnqueue(self.broker, self.settings)
-                await amqp_enqueue.start()
-                enqueue = amqp_enqueue
+                self.amqp_enqueue = AmqpEnqueue(self.broker, self.settings)
+                await self.amqp_enqueue.start()
+                enqueue = self.amqp_enqueue
             if "relay" in self.roles:
                 publisher = AmqpPublisher(self.broker)
                 await publisher.start()
@@ -158,6 +159,11 @@ class Worker:
             out.update({f"inbound_{k}": v for k, v in (await self.queue.counts()).items()})
         elif self.amqp_consumer is not None:
             out["consumer_dead_lettered_total"] = self.amqp_consumer.dead_lettered
+            out["consumer_batches_split_total"] = self.amqp_consumer.batches_split
+        if self.amqp_enqueue is not None:
+            # Items over messages is the listener's mean batch size.
+            out["inbound_published_messages_total"] = self.amqp_enqueue.messages
+            out["inbound_published_items_total"] = self.amqp_enqueue.items
         out["outbox_backlog"] = await self.relay.backlog()
         out["outbox_published_total"] = self.relay.published
         if self.smtp is not None:
