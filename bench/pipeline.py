@@ -13,7 +13,8 @@ It measures:
 - accept at 64 KB: the same with --big-messages bounces of 64 KB each (bare server too).
 - accept, listener alone (production): the accept run again on a listener with no
   consumer on the machine, so the cost of the durable enqueue shows apart from the
-  CPU that a consumer beside it takes.
+  CPU that a consumer beside it takes. In production each accept figure also gives
+  the listener's mean batch: items per message it published to the inbound queue.
   Each accept phase starts once the work of the phase before it is done (inbound queue
   and outbox empty), so it does not compete with the previous phase's backlog.
 - latency: bounces for distinct addresses offered at fixed rates (--rates). For each
@@ -278,6 +279,28 @@ def end_to_end(port: int, watcher: Any, sessions: int, count: int, tag: str) -> 
             "per_s": round(len(seen) / seconds, 1) if seconds else None}
 
 
+def gauges(server: Serve) -> dict[str, str]:
+    """The listener's /metrics, by name without the `unsubd_` prefix."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=10) as r:
+        return {k.removeprefix("unsubd_"): v for k, v in (line.split() for line in r.read().decode().splitlines()
+                                                          if line.strip())}
+
+
+def measured_accept(server: Serve, messages: list[tuple[bytes, str]], sessions: int, count: int,
+                    bare_per_s: float | None) -> dict[str, Any]:
+    """accept_rate, as a ratio to the bare server too; in production also the listener's
+    mean batch (items per inbound message published) during the run."""
+    before = gauges(server)
+    acc = accept_rate(server.smtp_port, messages, sessions, count)
+    acc["ratio_to_bare"] = round(acc["per_s"] / bare_per_s, 2) if bare_per_s else None
+    after = gauges(server)
+    if "inbound_published_messages_total" in after:
+        sent = int(after["inbound_published_messages_total"]) - int(before["inbound_published_messages_total"])
+        items = int(after["inbound_published_items_total"]) - int(before["inbound_published_items_total"])
+        acc["mean_batch"] = round(items / sent, 1) if sent else None
+    return acc
+
+
 def settle(server: Serve, inbound_queue: str | None, limit: float = 300) -> float:
     """Wait until the work sent so far is done: nothing waiting in the inbound queue (the
     embedded table, or the RabbitMQ queue with its unacked deliveries) and nothing in the
@@ -285,15 +308,14 @@ def settle(server: Serve, inbound_queue: str | None, limit: float = 300) -> floa
     bench samples a process at rest. Returns the seconds waited."""
     start = time.monotonic()
     while time.monotonic() - start < limit:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=10) as r:
-            gauges = dict(line.split() for line in r.read().decode().splitlines() if line.strip())
-        waiting = int(gauges.get("unsubd_inbound_pending", 0)) + int(gauges.get("unsubd_inbound_processing", 0))
+        now = gauges(server)
+        waiting = int(now.get("inbound_pending", 0)) + int(now.get("inbound_processing", 0))
         if inbound_queue is not None:
             listed = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name", "messages"],
                                     capture_output=True, text=True, timeout=60).stdout
             waiting += sum(int(n) for name, n in (line.split() for line in listed.splitlines() if line.strip())
                            if name == inbound_queue)
-        if waiting == 0 and int(gauges.get("unsubd_outbox_backlog", 0)) == 0:
+        if waiting == 0 and int(now.get("outbox_backlog", 0)) == 0:
             break
         time.sleep(0.5)
     return round(time.monotonic() - start, 1)
@@ -363,15 +385,11 @@ def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, st
             out["end_to_end"] = end_to_end(server.smtp_port, watcher, args.sessions, args.e2e_messages, mode)
         inbound = env.get("UNSUBD_AMQP__INBOUND_QUEUE")
         settle(server, inbound)
-        acc = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
-        acc["ratio_to_bare"] = round(acc["per_s"] / bare["per_s"], 2) if bare["per_s"] else None
-        out["accept"] = acc
+        out["accept"] = measured_accept(server, messages, args.sessions, args.accept_messages, bare["per_s"])
         if args.big_messages:
             settle(server, inbound)
-            big = accept_rate(server.smtp_port, big_messages(args.big_messages, mode), args.sessions,
-                              args.big_messages)
-            big["ratio_to_bare"] = round(big["per_s"] / bare["big_per_s"], 2) if bare.get("big_per_s") else None
-            out["accept_64k"] = big
+            out["accept_64k"] = measured_accept(server, big_messages(args.big_messages, mode), args.sessions,
+                                                args.big_messages, bare.get("big_per_s"))
     finally:
         if watcher is not None:
             watcher.stop_flag = True
@@ -388,9 +406,7 @@ def listener_alone(args: argparse.Namespace, messages: list[tuple[bytes, str]], 
     env, pg_name = deployment_env("production", args.sessions, "alone")
     server = Serve(env, split=True, listener_only=True)
     try:
-        acc = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
-        acc["ratio_to_bare"] = round(acc["per_s"] / bare["per_s"], 2) if bare["per_s"] else None
-        return acc
+        return measured_accept(server, messages, args.sessions, args.accept_messages, bare["per_s"])
     finally:
         server.stop()
         clean_up(env, pg_name)
