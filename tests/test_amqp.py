@@ -239,16 +239,17 @@ async def _suppressed(url: str, addresses: list[str]) -> bool:
     return set(addresses) <= found
 
 
-def serve(names: dict[str, str], pg_url: str) -> tuple[subprocess.Popen[str], int]:
-    """`unsubd serve` with every role, as a process of its own; it and its SMTP port."""
+def serve(names: dict[str, str], pg_url: str, role: str | None = None) -> tuple[subprocess.Popen[str], int]:
+    """`unsubd serve` (every role, or `role`) as a process of its own; it and its SMTP
+    port, or its HTTP port when it has no SMTP role (0 with neither)."""
     env = {**os.environ, **names, "UNSUBD_DATABASE_URL": pg_url, "UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0",
            "UNSUBD_CONFIG": str(EXAMPLE_TOML), "UNSUBD_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", *(["--role", role] if role else [])],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
-    m = re.search(r"smtp \('[^']+', (\d+)\)", line)
-    assert m, line
-    return proc, int(m.group(1))
+    assert line.startswith("unsubd serving"), line
+    m = re.search(r"smtp \('[^']+', (\d+)\)", line) or re.search(r"http \('[^']+', (\d+)\)", line)
+    return proc, int(m.group(1)) if m else 0
 
 
 def check_published(received: list[tuple[str, dict[str, Any]]], sent: list[str]) -> None:
@@ -342,6 +343,56 @@ async def test_killed_while_many_sessions_send_every_250_is_processed(names, pg_
     c = await counts(pg_url)
     assert c["events"] == c["suppressions"] == c["published"] == 80
     check_published(listener.received, accepted)
+
+
+async def test_batches_held_by_a_killed_consumer_are_taken_apart_and_all_applied(names, pg_url):
+    """Listeners and consumers apart, as in production. The consumer is stopped while the
+    listener publishes batches, so they are delivered to it and never settled; then it
+    is killed. A new consumer gets them back, takes them apart, and applies each item once."""
+    settings = make_settings(pg_url, **names)
+    procs: list[subprocess.Popen[str]] = []
+    async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange) as listener:
+        try:
+            listener_proc, port = serve(names, pg_url, "smtp,http,relay")
+            consumer, _ = serve(names, pg_url, "consumer")
+            procs += [listener_proc, consumer]
+            await wait_for(lambda: _consumers(settings.amqp.inbound_queue, 1), timeout=30)
+            consumer.send_signal(signal.SIGSTOP)
+            sent = [f"held{i}@kommun-vast.example" for i in range(60)]
+
+            async def session(rcpts: list[str]) -> None:
+                for rcpt in rcpts:
+                    assert await asyncio.to_thread(send, port, dsn(rcpt), [BOUNCES]) == {}
+
+            await asyncio.gather(*(session(sent[k::10]) for k in range(10)))
+            consumer.send_signal(signal.SIGKILL)
+            consumer.wait(10)
+            again, http = serve(names, pg_url, "consumer,http")
+            procs.append(again)
+            await wait_for(lambda: _got_addresses(listener, set(sent)), timeout=90)
+            metrics = await asyncio.to_thread(_metrics, http)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    assert metrics["unsubd_consumer_batches_split_total"] >= 1
+    c = await counts(pg_url)
+    assert c["events"] == c["suppressions"] == 60
+    check_published(listener.received, sent)
+
+
+async def _consumers(queue: str, n: int) -> bool:
+    conn = await aio_pika.connect(RABBIT_URL)
+    async with conn:
+        q = await (await conn.channel()).declare_queue(queue, passive=True)
+        return q.declaration_result.consumer_count >= n
+
+
+def _metrics(port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return {k: float(v) for k, v in (line.split() for line in r.read().decode().splitlines() if line.strip())}
 
 
 async def _at_least(items: list[str], n: int) -> bool:
