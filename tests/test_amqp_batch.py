@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from handlers.apply import apply
 from handlers.model import Inbound
 from worker import migrate
-from worker.amqp import BATCH_TYPE, H_ATTEMPTS, H_ERROR, AmqpConsumer, from_batch, to_batch
+from worker.amqp import BATCH_TYPE, H_ATTEMPTS, H_ERROR, AmqpConsumer, from_batch, to_batch, to_message
 from worker.db import Database
 from tests.conftest import PG_HOST, PG_PORT, _drop_pg_database, make_settings, port_open, service_missing
 from tests.test_queue_contract import (CONTRACT_ENV, RABBIT_URL, Rabbit, _pg_database, classify, events_for,
@@ -289,3 +289,18 @@ async def _parked_by_broker(backend: Rabbit, n: int) -> bool:
         ch = await conn.channel()
         q = await ch.declare_queue(backend.settings.amqp.dead_letter_queue, passive=True)
         return (q.declaration_result.message_count or 0) >= n
+
+
+async def test_a_nonsense_attempts_header_is_read_as_none(rabbit_backend: Rabbit):
+    n = rabbit_backend.settings.amqp
+    it = item(b"bounce:odd-header@kommun-vast.example")
+    message = to_message(it)
+    message.headers["x-unsubd-earlier-attempts"] = "lots"
+    conn = await aio_pika.connect(RABBIT_URL)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        await ch.default_exchange.publish(message, routing_key=n.inbound_queue)
+    await rabbit_backend.start()
+    await wait_for(lambda: _applied(rabbit_backend, [it.id]), timeout=30)
+    await wait_for(lambda: _depth(rabbit_backend, 0), timeout=30)
+    assert rabbit_backend.consumer.counters.applied == 1

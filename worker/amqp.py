@@ -113,6 +113,14 @@ def _redact(url: str | None) -> str:
     return str(parsed.with_password("***")) if parsed.password else str(parsed)
 
 
+def _count(value: Any) -> int:
+    """A count from a message header; anything but a non-negative whole number is 0."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _confirmed(result: Any) -> bool:
     return isinstance(result, Basic.Ack)
 
@@ -222,7 +230,6 @@ class AmqpEnqueue:
             self._publish, max_batch=settings.amqp.inbound_batch, parallel=1)
         self.messages = 0                        # confirmed publishes
         self.items = 0                           # items they carried
-
 
     async def start(self) -> None:
         self._channel = await self._broker.channel(confirms=True)
@@ -340,7 +347,7 @@ class AmqpConsumer:
     async def _deliver(self, message: AbstractIncomingMessage, dlx: aio_pika.abc.AbstractExchange) -> None:
         headers = message.headers or {}
         # Quorum queues count earlier deliveries in x-delivery-count.
-        attempts = int(headers.get("x-delivery-count") or 0) + 1 + int(headers.get(H_EARLIER_ATTEMPTS) or 0)
+        attempts = _count(headers.get("x-delivery-count")) + 1 + _count(headers.get(H_EARLIER_ATTEMPTS))
         try:
             if message.content_type == BATCH_TYPE:
                 await self._deliver_batch(message, dlx, attempts)
