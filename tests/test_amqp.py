@@ -299,50 +299,92 @@ async def test_killed_mid_stream_every_accepted_message_is_processed_and_publish
     check_published(listener.received, sent)
 
 
+class MtaSenders:
+    """Concurrent SMTP sessions that send as MTAs do: a message answered 451, or whose
+    session was lost before the 250, is sent again as it was (the same item)."""
+
+    def __init__(self, port: int, prefix: str, sessions: int = 8, each: int = 10, pause: float = 0.0) -> None:
+        self.port = port
+        self.pause = pause
+        self.accepted: list[str] = []
+        self.deferred = 0
+        self._rcpts = [[f"{prefix}{k}-{j}@kommun-vast.example" for j in range(each)] for k in range(sessions)]
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._session(rcpts) for rcpts in self._rcpts))
+
+    async def _session(self, rcpts: list[str]) -> None:
+        for rcpt in rcpts:
+            raw = dsn(rcpt)
+            for _ in range(200):
+                try:
+                    assert await asyncio.to_thread(send, self.port, raw, [BOUNCES]) == {}
+                except (smtplib.SMTPServerDisconnected, smtplib.SMTPDataError, ConnectionError) as err:
+                    assert not isinstance(err, smtplib.SMTPDataError) or err.smtp_code == 451
+                    self.deferred += 1
+                    await asyncio.sleep(0.2)
+                    continue
+                self.accepted.append(rcpt)
+                break
+            await asyncio.sleep(self.pause)
+
+
 async def test_killed_while_many_sessions_send_every_250_is_processed(names, pg_url):
     """Concurrent sessions, so the listener publishes batches, and SIGKILL while they do:
     every message that got its 250 is applied and published; a sender that lost its
     session before the 250 sends again, as an MTA does."""
     settings = make_settings(pg_url, **names)
-    accepted: list[str] = []
-    state = {"port": 0}
-
-    async def session(k: int) -> None:
-        for j in range(10):
-            rcpt = f"burst{k}-{j}@kommun-vast.example"
-            raw = dsn(rcpt)                  # resent as it was: the same item, recognised
-            for _ in range(100):
-                try:
-                    assert await asyncio.to_thread(send, state["port"], raw, [BOUNCES]) == {}
-                except (smtplib.SMTPServerDisconnected, smtplib.SMTPDataError, ConnectionError) as err:
-                    assert not isinstance(err, smtplib.SMTPDataError) or err.smtp_code == 451
-                    await asyncio.sleep(0.2)
-                    continue
-                accepted.append(rcpt)
-                break
-
     async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange) as listener:
-        proc, state["port"] = serve(names, pg_url)
+        proc, port = serve(names, pg_url)
         procs = [proc]
+        senders = MtaSenders(port, "burst")
         try:
-            senders = asyncio.gather(*(session(k) for k in range(8)))
-            await wait_for(lambda: _at_least(accepted, 30), timeout=60)
+            running = asyncio.ensure_future(senders.run())
+            await wait_for(lambda: _at_least(senders.accepted, 30), timeout=60)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-            proc, state["port"] = serve(names, pg_url)
+            proc, senders.port = serve(names, pg_url)
             procs.append(proc)
-            await asyncio.wait_for(senders, 120)
-            await wait_for(lambda: _got_addresses(listener, set(accepted)), timeout=90)
+            await asyncio.wait_for(running, 120)
+            await wait_for(lambda: _got_addresses(listener, set(senders.accepted)), timeout=90)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-    assert len(accepted) == 80
+    assert len(senders.accepted) == 80
     c = await counts(pg_url)
     assert c["events"] == c["suppressions"] == c["published"] == 80
-    check_published(listener.received, accepted)
+    check_published(listener.received, senders.accepted)
+
+
+async def test_broker_stopped_while_sessions_send_batches_gives_451s_and_loses_nothing(names, pg_url):
+    settings = make_settings(pg_url, UNSUBD_AMQP__PUBLISH_TIMEOUT="2", **names)
+    w = Worker(settings)
+    await w.start()
+    try:
+        senders = MtaSenders(w.smtp_address[1], "outage-batch", each=40, pause=0.1)   # about 4 s of mail
+        running = asyncio.ensure_future(senders.run())
+        await wait_for(lambda: _at_least(senders.accepted, 20), timeout=60)
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        try:
+            await wait_for(lambda: _at_least_n(senders.deferred, 5), timeout=60)
+        finally:
+            await asyncio.to_thread(rabbitmqctl, "start_app")
+        await asyncio.to_thread(rabbitmqctl, "await_startup")
+        await asyncio.wait_for(running, 180)
+        await wait_for(lambda: _suppressed(pg_url, senders.accepted), timeout=90)
+        metrics = await w.metrics()
+    finally:
+        await w.stop()
+    assert len(senders.accepted) == 320 and senders.deferred >= 5
+    assert (await counts(pg_url))["events"] == 320
+    assert metrics["inbound_published_items_total"] >= 320 > metrics["inbound_published_messages_total"]
+
+
+async def _at_least_n(value: int, n: int) -> bool:
+    return value >= n
 
 
 async def test_batches_held_by_a_killed_consumer_are_taken_apart_and_all_applied(names, pg_url):
