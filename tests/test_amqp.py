@@ -252,6 +252,19 @@ def serve(names: dict[str, str], pg_url: str, role: str | None = None) -> tuple[
     return proc, int(m.group(1)) if m else 0
 
 
+async def published_then_stopped(proc: subprocess.Popen[str], listener: UpdateListener, sent: list[str]) -> None:
+    """Wait until every address sent has its update, then stop `proc` cleanly."""
+    await wait_for(lambda: _got_addresses(listener, set(sent)), timeout=90)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def kill_all(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+
+
 def check_published(received: list[tuple[str, dict[str, Any]]], sent: list[str]) -> None:
     """Every address sent has its update; duplicates are the same update; sequences per contact run 1, 2, ..."""
     by_id: dict[tuple[str, int], dict[str, Any]] = {}
@@ -287,13 +300,9 @@ async def test_killed_mid_stream_every_accepted_message_is_processed_and_publish
                     proc.wait(10)
                     proc, port = start()
                     procs.append(proc)
-            await wait_for(lambda: _got_addresses(listener, set(sent)), timeout=90)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
+            await published_then_stopped(proc, listener, sent)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
+            kill_all(procs)
     c = await counts(pg_url)
     assert c["events"] == c["suppressions"] == c["outbox"] == c["published"] == 30
     check_published(listener.received, sent)
@@ -346,13 +355,9 @@ async def test_killed_while_many_sessions_send_every_250_is_processed(names, pg_
             proc, senders.port = serve(names, pg_url)
             procs.append(proc)
             await asyncio.wait_for(running, 120)
-            await wait_for(lambda: _got_addresses(listener, set(senders.accepted)), timeout=90)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
+            await published_then_stopped(proc, listener, senders.accepted)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
+            kill_all(procs)
     assert len(senders.accepted) == 80
     c = await counts(pg_url)
     assert c["events"] == c["suppressions"] == c["published"] == 80
@@ -414,9 +419,7 @@ async def test_batches_held_by_a_killed_consumer_are_taken_apart_and_all_applied
             await wait_for(lambda: _got_addresses(listener, set(sent)), timeout=90)
             metrics = await asyncio.to_thread(_metrics, http)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
+            kill_all(procs)
     assert metrics["unsubd_consumer_batches_split_total"] >= 1
     c = await counts(pg_url)
     assert c["events"] == c["suppressions"] == 60
