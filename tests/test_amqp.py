@@ -50,16 +50,18 @@ async def names(rabbit: str) -> AsyncIterator[dict[str, str]]:
            "UNSUBD_AMQP__DEAD_LETTER_EXCHANGE": f"{p}.dlx", "UNSUBD_AMQP__DEAD_LETTER_QUEUE": f"{p}.dlq",
            "UNSUBD_AMQP__UPDATES_EXCHANGE": f"{p}.updates"}
     yield env
-    try:
-        conn = await aio_pika.connect(rabbit)
-        async with conn:
-            ch = await conn.channel()
-            for q in (f"{p}.inbound", f"{p}.dlq"):
-                await ch.queue_delete(q)
-            for x in (f"{p}.dlx", f"{p}.updates"):
-                await ch.exchange_delete(x)
-    except Exception:               # noqa: BLE001 - a test that stopped the broker may leave it starting
-        pass
+    for _ in range(10):             # a test that stopped the broker may leave its queues electing a leader
+        try:
+            conn = await aio_pika.connect(rabbit)
+            async with conn:
+                ch = await conn.channel()
+                for q in (f"{p}.inbound", f"{p}.dlq"):
+                    await ch.queue_delete(q)
+                for x in (f"{p}.dlx", f"{p}.updates"):
+                    await ch.exchange_delete(x)
+            return
+        except Exception:           # noqa: BLE001 - best effort, names are unique per test
+            await asyncio.sleep(1)
 
 
 @pytest.fixture
