@@ -54,6 +54,8 @@ def test_config_path_can_come_from_the_environment():
     ({"UNSUBD_MAIL_DOMAIN": "not a domain"}, "UNSUBD_MAIL_DOMAIN"),
     ({"UNSUBD_LOG_LEVEL": "chatty"}, "UNSUBD_LOG_LEVEL"),
     ({"UNSUBD_HTTP_HOST": "0.0.0.0"}, "api_keys"),
+    ({"UNSUBD_AMQP__INBOUND_BATCH": "0"}, "UNSUBD_AMQP__INBOUND_BATCH"),
+    ({"UNSUBD_AMQP__INBOUND_BATCH_BYTES": "-5"}, "UNSUBD_AMQP__INBOUND_BATCH_BYTES"),
 ])
 def test_an_invalid_setting_names_its_key(env, named):
     with pytest.raises(config.ConfigError, match=named):
