@@ -121,7 +121,7 @@ def _count(value: Any) -> int:
         return 0
 
 
-def _confirmed(result: Any) -> bool:
+def confirmed(result: Any) -> bool:
     return isinstance(result, Basic.Ack)
 
 
@@ -266,7 +266,7 @@ class AmqpEnqueue:
                 timeout=self._broker.names.publish_timeout)
         except Exception as exc:          # noqa: BLE001 - broker down, closed channel, unroutable, timeout
             return QueueUnavailable(f"broker: {type(exc).__name__}")
-        if not _confirmed(result):
+        if not confirmed(result):
             return QueueUnavailable(f"broker did not confirm: {type(result).__name__}")
         self.messages += 1
         self.items += len(items)
@@ -298,7 +298,7 @@ class AmqpPublisher:
                 headers={"x-unsubd-sequence": u.payload["sequence"]}),
                 routing_key=u.routing_key, mandatory=False, timeout=timeout)
             for u in updates), return_exceptions=True)
-        failed = [r for r in results if not _confirmed(r)]
+        failed = [r for r in results if not confirmed(r)]
         if failed:
             raise QueueUnavailable(f"{len(failed)} of {len(updates)} updates not confirmed: {failed[0]!r}"[:300])
 
@@ -412,7 +412,7 @@ class AmqpConsumer:
         results = await asyncio.gather(*(self._default.publish(
             to_message(i, earlier_attempts), routing_key=self._broker.names.inbound_queue, mandatory=True,
             timeout=self._broker.names.publish_timeout) for i in items), return_exceptions=True)
-        if not all(_confirmed(r) for r in results):
+        if not all(confirmed(r) for r in results):
             raise QueueUnavailable("the inbound queue did not confirm the items of a batch")
 
     async def _dead_letter_item(self, dlx: aio_pika.abc.AbstractExchange, item: Inbound, error: str,
@@ -430,7 +430,7 @@ class AmqpConsumer:
             body, headers=headers, content_type=content_type, message_id=message_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=self._broker.names.dead_letter_queue,
             timeout=self._broker.names.publish_timeout)
-        if not _confirmed(result):
+        if not confirmed(result):
             raise QueueUnavailable("dead-letter queue did not confirm")
         self.dead_lettered += 1
         log.error("dead-lettered: %s", error[:200], extra={"item_id": message_id})

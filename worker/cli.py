@@ -279,6 +279,52 @@ def cmd_review_resolve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _with_parked_store(settings: Settings, fn: Any) -> Any:
+    """Run `fn(db)` against where parked items live: the database (embedded) or the
+    dead-letter queue (production, where `db` is None)."""
+    if settings.amqp_url:
+        return asyncio.run(fn(None))
+    return asyncio.run(_with_db(settings, fn))
+
+
+def cmd_parked_list(args: argparse.Namespace) -> int:
+    from worker.parked import list_parked
+
+    settings = _settings(args)
+    items = _with_parked_store(settings, lambda db: list_parked(settings, db, args.limit))
+    if args.json:
+        for item in items:
+            print(json.dumps(item.to_json(), ensure_ascii=False))
+        return EXIT_OK
+    if not items:
+        print("nothing is parked")
+        return EXIT_OK
+    for item in items:
+        print(f"{item.id}  {(item.parked_at or '-')[:19]}  {item.bytes} bytes  attempts {item.attempts or '-'}")
+        print(f"    {item.error[:300]}")
+    return EXIT_OK
+
+
+def cmd_parked_replay(args: argparse.Namespace) -> int:
+    from worker.parked import replay
+
+    if bool(args.ids) == args.all:
+        print("name the items to replay, or --all", file=sys.stderr)
+        return EXIT_USAGE
+    settings = _settings(args)
+    wanted = None if args.all else set(args.ids)
+    now = datetime.now(timezone.utc)
+    done = _with_parked_store(settings, lambda db: replay(settings, db, wanted, now))
+    for item_id in done:
+        print(f"replayed {item_id}")
+    missing = sorted((wanted or set()) - set(done))
+    for item_id in missing:
+        print(f"not parked: {item_id}", file=sys.stderr)
+    if not done and not missing:
+        print("nothing is parked")
+    return EXIT_NOT_FOUND if missing else EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from worker import logs
     from worker.app import parse_roles, serve
@@ -335,6 +381,17 @@ def parser() -> argparse.ArgumentParser:
     rr.add_argument("--address", help="act on this address instead of the one the item names")
     rr.add_argument("--note", default="", help="why, kept with the event")
     rr.set_defaults(func=cmd_review_resolve)
+
+    pk = sub.add_parser("parked", help="items that could not be handled (dead-lettered)").add_subparsers(
+        dest="parked_command", required=True, metavar="ACTION")
+    pl = pk.add_parser("list", parents=[common], help="parked items with their errors, oldest first")
+    pl.add_argument("--limit", type=int, default=100)
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_parked_list)
+    pr = pk.add_parser("replay", parents=[common], help="put parked items back on the inbound queue")
+    pr.add_argument("ids", nargs="*", metavar="ID", help="item ids, as `parked list` shows them")
+    pr.add_argument("--all", action="store_true", help="every parked item")
+    pr.set_defaults(func=cmd_parked_replay)
 
     i = ct.add_parser("import", parents=[common], help="import contacts from CSV (address,name,units)")
     i.add_argument("file", metavar="FILE.csv")
