@@ -113,7 +113,7 @@ def _redact(url: str | None) -> str:
     return str(parsed.with_password("***")) if parsed.password else str(parsed)
 
 
-def _count(value: Any) -> int:
+def header_count(value: Any) -> int:
     """A count from a message header; anything but a non-negative whole number is 0."""
     try:
         return max(0, int(value or 0))
@@ -347,7 +347,7 @@ class AmqpConsumer:
     async def _deliver(self, message: AbstractIncomingMessage, dlx: aio_pika.abc.AbstractExchange) -> None:
         headers = message.headers or {}
         # Quorum queues count earlier deliveries in x-delivery-count.
-        attempts = _count(headers.get("x-delivery-count")) + 1 + _count(headers.get(H_EARLIER_ATTEMPTS))
+        attempts = header_count(headers.get("x-delivery-count")) + 1 + header_count(headers.get(H_EARLIER_ATTEMPTS))
         try:
             if message.content_type == BATCH_TYPE:
                 await self._deliver_batch(message, dlx, attempts)

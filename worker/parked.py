@@ -18,16 +18,13 @@ quorum queues without one a default limit (20), after which it drops the message
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
-
-from sqlalchemy import func, select, update
 
 from config import Settings
 from worker.db import Database
 from worker.errors import QueueUnavailable
-from worker.models import InboundItem
-from worker.queue import FAILED, PENDING
+from worker.queue import EmbeddedQueue
 
 
 @dataclass(frozen=True)
@@ -47,12 +44,8 @@ async def list_parked(settings: Settings, db: Database | None, limit: int) -> li
     if settings.amqp_url:
         return await _dlq_list(settings, limit)
     assert db is not None
-    async with db.sessions() as session:
-        rows = (await session.execute(
-            select(InboundItem.id, InboundItem.last_error, InboundItem.updated_at, InboundItem.attempts,
-                   func.length(InboundItem.raw))
-            .where(InboundItem.status == FAILED).order_by(InboundItem.updated_at, InboundItem.id).limit(limit))).all()
-    return [ParkedItem(id=i, error=e or "", parked_at=at.isoformat() if at else None, attempts=n, bytes=size or 0)
+    rows = await EmbeddedQueue(db, settings, lambda: datetime.now(timezone.utc)).parked(limit)
+    return [ParkedItem(id=i, error=e, parked_at=at.isoformat() if at else None, attempts=n, bytes=size)
             for i, e, at, n, size in rows]
 
 
@@ -62,19 +55,11 @@ async def replay(settings: Settings, db: Database | None, ids: set[str] | None, 
     if settings.amqp_url:
         return await _dlq_replay(settings, ids)
     assert db is not None
-    where = [InboundItem.status == FAILED]
-    if ids is not None:
-        where.append(InboundItem.id.in_(sorted(ids)))
-    async with db.transaction() as session:
-        found = list((await session.scalars(select(InboundItem.id).where(*where).order_by(InboundItem.id))).all())
-        if found:
-            await session.execute(update(InboundItem).where(InboundItem.id.in_(found)).values(
-                status=PENDING, attempts=0, available_at=now, updated_at=now))
-    return found
+    return await EmbeddedQueue(db, settings, lambda: now).unpark(ids)
 
 
 async def _dlq_list(settings: Settings, limit: int) -> list[ParkedItem]:
-    from worker.amqp import H_ATTEMPTS, H_ERROR, H_PARKED_AT, Broker
+    from worker.amqp import H_ATTEMPTS, H_ERROR, H_PARKED_AT, Broker, header_count
 
     broker = Broker(settings)
     await broker.connect()
@@ -86,7 +71,8 @@ async def _dlq_list(settings: Settings, limit: int) -> list[ParkedItem]:
             headers = message.headers or {}
             out.append(ParkedItem(id=str(message.message_id or ""), error=_error(headers, H_ERROR),
                                   parked_at=str(headers[H_PARKED_AT]) if H_PARKED_AT in headers else None,
-                                  attempts=_int(headers.get(H_ATTEMPTS)), bytes=len(message.body)))
+                                  attempts=header_count(headers.get(H_ATTEMPTS)) or None,
+                                  bytes=len(message.body)))
         await channel.close()                   # unacknowledged: every message stays parked
         return out
     finally:
@@ -139,10 +125,3 @@ def _error(headers: dict[str, Any], key: str) -> str:
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
         return f"dead-lettered by RabbitMQ: {deaths[0].get('reason')} (delivered {deaths[0].get('count')} times)"
     return ""
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

@@ -133,6 +133,30 @@ class EmbeddedQueue:
         """Give up on the item: it stays in the table as `failed`, with its error, for a person."""
         await self._set(item_id, status=FAILED, last_error=error[:2000])
 
+    async def parked(self, limit: int) -> list[tuple[str, str, datetime, int, int]]:
+        """Up to `limit` parked items, oldest first: (id, error, parked at, attempts, bytes)."""
+        async with self._db.sessions() as session:
+            rows = (await session.execute(
+                select(InboundItem.id, InboundItem.last_error, InboundItem.updated_at, InboundItem.attempts,
+                       func.length(InboundItem.raw))
+                .where(InboundItem.status == FAILED).order_by(InboundItem.updated_at, InboundItem.id)
+                .limit(limit))).all()
+        return [(i, e or "", at, n, size or 0) for i, e, at, n, size in rows]
+
+    async def unpark(self, item_ids: set[str] | None) -> list[str]:
+        """Make the parked items named (every one, with None) due again, attempts counted
+        afresh; returns the ids made due."""
+        where = [InboundItem.status == FAILED]
+        if item_ids is not None:
+            where.append(InboundItem.id.in_(sorted(item_ids)))
+        now = self._clock()
+        async with self._db.transaction() as session:
+            found = list((await session.scalars(select(InboundItem.id).where(*where).order_by(InboundItem.id))).all())
+            if found:
+                await session.execute(update(InboundItem).where(InboundItem.id.in_(found)).values(
+                    status=PENDING, attempts=0, available_at=now, updated_at=now))
+        return found
+
     async def counts(self) -> dict[str, int]:
         async with self._db.sessions() as session:
             rows = (await session.execute(
