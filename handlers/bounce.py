@@ -391,12 +391,19 @@ def assess_text(recipient: TextRecipient, bounce: TextBounce) -> dict[str, Any]:
                                            context=notice_context(bounce.notice, recipient.address))
     if status is None:
         status, source = ("4.0.0" if bounce.temporary else "5.0.0"), "text"
+    why_soft = None
+    if hard and recipient.via == "generic" and source == "text" and not patterns.AT_RCPT.search(
+            f"{text}\n{notice_context(bounce.notice, recipient.address)}"):
+        # The least certain reading: no MTA form we know, no status code, and no sign that
+        # the address was refused at RCPT. Words like "unknown user" may then be a filter's
+        # after the message was sent (sisimai's "filtered"), so it is counted, not suppressed.
+        hard, why_soft = False, "an unrecognised notice with no status code and no RCPT stage"
     temporary = bounce.temporary or status.startswith("4.")
     action = "delayed" if bounce.temporary else "failed"
     outcome: ActionType | None = None
     if action == "failed":
         outcome = ActionType.SUPPRESS if hard and not temporary else ActionType.SOFT_BOUNCE
-    return {
+    row = {
         "address": recipient.address,
         "action": action,
         "status": status,
@@ -407,6 +414,9 @@ def assess_text(recipient: TextRecipient, bounce: TextBounce) -> dict[str, Any]:
         "diagnostic": block or None,
         "via": recipient.via,
     }
+    if why_soft:
+        row["why_soft"] = why_soft
+    return row
 
 
 def _first_code(text: str) -> str | None:

@@ -271,6 +271,11 @@ def _form(name: str, detect: str, recipients: str, temporary: str | None = None)
 # Ordered, most specific first; the first form whose `detect` matches and whose
 # `recipients` finds an address wins. The generic reader runs when none does.
 MTA_FORMS: tuple[MtaForm, ...] = (
+    # Trend Micro InterScan Messaging Security Suite (lhost-trendmicro-*): "Unable to deliver
+    # message to <addr> (and other recipients in the same domain)", or the SMTP dialogue
+    # "Sent <<< RCPT TO:<addr>" / "Received >>> 550 ...".
+    _form("interscan", r"interscan messaging security suite|interscan notification",
+          r"unable to deliver message to <ADDR>|^[ \t]*sent <<< rcpt to:[ \t]*<ADDR>"),
     # qmail (lhost-qmail-*, Yahoo's qmail-derived form lhost-yahoo-*): "<addr>:" alone on a line.
     _form("qmail", r"qmail-send program|\bqmail\b|unable to deliver your message to the following address",
           r"^[ \t]*<ADDR>:?[ \t]*$",
@@ -381,7 +386,7 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                 r"delivery time ?out|too long in (?:the )?queue|was not delivered within|"
                 r"could not be delivered within|delivery attempts? (?:will continue|have been failing)|"
                 r"timed? ?out (?:waiting|while)|queue ?(?:time|life)|"
-                r"unable to deliver .{0,30}for \d+ (?:days|hours)|"
+                r"unable to deliver .{0,30}for \d+ (?:days|hours)|could not deliver for the last \d+ (?:seconds|minutes|hours)|"
                 r"expired|message (?:is|was) older than|zustellung .{0,20}abgelaufen"),
     (R.MAILBOX_FULL, r"mailbox (?:is )?full|mail ?box (?:size )?(?:limit )?exceeded|over ?quota|quota (?:exceeded|full)|"
                      r"exceed(?:ed|s)? (?:the |their |his |her )?(?:storage|quota|mailbox)|"
@@ -510,6 +515,10 @@ AFTER_DATA = Words(r"after end of data|after data\b|in reply to end of data|smtp
 # after ">>> DATA" too (lhost-sendmail-01), so this only counts when the code itself
 # does not say the address is bad.
 DATA_REPLY = Words(r"^(?:> ?)?>>> ?data\s*\n(?:> ?)?<<< ?5\d\d\b")
+
+# The notice says the recipient was refused in reply to RCPT: the address itself was
+# judged ("in reply to RCPT TO command", ">>> RCPT TO:", "after RCPT TO:").
+AT_RCPT = Words(r"\brcpt\b")
 
 # The remote server refused our MAIL FROM: nothing was said about the recipient at all
 # (lhost-mailru-09 "after MAIL FROM: ... 501 5.1.8 Sender address rejected").

@@ -724,7 +724,17 @@ def text_reason(text: str | None) -> BounceReason | None:
     """
     if not text:
         return None
-    return _text_reason(text[:4000].lower())
+    lowered = text[:4000].lower()
+    if "@" in lowered:
+        # Words inside an address are names, not reasons: the mailbox filtered@ or
+        # expired@ says nothing about why mail to it bounced. (Links stay: a blocklist
+        # lookup URL is the reason, rhost-godaddy-02.)
+        lowered = _ADDRESS.sub(" ", lowered)
+    return _text_reason(lowered)
+
+
+# An address (local@domain), inside angle brackets or not.
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
 
 
 @lru_cache(maxsize=1024)

@@ -208,6 +208,13 @@ anna@example.se: 550 5.2.2 Mailbox full
 
 IMAIL = "Unknown user: anna@example.se\n\nOriginal message follows.\n"
 
+INTERSCAN = """****** Message from InterScan Messaging Security Suite ******
+
+Unable to deliver message to <anna@example.se> (and other recipients in the same domain). Please check if address is correct.
+
+*********************** End of message **********************
+"""
+
 
 @pytest.mark.parametrize("body, form, status, reason, hard", [
     (QMAIL, "qmail", "5.1.1", "user_unknown", True),
@@ -221,6 +228,12 @@ IMAIL = "Unknown user: anna@example.se\n\nOriginal message follows.\n"
     (DRAGONFLY, "dragonfly", "5.1.1", "user_unknown", True),
     (OPENSMTPD, "opensmtpd", "5.2.2", "mailbox_full", False),
     (IMAIL, "oneliner", "5.1.1", "user_unknown", True),
+    (INTERSCAN, "interscan", "5.1.1", "user_unknown", True),
+    (INTERSCAN.replace(" Please check if address is correct.", ""), "interscan", "5.0.0", "other", False),
+    (DRAGONFLY.replace("mx.example.se [192.0.2.3] did not like our RCPT TO:\n550 5.1.1 <anna@example.se>: "
+                       "Recipient address rejected: User unknown",
+                       "Could not deliver for the last 432000 seconds. Giving up."),
+     "dragonfly", "5.4.7", "expired", False),
 ])
 def test_mta_forms(body: str, form: str, status: str, reason: str, hard: bool) -> None:
     d = decide(notice(body))
@@ -284,7 +297,21 @@ def test_local_language_notices(subject: str, body: str, reason: str) -> None:
     action = only(d)
     assert action.address == "anna@example.se"
     assert action.reason == reason
-    assert action.hard is (reason == "user_unknown")
+    # No MTA form, no status code, no RCPT stage: the words are read, but only counted.
+    assert action.type is ActionType.SOFT_BOUNCE and action.hard is False
+    (row,) = d.evidence["recipients"]
+    assert ("why_soft" in row) is (reason == "user_unknown")
+
+
+@pytest.mark.parametrize("evidence", ["Orsak: 550 5.1.1 Mottagaren finns inte",
+                                      "Orsak: RCPT TO:<anna@example.se> 550 Mottagaren finns inte",
+                                      "Orsak: 550 Mottagaren finns inte (in reply to RCPT TO command)"])
+def test_unknown_form_with_a_code_or_the_rcpt_stage_is_hard(evidence: str) -> None:
+    body = f"Meddelandet kunde inte levereras till följande mottagare:\n\n    anna@example.se\n\n{evidence}\n"
+    d = decide(notice(body, subject="Olevererbart: Alumninytt", sender="postmaster@example.se"))
+    action = only(d)
+    assert (action.type, action.reason, action.hard) == (ActionType.SUPPRESS, "user_unknown", True)
+    assert "why_soft" not in d.evidence["recipients"][0]
 
 
 # ------------------------------------------------------------------ what is not a bounce
@@ -401,6 +428,10 @@ def test_dsn_naming_another_address_never_suppresses_it(settings: config.Setting
     ("Postfach voll", BounceReason.MAILBOX_FULL),
     ("boîte aux lettres pleine", BounceReason.MAILBOX_FULL),
     ("", None),
+    # Words inside an address are its name, not a reason.
+    ("There was an error delivering your mail to <filtered@example.se>.", None),
+    ("expired.account@example.se: 552 mailbox full", BounceReason.MAILBOX_FULL),
+    ("<blocked@example.se>: User unknown", BounceReason.USER_UNKNOWN),
 ])
 def test_text_reasons(text: str, reason: BounceReason | None) -> None:
     assert text_reason(text) == reason
