@@ -117,8 +117,10 @@ async def counts(url: str) -> dict[str, int]:
         await db.close()
 
 
-async def test_smtp_to_rabbitmq_to_postgresql_to_a_schema_valid_update(names, pg_url):
-    settings = make_settings(pg_url, **names)
+@pytest.mark.parametrize("handoff", ["true", "false"])
+async def test_smtp_to_rabbitmq_to_postgresql_to_a_schema_valid_update(names, pg_url, handoff):
+    """The whole path, with the update published by the consumer (hand-off) or by the relay."""
+    settings = make_settings(pg_url, UNSUBD_RELAY__HANDOFF=handoff, **names)
     async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange, "suppression.*") as listener:
         w = Worker(settings)
         await w.start()
@@ -128,8 +130,12 @@ async def test_smtp_to_rabbitmq_to_postgresql_to_a_schema_valid_update(names, pg
             assert await asyncio.to_thread(send, w.smtp_address[1], dsn("Per.Ek@kommun-vast.example"),
                                            [BOUNCES]) == {}
             await wait_for(lambda: _got(listener, 1), timeout=30)
+            await wait_for(lambda: _all_marked(pg_url), timeout=30)
+            metrics = await w.metrics()
         finally:
             await w.stop()
+    by_relay = 0 if handoff == "true" else 1
+    assert (metrics["outbox_published_total"], metrics.get("outbox_handed_off_total", 0)) == (by_relay, 1 - by_relay)
     (key, update), = listener.received
     jsonschema.validate(update, SCHEMA)
     assert key == "suppression.hard_bounce"
@@ -245,7 +251,8 @@ def serve(names: dict[str, str], pg_url: str, role: str | None = None) -> tuple[
     """`unsubd serve` (every role, or `role`) as a process of its own; it and its SMTP
     port, or its HTTP port when it has no SMTP role (0 with neither)."""
     env = {**os.environ, **names, "UNSUBD_DATABASE_URL": pg_url, "UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0",
-           "UNSUBD_CONFIG": str(EXAMPLE_TOML), "UNSUBD_LOG_LEVEL": "WARNING"}
+           "UNSUBD_CONFIG": str(EXAMPLE_TOML), "UNSUBD_LOG_LEVEL": "WARNING",
+           "UNSUBD_RELAY__HANDOFF_LEASE": "1"}     # a killed consumer's claimed rows: a relay's after 1 s
     proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", *(["--role", role] if role else [])],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
@@ -254,11 +261,20 @@ def serve(names: dict[str, str], pg_url: str, role: str | None = None) -> tuple[
     return proc, int(m.group(1)) if m else 0
 
 
-async def published_then_stopped(proc: subprocess.Popen[str], listener: UpdateListener, sent: list[str]) -> None:
-    """Wait until every address sent has its update, then stop `proc` cleanly."""
+async def published_then_stopped(proc: subprocess.Popen[str], listener: UpdateListener, sent: list[str],
+                                  pg_url: str) -> None:
+    """Wait until every address sent has its update and every outbox row is marked
+    published, then stop `proc` cleanly. (A killed consumer may have published rows it
+    had no time to mark; a relay publishes them again once their lease is over.)"""
     await wait_for(lambda: _got_addresses(listener, set(sent)), timeout=90)
+    await wait_for(lambda: _all_marked(pg_url), timeout=60)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+
+
+async def _all_marked(pg_url: str) -> bool:
+    c = await counts(pg_url)
+    return c["outbox"] == c["published"]
 
 
 def kill_all(procs: list[subprocess.Popen[str]]) -> None:
@@ -302,7 +318,7 @@ async def test_killed_mid_stream_every_accepted_message_is_processed_and_publish
                     proc.wait(10)
                     proc, port = start()
                     procs.append(proc)
-            await published_then_stopped(proc, listener, sent)
+            await published_then_stopped(proc, listener, sent, pg_url)
         finally:
             kill_all(procs)
     c = await counts(pg_url)
@@ -357,7 +373,7 @@ async def test_killed_while_many_sessions_send_every_250_is_processed(names, pg_
             proc, senders.port = serve(names, pg_url)
             procs.append(proc)
             await asyncio.wait_for(running, 120)
-            await published_then_stopped(proc, listener, senders.accepted)
+            await published_then_stopped(proc, listener, senders.accepted, pg_url)
         finally:
             kill_all(procs)
     assert len(senders.accepted) == 80
@@ -392,6 +408,29 @@ async def test_broker_stopped_while_sessions_send_batches_gives_451s_and_loses_n
 
 async def _at_least_n(value: int, n: int) -> bool:
     return value >= n
+
+
+async def test_with_no_relay_running_an_idle_consumer_publishes_its_own_updates(names, pg_url):
+    """Production roles with no relay anywhere, one message at a time (so the consumer
+    is idle when each arrives): each update is published by the consumer that committed
+    it, and marked published. (Under load it leaves them to the relays.)"""
+    settings = make_settings(pg_url, **names)
+    procs: list[subprocess.Popen[str]] = []
+    async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange) as listener:
+        try:
+            listener_proc, port = serve(names, pg_url, "smtp")
+            consumer, http = serve(names, pg_url, "consumer,http")
+            procs += [listener_proc, consumer]
+            sent = [f"own{i}@kommun-vast.example" for i in range(12)]
+            for rcpt in sent:
+                assert await send_like_an_mta(port, dsn(rcpt)) == {}
+                await wait_for(lambda: _got_addresses(listener, {rcpt}), timeout=30)
+            await wait_for(lambda: _all_marked(pg_url), timeout=30)
+            metrics = await asyncio.to_thread(_metrics, http)
+        finally:
+            kill_all(procs)
+    assert metrics["unsubd_outbox_handed_off_total"] == 12 and metrics["unsubd_outbox_published_total"] == 0
+    check_published(listener.received, sent)
 
 
 async def test_batches_held_by_a_killed_consumer_are_taken_apart_and_all_applied(names, pg_url):

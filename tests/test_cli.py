@@ -129,7 +129,7 @@ def test_import_refuses_a_bad_file_whole(tmp_path: Path):
 def test_db_upgrade_reports_the_revision(tmp_path: Path):
     res = unsubd("db", "upgrade", db=tmp_path / "u.db")
     from worker import migrate
-    assert migrate.head() == "0005"
+    assert migrate.head() == "0006"
     assert res.returncode == 0 and f"schema at revision {migrate.head()}" in res.stdout
     assert (tmp_path / "u.db").exists()
 

@@ -22,7 +22,8 @@ async def test_migrations_match_the_models(database):
 
 async def test_on_postgresql_an_outbox_write_notifies_at_commit_and_only_then():
     """Migration 0005: relays in other processes are woken by a trigger on outbox, so a
-    decision's transaction needs no NOTIFY statement of its own."""
+    decision's transaction needs no NOTIFY statement of its own; 0006: only for rows
+    that no consumer claimed."""
     import asyncio
     from datetime import datetime, timezone
 
@@ -49,6 +50,12 @@ async def test_on_postgresql_an_outbox_write_notifies_at_commit_and_only_then():
         assert await asyncio.wait_for(heard.get(), 5) == OUTBOX_CHANNEL
         # A transaction that writes no outbox row (a repeat of an applied item) says nothing.
         await apply(Decision(item_id="i1", kind=Kind.BOUNCE, actions=(act,), reason="t"), db.unit_of_work(), now)
+        # Migration 0006: nor does one whose rows a consumer claimed to publish itself.
+        other = Action(ActionType.SUPPRESS, "b@example.se", status="5.1.1", reason="user_unknown", hard=True)
+        uow = db.unit_of_work()
+        uow.claimed_until = now
+        await apply(Decision(item_id="i2", kind=Kind.BOUNCE, actions=(other,), reason="t"), uow, now)
+        assert len(uow.claimed_rows) == 1
         await asyncio.sleep(0.5)
         assert heard.empty()
     finally:

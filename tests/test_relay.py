@@ -1,13 +1,14 @@
-"""The outbox relay's loop: woken by commits, never waiting on its poll for work it was told of."""
+"""The outbox relay's loop: woken by commits, never waiting on its poll for work it was
+told of; and the consumer's hand-off, whose rows relays leave alone until its lease ends."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from handlers.apply import apply
+from handlers.apply import apply, apply_all
 from handlers.model import Action, ActionType, Decision, Kind
-from worker.relay import Relay
+from worker.relay import Handoff, Relay
 from tests.conftest import make_settings
 
 T0 = datetime(2026, 3, 3, 12, 0, tzinfo=timezone.utc)
@@ -46,3 +47,99 @@ async def test_a_commit_made_while_the_relay_publishes_is_published_without_a_po
         stopping.set()
         await asyncio.wait_for(running, 10)
         await asyncio.gather(*later)
+
+
+# ------------------------------------------------------------------ hand-off (production)
+
+
+class Recording:
+    """A Publisher that keeps what it was given, or refuses everything."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.addresses: list[str] = []
+
+    async def publish(self, updates):
+        if self.refuse:
+            raise ConnectionError("broker away")
+        self.addresses.extend(u.payload["address"] for u in updates)
+
+
+async def committed_by_a_consumer(database, handoff: Handoff, *decisions: Decision) -> list[dict]:
+    """Apply `decisions` as the production consumer does: rows claimed for `handoff`."""
+    claimed: list[dict] = []
+
+    async def work(conn):
+        uow = database.unit_of_work(joined=conn)
+        uow.claimed_until, uow.claimed_rows = handoff.claim_until(), claimed
+        return await apply_all(list(decisions), uow, T0)
+
+    woken: list[int] = []
+    database.on_outbox(lambda: woken.append(1))
+    await database.write(work)
+    assert woken == []                 # claimed rows wake no relay
+    return claimed
+
+
+async def unpublished(database) -> int:
+    return await Relay(make_settings(), database, Recording(), lambda: T0).backlog()
+
+
+async def test_a_consumer_publishes_what_it_committed_and_no_relay_repeats_it(database):
+    publisher = Recording()
+    handoff = Handoff(make_settings(), database, publisher, lambda: T0)
+    rows = await committed_by_a_consumer(database, handoff, optout(1), optout(2))
+    assert [r["payload"]["address"] for r in rows] == ["r1@example.se", "r2@example.se"]
+    handoff.submit(rows)
+    await handoff.close()
+    assert publisher.addresses == ["r1@example.se", "r2@example.se"] and handoff.published == 2
+    assert await unpublished(database) == 0
+    later = Recording()
+    assert await Relay(make_settings(), database, later, lambda: T0 + timedelta(hours=1)).drain() == 0
+    assert later.addresses == []
+
+
+async def test_rows_a_consumer_could_not_publish_wait_for_the_lease_then_a_relay_takes_them(database):
+    settings = make_settings(UNSUBD_RELAY__HANDOFF_LEASE="5")
+    handoff = Handoff(settings, database, Recording(refuse=True), lambda: T0)
+    handoff.submit(await committed_by_a_consumer(database, handoff, optout(1)))
+    await handoff.close()
+    assert handoff.failed == 1 and await unpublished(database) == 1
+    # Before the lease runs out a relay leaves the row to its consumer; after it, publishes it.
+    early, late = Recording(), Recording()
+    assert await Relay(settings, database, early, lambda: T0 + timedelta(seconds=4)).drain() == 0
+    assert await Relay(settings, database, late, lambda: T0 + timedelta(seconds=5)).drain() == 1
+    assert early.addresses == [] and late.addresses == ["r1@example.se"]
+    assert await unpublished(database) == 0
+
+
+async def test_a_consumer_that_dies_before_publishing_loses_nothing(database):
+    """Committed, then the process is gone before its hand-off ran: the rows are only claimed."""
+    handoff = Handoff(make_settings(), database, Recording(), lambda: T0)
+    await committed_by_a_consumer(database, handoff, optout(1))      # never submitted
+    published = Recording()
+    relay = Relay(make_settings(), database, published, lambda: T0 + timedelta(seconds=6))
+    assert await relay.drain() == 1 and published.addresses == ["r1@example.se"]
+
+
+async def test_rows_written_without_a_hand_off_are_the_relays_at_once(database):
+    await apply(optout(1), database.unit_of_work(), T0)
+    published = Recording()
+    assert await Relay(make_settings(), database, published, lambda: T0).drain() == 1
+
+
+async def test_while_its_publish_awaits_a_confirm_a_consumer_leaves_new_rows_to_the_relays(database):
+    """Under load the relays batch the updates; the consumer's loop stays free for mail."""
+    release = asyncio.Event()
+
+    class Slow(Recording):
+        async def publish(self, updates):
+            await release.wait()
+            await super().publish(updates)
+
+    handoff = Handoff(make_settings(), database, Slow(), lambda: T0)
+    handoff.submit(await committed_by_a_consumer(database, handoff, optout(1)))
+    assert handoff.claim_until() is None
+    release.set()
+    await handoff.close()
+    assert handoff.claim_until() == T0 + timedelta(seconds=5) and handoff.published == 1

@@ -22,7 +22,7 @@ from worker.keys import settings_with_keys
 from worker.models import Unit
 from worker.pool import ClassifyPool
 from worker.queue import EmbeddedQueue
-from worker.relay import FeedPublisher, Relay
+from worker.relay import FeedPublisher, Handoff, Relay
 from worker.smtp import SmtpIngress, SmtpServer
 
 log = logging.getLogger("unsubd")
@@ -85,6 +85,7 @@ class Worker:
         self.amqp_consumer: AmqpConsumer | None = None
         self.amqp_enqueue: AmqpEnqueue | None = None
         self.consumer: Consumer | None = None
+        self.handoff: Handoff | None = None
         self.smtp: SmtpServer | None = None
         self.http: HttpServer | None = None
         self._stopping = asyncio.Event()
@@ -111,8 +112,13 @@ class Worker:
             if self.pool is None:
                 self.pool = ClassifyPool(self.settings)
             await self.pool.warm_up()
+            if self.broker is not None and self.settings.relay.handoff:
+                own = AmqpPublisher(self.broker)
+                await own.start()
+                self.handoff = Handoff(self.settings, self.db, own, self.clock)
             self.consumer = Consumer(self.settings, self.queue if self.broker is None else None,
-                                     self.pool.classify, self.db.unit_of_work, self.clock, database=self.db)
+                                     self.pool.classify, self.db.unit_of_work, self.clock, database=self.db,
+                                     handoff=self.handoff)
             if self.broker is None:
                 run = self.consumer.run(self._stopping)
             else:
@@ -141,6 +147,8 @@ class Worker:
         # The consumer finishes its items first, so the relay's last drain publishes their updates.
         if self._consumer_task is not None:
             await asyncio.gather(self._consumer_task, return_exceptions=True)
+        if self.handoff is not None:
+            await self.handoff.close()
         self._relay_stopping.set()
         if self._relay_task is not None:
             await asyncio.gather(self._relay_task, return_exceptions=True)
@@ -166,6 +174,9 @@ class Worker:
             out["inbound_published_items_total"] = self.amqp_enqueue.items
         out["outbox_backlog"] = await self.relay.backlog()
         out["outbox_published_total"] = self.relay.published
+        if self.handoff is not None:
+            out["outbox_handed_off_total"] = self.handoff.published
+            out["outbox_handoff_failed_total"] = self.handoff.failed
         if self.smtp is not None:
             out["smtp_accepted_total"] = self.smtp.ingress.accepted
             out["smtp_deferred_total"] = self.smtp.ingress.deferred

@@ -350,6 +350,10 @@ class SqlUnitOfWork:
         # Contacts some load_state has read in this transaction: their sequence and
         # preferences may change from then on, whichever of their addresses is asked.
         self._loaded_contacts: set[int] = set()
+        # Set by a consumer that publishes its own updates (worker.relay.Handoff): the
+        # outbox rows written here are claimed until then, and collected in `claimed_rows`.
+        self.claimed_until: datetime | None = None
+        self.claimed_rows: list[dict[str, Any]] = []
 
     @property
     def conn(self) -> WriteConn:
@@ -556,10 +560,13 @@ class SqlUnitOfWork:
             contact_id = contact_ids[upd.address]
             outbox.append({"event_id": event_id, "contact_id": contact_id, "sequence": upd.sequence,
                            "routing_key": upd.routing_key, "payload": {**upd.payload, "contact_id": contact_id},
-                           "created_at": now, "published_at": None})
+                           "created_at": now, "published_at": None, "claimed_until": self.claimed_until})
             last_seq[contact_id] = max(last_seq.get(contact_id, 0), upd.sequence)
         held["outbox"].extend(outbox)
-        conn.outbox_rows += len(outbox)
+        if self.claimed_until is None:
+            conn.outbox_rows += len(outbox)       # relays are told of these after the commit
+        else:
+            self.claimed_rows.extend(outbox)      # the consumer publishes these itself
         held["contact_seq"].extend({"b_id": contact_id, "b_seq": seq, "b_now": now}
                                    for contact_id, seq in last_seq.items()
                                    if contact_id not in created)   # a new contact is written with its sequence
@@ -751,6 +758,11 @@ class GroupCommit(Generic[T, R]):
         self._tasks: set[asyncio.Task[None]] = set()
         self.flushes = 0
         self.items = 0
+
+    @property
+    def waiting(self) -> int:
+        """Items submitted and not yet taken into a flush."""
+        return len(self._pending)
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()

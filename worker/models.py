@@ -174,7 +174,12 @@ class InboundItem(Base):
 
 
 class Outbox(Base):
-    """Updates waiting to be (or already) published, in order per contact by `sequence`."""
+    """Updates waiting to be (or already) published, in order per contact by `sequence`.
+
+    `claimed_until`: the consumer that wrote the row publishes it itself right after its
+    commit (worker.relay.Handoff); relays leave the row alone until then, and publish it
+    after that if it is still unpublished (that consumer died or the broker refused).
+    """
 
     __tablename__ = "outbox"
     __table_args__ = (
@@ -189,6 +194,7 @@ class Outbox(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class SoftBounce(Base):

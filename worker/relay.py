@@ -10,6 +10,10 @@ The relay wakes as soon as a transaction of its own process commits outbox rows
 (Database.on_outbox: the consumer, the HTTP API, the CLI), and on PostgreSQL when any
 process does (LISTEN on the channel its NOTIFY goes to); polling every
 `relay.poll_interval` is only the fallback.
+
+In production a consumer publishes the rows it commits itself (Handoff): they are
+written claimed for `relay.handoff_lease` seconds, relays skip them until then, and
+take them as ordinary backlog afterwards if they are still unpublished.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from config import Settings
@@ -31,6 +35,10 @@ from worker.models import Outbox
 _T = Outbox.__table__
 _MARK_PUBLISHED = (update(_T).where(_T.c.id.in_(bindparam("ids", expanding=True)))
                    .values(published_at=bindparam("b_now")))
+# A consumer's own rows, by event: a relay may have published them already (lease over).
+_MARK_HANDED_OFF = (update(_T).where(_T.c.event_id.in_(bindparam("event_ids", expanding=True)),
+                                     _T.c.published_at.is_(None))
+                    .values(published_at=bindparam("b_now")))
 
 log = logging.getLogger("unsubd.relay")
 RELISTEN_SECONDS = 5.0    # a lost LISTEN connection is tried again at most this often
@@ -69,7 +77,10 @@ class Relay:
         self._next_listen = 0.0
         self.published = 0
         db.on_outbox(self.wake.set)
-        self._claim = (select(_T.c.id, _T.c.routing_key, _T.c.payload).where(_T.c.published_at.is_(None))
+        # Rows a consumer claimed (Handoff) are left to it until its lease runs out.
+        self._claim = (select(_T.c.id, _T.c.routing_key, _T.c.payload)
+                       .where(_T.c.published_at.is_(None),
+                              or_(_T.c.claimed_until.is_(None), _T.c.claimed_until <= bindparam("b_now")))
                        .order_by(_T.c.id).limit(self._settings.batch).with_for_update(skip_locked=True))
 
     async def drain_once(self) -> int:
@@ -81,7 +92,7 @@ class Relay:
             return 0
         async with self._db.transaction() as session:
             conn = await session.connection()
-            rows = (await conn.execute(self._claim)).all()
+            rows = (await conn.execute(self._claim, {"b_now": self._clock()})).all()
             if not rows:
                 return 0
             await self.publisher.publish(
@@ -183,3 +194,81 @@ class Relay:
             waiting = waiting.limit(limit)
         async with self._db.sessions() as session:
             return await session.scalar(select(func.count()).select_from(waiting.subquery())) or 0
+
+
+class Handoff:
+    """A consumer's own updates, published right after its commit (production).
+
+    The consumer writes its outbox rows claimed until `claim_until()` (see
+    SqlUnitOfWork.claimed_until) and, once the transaction has committed, `submit`s
+    them here. Each submission is published at once, on one channel in submission
+    order; once confirmed, its rows are marked published, many submissions per UPDATE
+    (`MARK_LINGER`). While a publish awaits its confirm, `claim_until` is None: the
+    consumer is busy, and its next rows are left to the relays. A failure is only logged: the rows stay in the outbox, and a
+    relay publishes them when the lease runs out. Nothing is lost, and a copy published
+    twice (a crash between publishing and marking) carries the same event_id.
+    """
+
+    MARK_LINGER = 0.1     # seconds a confirmed row may wait to be marked, with others
+
+    def __init__(self, settings: Settings, db: Database, publisher: Publisher,
+                 clock: Callable[[], datetime]) -> None:
+        self._db = db
+        self._publisher = publisher
+        self._clock = clock
+        self._lease = timedelta(seconds=settings.relay.handoff_lease)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._confirmed: list[str] = []           # event ids published, not yet marked
+        self._marker: asyncio.Task[None] | None = None
+        self._in_flight = 0                       # submissions not yet confirmed or failed
+        self.published = 0
+        self.failed = 0
+
+    def claim_until(self) -> datetime | None:
+        """The lease for the rows of a transaction starting now, or None to leave them to
+        the relays: while an earlier publish still awaits its confirm, the consumer is
+        busy, and a relay elsewhere batches them at less cost to it."""
+        return None if self._in_flight else self._clock() + self._lease
+
+    def submit(self, rows: list[dict[str, Any]]) -> None:
+        """Publish these committed rows now; returns at once (the caller need not wait)."""
+        if not rows:
+            return
+        self._in_flight += 1
+        task = asyncio.create_task(self._publish(rows))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Wait for the publishes and marks in flight (before the broker connection closes)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._marker is not None:
+            await asyncio.gather(self._marker, return_exceptions=True)
+
+    async def _publish(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            await self._publisher.publish([OutboundUpdate(id=0, routing_key=r["routing_key"], payload=r["payload"])
+                                           for r in rows])
+        except Exception as exc:              # noqa: BLE001 - a relay takes them after the lease
+            self.failed += len(rows)
+            log.warning("publishing %d committed updates failed; a relay publishes them after the lease: %s",
+                        len(rows), type(exc).__name__)
+            return
+        finally:
+            self._in_flight -= 1
+        self.published += len(rows)
+        self._confirmed.extend(r["event_id"] for r in rows)
+        if self._marker is None or self._marker.done():
+            self._marker = asyncio.create_task(self._mark())
+
+    async def _mark(self) -> None:
+        while self._confirmed:
+            await asyncio.sleep(self.MARK_LINGER)
+            event_ids, self._confirmed = list(dict.fromkeys(self._confirmed)), []
+            try:
+                async with self._db.transaction() as session:
+                    await session.execute(_MARK_HANDED_OFF, {"event_ids": event_ids, "b_now": self._clock()})
+            except Exception as exc:          # noqa: BLE001 - published; a relay sends a copy later
+                log.warning("marking %d published events failed; a relay publishes them again after the lease: %s",
+                            len(event_ids), type(exc).__name__)
