@@ -2,8 +2,9 @@
 
 Binds a durable queue to the topic exchange `unsubd.updates` with `preference.alumni.*`
 (and `suppression.*`, since a suppressed address must not be mailed by anyone),
-deduplicates by (event_id, sequence), notices gaps in a contact's sequence, and prints
-each update.
+deduplicates by (event_id, sequence), ignores an update older than the one applied to
+the same target (a contact's unit and channel, or an address's suppression), notices
+gaps in a contact's sequence, and prints each update.
 
     python examples/consumer.py [--url amqp://guest:guest@127.0.0.1:5672/] [--queue crm.unsubd]
 """
@@ -27,7 +28,8 @@ async def main(url: str, queue_name: str, bindings: list[str], exchange_name: st
         for key in bindings:
             await queue.bind(exchange, routing_key=key)
         seen: set[tuple[str, int]] = set()     # a real system keeps this in its database
-        last_sequence: dict[int, int] = {}
+        applied: dict[tuple[object, ...], int] = {}   # target -> sequence of the update applied there
+        last_sequence: dict[int, int] = {}             # contact -> highest sequence seen
         print(f"waiting for updates on {queue_name} ({', '.join(bindings)}); Ctrl-C to stop")
         async with queue.iterator() as updates:
             async for message in updates:
@@ -38,12 +40,17 @@ async def main(url: str, queue_name: str, bindings: list[str], exchange_name: st
                         continue                 # delivered again (at-least-once): already applied
                     seen.add(key)
                     contact, seq = update["contact_id"], update["sequence"]
-                    if seq <= last_sequence.get(contact, 0):
+                    # Updates may arrive out of order: compare with what was applied to the
+                    # same target only; an older update for another unit or channel still counts.
+                    target = (("suppression", update["address"]) if update["unit"] is None
+                              else (contact, update["unit"], update["channel"]))
+                    if seq <= applied.get(target, 0):
                         print(f"  (older update for contact {contact}: seq {seq}; a newer one was applied)")
                         continue
                     if seq > last_sequence.get(contact, 0) + 1:
                         print(f"  (contact {contact}: sequence jumped to {seq}; updates not bound here)")
-                    last_sequence[contact] = seq
+                    applied[target] = seq
+                    last_sequence[contact] = max(seq, last_sequence.get(contact, 0))
                     print(f"{message.routing_key:32} contact={contact} seq={seq} {update['address']} "
                           f"unit={update['unit']} channel={update['channel']} -> {update['state']} "
                           f"({update['reason']}, source {update['source']})")
