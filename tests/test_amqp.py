@@ -277,6 +277,17 @@ async def _all_marked(pg_url: str) -> bool:
     return c["outbox"] == c["published"]
 
 
+def apart(names: dict[str, str], pg_url: str, listener_role: str, consumer_role: str,
+          procs: list[subprocess.Popen[str]]) -> tuple[int, subprocess.Popen[str], int]:
+    """A listener and a consumer, each a process of its own (added to `procs`): the
+    listener's SMTP port, the consumer, and the consumer's HTTP port (0 without one)."""
+    listener, port = serve(names, pg_url, listener_role)
+    procs.append(listener)
+    consumer, http = serve(names, pg_url, consumer_role)
+    procs.append(consumer)
+    return port, consumer, http
+
+
 def kill_all(procs: list[subprocess.Popen[str]]) -> None:
     for p in procs:
         if p.poll() is None:
@@ -418,9 +429,7 @@ async def test_with_no_relay_running_an_idle_consumer_publishes_its_own_updates(
     procs: list[subprocess.Popen[str]] = []
     async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange) as listener:
         try:
-            listener_proc, port = serve(names, pg_url, "smtp")
-            consumer, http = serve(names, pg_url, "consumer,http")
-            procs += [listener_proc, consumer]
+            port, _, http = apart(names, pg_url, "smtp", "consumer,http", procs)
             sent = [f"own{i}@kommun-vast.example" for i in range(12)]
             for rcpt in sent:
                 assert await send_like_an_mta(port, dsn(rcpt)) == {}
@@ -441,9 +450,7 @@ async def test_batches_held_by_a_killed_consumer_are_taken_apart_and_all_applied
     procs: list[subprocess.Popen[str]] = []
     async with UpdateListener(RABBIT_URL, settings.amqp.updates_exchange) as listener:
         try:
-            listener_proc, port = serve(names, pg_url, "smtp,http,relay")
-            consumer, _ = serve(names, pg_url, "consumer")
-            procs += [listener_proc, consumer]
+            port, consumer, _ = apart(names, pg_url, "smtp,http,relay", "consumer", procs)
             await wait_for(lambda: _consumers(settings.amqp.inbound_queue, 1), timeout=30)
             consumer.send_signal(signal.SIGSTOP)
             sent = [f"held{i}@kommun-vast.example" for i in range(60)]
