@@ -174,10 +174,11 @@ class TokenSettings(_Frozen):
 class RelaySettings(_Frozen):
     poll_interval: float = Field(0.2, gt=0)
     batch: int = Field(100, ge=1)
-    # Production: a consumer publishes the updates it commits itself, at once, instead of
-    # waiting for a relay to wake and claim them (bench/pipeline.py: about 3 ms less from
-    # 250 to update). Relays leave such rows alone for `handoff_lease` seconds, then
-    # publish whatever is still unpublished (the consumer died, the broker refused).
+    # Production: an idle consumer publishes the updates it commits itself, at once,
+    # instead of waiting for a relay to wake and claim them (bench/pipeline.py: 2 to 5 ms
+    # less from 250 to update at 100/s). Relays leave such rows alone for `handoff_lease`
+    # seconds, then publish whatever is still unpublished (the consumer died, the broker
+    # refused).
     handoff: bool = True
     handoff_lease: float = Field(5.0, gt=0)
 

@@ -204,9 +204,10 @@ class Handoff:
     them here. Each submission is published at once, on one channel in submission
     order; once confirmed, its rows are marked published, many submissions per UPDATE
     (`MARK_LINGER`). While a publish awaits its confirm, `claim_until` is None: the
-    consumer is busy, and its next rows are left to the relays. A failure is only logged: the rows stay in the outbox, and a
-    relay publishes them when the lease runs out. Nothing is lost, and a copy published
-    twice (a crash between publishing and marking) carries the same event_id.
+    consumer is busy, and its next rows are left to the relays. A failure is only
+    logged: the rows stay in the outbox, and a relay publishes them when the lease runs
+    out. Nothing is lost, and a copy published twice (a crash between publishing and
+    marking) carries the same event_id.
     """
 
     MARK_LINGER = 0.1     # seconds a confirmed row may wait to be marked, with others
