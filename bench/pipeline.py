@@ -357,12 +357,24 @@ def deployment_env(mode: str, sessions: int, tag: str) -> tuple[dict[str, str], 
 
 
 def clean_up(env: dict[str, str], pg_name: str | None) -> None:
-    """Drop what `deployment_env` made: the PostgreSQL database and the durable queues."""
+    """Drop what `deployment_env` made: the PostgreSQL database, and the durable queues
+    and exchanges (each run's names are its own, so they would otherwise pile up)."""
     if pg_name:
         drop_pg_database(pg_name)
-    for key in ("UNSUBD_AMQP__INBOUND_QUEUE", "UNSUBD_AMQP__DEAD_LETTER_QUEUE"):
-        if key in env:
-            subprocess.run(["rabbitmqctl", "delete_queue", env[key]], capture_output=True)
+    if "UNSUBD_AMQP_URL" in env:
+        asyncio.run(_delete_broker_names(env))
+
+
+async def _delete_broker_names(env: dict[str, str]) -> None:
+    import aio_pika
+
+    conn = await aio_pika.connect(env["UNSUBD_AMQP_URL"])
+    async with conn:
+        channel = await conn.channel()
+        for key in ("UNSUBD_AMQP__INBOUND_QUEUE", "UNSUBD_AMQP__DEAD_LETTER_QUEUE"):
+            await channel.queue_delete(env[key])
+        for key in ("UNSUBD_AMQP__DEAD_LETTER_EXCHANGE", "UNSUBD_AMQP__UPDATES_EXCHANGE"):
+            await channel.exchange_delete(env[key])
 
 
 def big_messages(count: int, tag: str) -> list[tuple[bytes, str]]:
