@@ -387,13 +387,13 @@ def assess_text(recipient: TextRecipient, bounce: TextBounce) -> dict[str, Any]:
     text = block
     # The notice around the address may say at which SMTP stage it was refused
     # (a Sendmail transcript's ">>> DATA" answered by "<<< 550 ...", err/make-test-36).
-    status, reason, hard, source = explain(code, text, default_class=default_class,
-                                           context=notice_context(bounce.notice, recipient.address))
+    context = notice_context(bounce.notice, recipient.address)
+    status, reason, hard, source = explain(code, text, default_class=default_class, context=context)
     if status is None:
         status, source = ("4.0.0" if bounce.temporary else "5.0.0"), "text"
     why_soft = None
     if hard and recipient.via == "generic" and source == "text" and not patterns.AT_RCPT.search(
-            f"{text}\n{notice_context(bounce.notice, recipient.address)}"):
+            f"{text}\n{context}"):
         # The least certain reading: no MTA form we know, no status code, and no sign that
         # the address was refused at RCPT. Words like "unknown user" may then be a filter's
         # after the message was sent (sisimai's "filtered"), so it is counted, not suppressed.
