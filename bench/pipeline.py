@@ -7,14 +7,17 @@ consumer`) in separate processes, as the README's Production section deploys the
 It measures:
 
 - accept: real corpus messages (../shared/corpus) sent over SMTP by N concurrent
-  sessions as fast as they go, as messages/s. A bare aiosmtpd server that only
-  answers 250 is measured in the same run, and each figure is also given as a ratio
-  to it.
-- accept at 64 KB: the same with --big-messages bounces of 64 KB each (bare server too).
-- accept, listener alone (production): the accept run again on a listener with no
+  sessions as fast as they go, as messages/s, beside the consumer (which then works
+  through the backlog). A bare aiosmtpd server that only answers 250 is measured in
+  the same run: each of --accept-rounds rounds runs the bare server and then unsubd,
+  and the figures are the median rate and the median of the rounds' ratios, since a
+  run of a few seconds varies by a third from one run to the next. Each round starts
+  once the work of the one before is done.
+- accept at 64 KB: --big-messages bounces of 64 KB each, once (the bare server too,
+  at the start of the run).
+- accept, listener alone (production): the accept rounds again on a listener with no
   consumer on the machine, so the cost of the durable enqueue shows apart from the
-  CPU that a consumer beside it takes. It alternates with the bare server
-  (--alone-rounds times) and gives the median ratio, since short runs vary.
+  CPU that a consumer beside it takes.
   In production each accept figure also gives the listener's mean batch: items per
   message it published to the inbound queue.
   Each accept phase starts once the work of the phase before it is done (inbound queue
@@ -31,7 +34,7 @@ Prints the figures and writes bench/results/pipeline.json.
 
     .venv/bin/python bench/pipeline.py [--modes embedded,production] [--sessions 20]
         [--accept-messages 2000] [--big-messages 500] [--rates 100,200]
-        [--latency-messages 1000] [--e2e-messages 3000] [--alone-rounds 3]
+        [--latency-messages 1000] [--e2e-messages 3000] [--accept-rounds 3]
 """
 
 from __future__ import annotations
@@ -296,12 +299,38 @@ def measured_accept(server: Serve, messages: list[tuple[bytes, str]], sessions: 
     before = gauges(server)
     acc = accept_rate(server.smtp_port, messages, sessions, count)
     acc["ratio_to_bare"] = round(acc["per_s"] / bare_per_s, 2) if bare_per_s else None
-    after = gauges(server)
-    if "inbound_published_messages_total" in after:
-        sent = int(after["inbound_published_messages_total"]) - int(before["inbound_published_messages_total"])
-        items = int(after["inbound_published_items_total"]) - int(before["inbound_published_items_total"])
-        acc["mean_batch"] = round(items / sent, 1) if sent else None
+    acc.update(mean_batch(before, gauges(server)))
     return acc
+
+
+def mean_batch(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
+    """Production: the listener's items per inbound message published between two readings."""
+    if "inbound_published_messages_total" not in after:
+        return {}
+    sent = int(after["inbound_published_messages_total"]) - int(before["inbound_published_messages_total"])
+    items = int(after["inbound_published_items_total"]) - int(before["inbound_published_items_total"])
+    return {"mean_batch": round(items / sent, 1) if sent else None}
+
+
+def alternating_accept(server: Serve, bare_port: int, messages: list[tuple[bytes, str]], args: argparse.Namespace,
+                       between: Any = None) -> dict[str, Any]:
+    """Accept runs on `server`, each right after one on the bare server: each round's
+    ratio and their median. A run of a few seconds on a shared 2-core machine varies by
+    a third from one run to the next, so a ratio to a bare figure taken minutes earlier
+    says little. `between()` runs before every round but the first (to let a backlog drain)."""
+    rounds = []
+    before = gauges(server)
+    for i in range(args.accept_rounds):
+        if between is not None and i:
+            between()
+        bare = accept_rate(bare_port, messages, args.sessions, args.accept_messages)["per_s"]
+        ours = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
+        rounds.append({"bare_per_s": bare, "per_s": ours["per_s"], "refused": ours["refused"],
+                       "ratio_to_bare": round(ours["per_s"] / bare, 2)})
+    return {"messages": args.accept_messages, "rounds": rounds,
+            "per_s": statistics.median(r["per_s"] for r in rounds),
+            "ratio_to_bare": statistics.median(r["ratio_to_bare"] for r in rounds),
+            **mean_batch(before, gauges(server))}
 
 
 def settle(server: Serve, inbound_queue: str | None, limit: float = 300) -> float:
@@ -400,7 +429,9 @@ def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, st
             out["end_to_end"] = end_to_end(server.smtp_port, watcher, args.sessions, args.e2e_messages, mode)
         inbound = env.get("UNSUBD_AMQP__INBOUND_QUEUE")
         settle(server, inbound)
-        out["accept"] = measured_accept(server, messages, args.sessions, args.accept_messages, bare["per_s"])
+        with BareServer() as bare_server:
+            out["accept"] = alternating_accept(server, bare_server.port, messages, args,
+                                               between=lambda: settle(server, inbound))
         if args.big_messages:
             settle(server, inbound)
             out["accept_64k"] = measured_accept(server, big_messages(args.big_messages, mode), args.sessions,
@@ -417,31 +448,15 @@ def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, st
 
 def listener_alone(args: argparse.Namespace, messages: list[tuple[bytes, str]]) -> dict[str, Any]:
     """Production accept with no consumer on the box: what the durable enqueue itself
-    costs, apart from the CPU a consumer beside it takes (the queue just fills).
-
-    A run of a few seconds on a shared 2-core machine varies by a third from one run
-    to the next, so this one alternates with the bare server, --alone-rounds times,
-    and gives each round's ratio and their median."""
+    costs, apart from the CPU a consumer beside it takes (the queue just fills)."""
     env, pg_name = deployment_env("production", args.sessions, "alone")
     server = Serve(env, split=True, listener_only=True)
-    rounds = []
     try:
         with BareServer() as bare_server:
-            before = gauges(server)
-            for _ in range(args.alone_rounds):
-                bare = accept_rate(bare_server.port, messages, args.sessions, args.accept_messages)["per_s"]
-                ours = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)["per_s"]
-                rounds.append({"bare_per_s": bare, "per_s": ours, "ratio_to_bare": round(ours / bare, 2)})
-            after = gauges(server)
+            return alternating_accept(server, bare_server.port, messages, args)
     finally:
         server.stop()
         clean_up(env, pg_name)
-    sent = int(after["inbound_published_messages_total"]) - int(before["inbound_published_messages_total"])
-    items = int(after["inbound_published_items_total"]) - int(before["inbound_published_items_total"])
-    return {"messages": args.accept_messages, "rounds": rounds,
-            "per_s": statistics.median(r["per_s"] for r in rounds),
-            "ratio_to_bare": statistics.median(r["ratio_to_bare"] for r in rounds),
-            "mean_batch": round(items / sent, 1) if sent else None}
 
 
 def main() -> int:
@@ -456,8 +471,9 @@ def main() -> int:
     ap.add_argument("--latency-messages", type=int, default=1000)
     ap.add_argument("--big-messages", type=int, default=500, help="64 KB messages for the accept run (0: none)")
     ap.add_argument("--e2e-messages", type=int, default=3000, help="bounces for the end-to-end run (0: none)")
-    ap.add_argument("--alone-rounds", type=int, default=3,
-                    help="production: rounds of the listener-alone accept, each beside a bare-server round")
+    ap.add_argument("--accept-rounds", type=int, default=3,
+                    help="rounds of each accept run (beside a consumer; production: also the listener alone), "
+                         "each right after a bare-server round")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
     args = ap.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r]

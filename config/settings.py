@@ -91,6 +91,12 @@ class ConsumerSettings(_Frozen):
     retry_max: float = Field(300.0, gt=0)
     poll_interval: float = Field(0.5, gt=0)       # embedded queue: seconds between polls when idle
     lease: float = Field(120.0, gt=0)             # embedded queue: seconds an item is claimed for
+    # A `serve` process that runs the consumer but not the SMTP listener adds this to its
+    # nice value (0..19; 0 leaves it alone). Accepting mail is latency work with a sender
+    # waiting; consuming is batch work behind a durable queue. On a shared box, the
+    # listener then takes the CPU it needs during a burst and the queue absorbs it
+    # (bench/pipeline.py, production, accept beside a consumer: see README, Status).
+    nice: int = Field(19, ge=0, le=19)
 
 
 class ParseSettings(_Frozen):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable
@@ -189,8 +190,21 @@ class Worker:
         return out
 
 
+def lower_priority(settings: Settings, roles: Iterable[str]) -> int | None:
+    """A process that consumes but does not accept mail yields the CPU to one that does:
+    it adds `consumer.nice` to its nice value (its parser processes, started later,
+    inherit it). Returns the new nice value, or None when it stays as it was."""
+    roles = parse_roles(roles)
+    if "consumer" not in roles or "smtp" in roles or settings.consumer.nice == 0:
+        return None
+    return os.nice(settings.consumer.nice)
+
+
 async def serve(settings: Settings, roles: Iterable[str] = ROLES) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit status."""
+    niceness = lower_priority(settings, roles)
+    if niceness is not None:
+        log.info("consumer without a listener: CPU priority lowered", extra={"nice": niceness})
     worker = Worker(settings, roles)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
