@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
-from handlers.apply import apply
+from handlers.apply import apply, apply_all
 from handlers.model import Action, ActionType, Decision, Kind
 from worker import migrate
 from worker.db import Database
@@ -90,6 +90,32 @@ async def test_a_database_restart_costs_at_most_one_attempt() -> None:
         async with db.sessions() as s:
             assert await s.scalar(select(func.count()).select_from(Suppression)) == 9
             assert await s.scalar(select(func.count()).select_from(Outbox).where(Outbox.published_at.is_(None))) == 0
+    finally:
+        await db.close()
+        await _drop_pg_database(name)
+
+
+async def test_a_database_restart_costs_a_consumers_write_at_most_one_attempt() -> None:
+    """The same for Database.write, which runs on the asyncpg connection itself, where
+    SQLAlchemy does not see the failure unless it is shown it (worker.db._write_driven)."""
+    need_restartable_postgres()
+    name = await _create_pg_database()
+    db = Database.connect(f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}")
+
+    async def write(item_id: str) -> None:
+        await db.write(lambda conn: apply_all([bounce(item_id, f"{item_id}@example.se")],
+                                              db.unit_of_work(joined=conn), T0))
+    try:
+        await migrate.upgrade(db.engine)
+        await asyncio.gather(*(write(f"w{i}") for i in range(4)))
+        await asyncio.to_thread(restart_postgres)
+
+        first = await attempts_until_done(lambda: write("after"))
+        assert first in (["ok"], ["invalidated", "ok"])
+        for i in range(4):
+            await write(f"n{i}")
+        async with db.sessions() as s:
+            assert await s.scalar(select(func.count()).select_from(Suppression)) == 9
     finally:
         await db.close()
         await _drop_pg_database(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import namedtuple
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,14 +13,15 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
 
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import (Engine, String, Text, TypeDecorator, bindparam, cast, column, event, func, insert,
+import asyncpg
+from sqlalchemy import (Engine, String, Text, TypeDecorator, any_, bindparam, cast, column, event, func, insert,
                         literal, literal_column, select, union_all, update)
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, OperationalError
 from sqlalchemy.ext.asyncio import (AsyncEngine, AsyncSession, async_sessionmaker,
                                     create_async_engine)
 
@@ -113,8 +115,21 @@ def redact_url(url: str) -> str:
 
 
 # Statements built once: building SQLAlchemy expressions per call cost more than running
-# them. Lists are bound as expanding parameters.
-_EVENTS_EXISTING = select(Event.item_id).where(Event.item_id.in_(bindparam("item_ids", expanding=True)))
+# them. Lists are bound as expanding parameters; the statements of a decision's own
+# transaction have a PostgreSQL form (key True) that binds them as one array instead
+# (_among), so that their SQL, and the statement asyncpg prepares, is the same whatever
+# the list's length.
+
+
+def _among(column: Any, name: str, pg: bool) -> Any:
+    """`column` is one of the list parameter `name`: `= ANY(array)` on PostgreSQL, an
+    expanding IN elsewhere."""
+    if pg:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+_EVENTS_EXISTING = {pg: select(Event.item_id).where(_among(Event.item_id, "item_ids", pg)) for pg in (False, True)}
 _RECENT_UNVERIFIED = select(func.count()).select_from(Event).where(
     Event.kind == "optout", Event.verified.is_(False), Event.review.is_(False),
     Event.occurred_at >= bindparam("since"))
@@ -124,36 +139,42 @@ _CONTACT_ADDRESSES = (select(Address.contact_id, Address.address)
                       .order_by(Address.id))
 # A contact and its preference rows in one query; the lock serialises sequence numbers
 # per contact (PostgreSQL; SQLite has one writer anyway).
-_STATE_CONTACTS = (select(Address.address, Contact.id, Contact.seq, Preference.unit, Preference.channel,
-                          Preference.state, Preference.changed_at)
-                   .join(Contact, Contact.id == Address.contact_id)
-                   .outerjoin(Preference, Preference.contact_id == Contact.id)
-                   .where(Address.address.in_(bindparam("addresses", expanding=True)))
-                   .order_by(Contact.id)      # locks taken in one order by every transaction: no deadlock
-                   .with_for_update(of=Contact))
-# Open soft bounces (oldest first) and active suppressions of the addresses, in one query.
-_MARKS = (
-    select(literal("soft").label("mark"), SoftBounce.address, SoftBounce.ref.label("detail"),
-           SoftBounce.occurred_at.label("at"))
-    .where(SoftBounce.address.in_(bindparam("addresses", expanding=True)),
-           SoftBounce.cleared_at.is_(None), SoftBounce.occurred_at >= bindparam("since")),
-    select(literal("suppressed"), Suppression.address, Suppression.reason, literal(None, UtcDateTime()))
-    .where(Suppression.address.in_(bindparam("addresses", expanding=True)), Suppression.active.is_(True)),
-)
+_STATE_CONTACTS = {pg: (select(Address.address, Contact.id, Contact.seq, Preference.unit, Preference.channel,
+                               Preference.state, Preference.changed_at)
+                        .join(Contact, Contact.id == Address.contact_id)
+                        .outerjoin(Preference, Preference.contact_id == Contact.id)
+                        .where(_among(Address.address, "addresses", pg))
+                        .order_by(Contact.id)      # locks taken in one order by every transaction: no deadlock
+                        .with_for_update(of=Contact))
+                   for pg in (False, True)}
+
+
+def _marks(pg: bool) -> tuple[Any, ...]:
+    """Open soft bounces (oldest first) and active suppressions of the addresses, in one query."""
+    return (
+        select(literal("soft").label("mark"), SoftBounce.address, SoftBounce.ref.label("detail"),
+               SoftBounce.occurred_at.label("at"))
+        .where(_among(SoftBounce.address, "addresses", pg),
+               SoftBounce.cleared_at.is_(None), SoftBounce.occurred_at >= bindparam("since")),
+        select(literal("suppressed"), Suppression.address, Suppression.reason, literal(None, UtcDateTime()))
+        .where(_among(Suppression.address, "addresses", pg), Suppression.active.is_(True)),
+    )
+
+
 # PostgreSQL also reserves, from contact.id's own sequence, an id for each address that
 # has no contact yet, so a new contact can be written with the transaction's other rows
 # instead of in a round trip of its own. An id left unused is a gap in the sequence.
-_UNKNOWN = func.unnest(bindparam("address_list", type_=ARRAY(Text()))).table_valued("address").render_derived("unknown")
+_UNKNOWN = func.unnest(bindparam("addresses", type_=ARRAY(Text()))).table_valued("address").render_derived("unknown")
 _NEW_CONTACT_IDS = (
     select(literal("new_contact"), _UNKNOWN.c.address,
            cast(func.nextval(func.pg_get_serial_sequence("contact", "id")), Text()), literal(None, UtcDateTime()))
     .where(~select(Address.id).where(Address.address == _UNKNOWN.c.address).exists()))
 # The read ahead also answers the dedupe check: which of the batch's items have an event.
-_EVENT_MARKS = select(literal("event"), Event.item_id, literal(None, String()), literal(None, UtcDateTime())).where(
-    Event.item_id.in_(bindparam("item_ids", expanding=True)))
+_EVENT_MARKS = {pg: select(literal("event"), Event.item_id, literal(None, String()), literal(None, UtcDateTime()))
+                .where(_among(Event.item_id, "item_ids", pg)) for pg in (False, True)}
 # (PostgreSQL?, with the dedupe check?) -> the marks query
-_MARKS_QUERIES = {(pg, events): union_all(*_MARKS, *([_NEW_CONTACT_IDS] if pg else []),
-                                          *([_EVENT_MARKS] if events else [])).order_by("at")
+_MARKS_QUERIES = {(pg, events): union_all(*_marks(pg), *([_NEW_CONTACT_IDS] if pg else []),
+                                          *([_EVENT_MARKS[pg]] if events else [])).order_by("at")
                   for pg in (False, True) for events in (False, True)}
 _ADDRESS_CONTACTS = select(Address.address, Address.contact_id).where(
     Address.address.in_(bindparam("addresses", expanding=True)))
@@ -279,6 +300,16 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} cannot be written as a JSON row")
 
 
+async def _after_driven_failure(sa_conn: Any, driver: Any) -> None:
+    if driver.is_closed():
+        try:
+            await sa_conn.exec_driver_sql("SELECT 1")   # fails; SQLAlchemy sees the disconnect
+        except Exception:                                # noqa: BLE001 - expected
+            pass
+    elif driver.is_in_transaction():
+        await sa_conn.invalidate()
+
+
 T = TypeVar("T")
 R = TypeVar("R")
 # PostgreSQL NOTIFY channel that wakes relays in other processes; migration 0005's trigger
@@ -291,23 +322,135 @@ BeforeCommit = Callable[["WriteConn"], Awaitable[None]]
 class WriteConn:
     """The connection one write transaction runs on: `await conn.execute(statement, params)`.
 
-    Either an AsyncConnection, or (SQLite file databases) a plain connection used from
+    Either an AsyncConnection; or (SQLite file databases) a plain connection used from
     the database's writer thread, where `execute` runs at once and never suspends: the
     same transaction code then runs in that thread without a hop to the event loop per
-    statement (see Database.write). `outbox_rows` counts the outbox rows written, so the
-    relay can be woken once the transaction has committed.
+    statement (see Database.write); or (PostgreSQL) the asyncpg connection itself, with
+    each Core statement compiled once by SQLAlchemy (see _Driven). `outbox_rows` counts
+    the outbox rows written, so the relay can be woken once the transaction has committed.
     """
 
-    def __init__(self, conn: Any, dialect: str, blocking: bool) -> None:
+    def __init__(self, conn: Any, dialect: str, blocking: bool, compile_for: Any = None) -> None:
         self._conn = conn
         self.dialect = dialect
         self._blocking = blocking
+        self._compile_for = compile_for       # with an asyncpg `conn`: the SQLAlchemy dialect to compile for
         self.outbox_rows = 0
 
     async def execute(self, statement: Any, params: Any = None) -> Any:
         if self._blocking:
             return self._conn.execute(statement, params)
+        if self._compile_for is not None:
+            return await _Driven.of(statement, self._compile_for, params).run(self._conn, params)
         return await self._conn.execute(statement, params)
+
+
+class _Driven:
+    """A Core statement as it runs on the asyncpg connection itself (Database.write on
+    PostgreSQL), compiled once for the parameter names it is called with.
+
+    Through SQLAlchemy's own execution path a statement cost 0.3 to 0.6 ms of CPU, about
+    three times what asyncpg itself takes; a decision's transaction ran three of them
+    (bench/pipeline.py, latency at 100/s). Here SQLAlchemy still writes the SQL and
+    says how each parameter and result column is processed (the same bind and result
+    processors it would apply), once per statement; a call only builds the argument
+    tuple. A statement with expanding parameters (IN lists) has its SQL expanded per
+    call (construct_expanded_state).
+    """
+
+    _forms: dict[tuple[Any, frozenset[str]], _Driven] = {}
+    LIMIT = 512                               # statements are module constants or cached by shape
+
+    def __init__(self, statement: Any, dialect: Any, names: frozenset[str]) -> None:
+        self.compiled = statement.compile(dialect=dialect)
+        self.expanding = bool(self.compiled.post_compile_params or self.compiled.literal_execute_params)
+        self.names = names
+        self.processors = {name: proc for name, bind in self.compiled.binds.items()
+                           if (proc := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
+        self.sql: str | None = None
+        self.slots: list[tuple[str | None, Any, Any]] = []   # (parameter name or None, constant, processor)
+        columns = list(statement.exported_columns)
+        self.row = namedtuple("Row", [c.key for c in columns], rename=True) if columns else None  # type: ignore[misc]
+        self.results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Any, params: Any) -> _Driven:
+        names = frozenset(params[0] if isinstance(params, list) else params or ())
+        form = cls._forms.get((statement, names))
+        if form is None:
+            if len(cls._forms) >= cls.LIMIT:
+                cls._forms.clear()
+            form = cls._forms[statement, names] = cls(statement, dialect, names)
+        return form
+
+    def bind(self, params: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL and the positional arguments for one set of parameters."""
+        if self.sql is None or self.expanding:
+            state = self.compiled.construct_expanded_state(params, escape_names=False)
+            procs, values = {**self.processors, **state.processors}, state.parameters
+            if self.expanding:
+                return state.statement, [procs[n](values[n]) if n in procs else values[n]
+                                         for n in state.positiontup or ()]
+            self.slots = [(n, None, procs.get(n)) if n in self.names
+                          else (None, procs[n](values[n]) if n in procs else values[n], None)
+                          for n in state.positiontup or ()]
+            self.sql = state.statement
+        return self.sql, [(proc(params[n]) if proc else params[n]) if n is not None else constant
+                          for n, constant, proc in self.slots]
+
+    async def run(self, conn: Any, params: Any) -> _DrivenResult:
+        try:
+            if isinstance(params, list):      # executemany: one statement, fixed SQL
+                sql, args = self.bind(params[0])
+                await conn.executemany(sql, [args] + [self.bind(p)[1] for p in params[1:]])
+                return _DrivenResult([])
+            sql, args = self.bind(params or {})
+            if self.row is None:
+                await conn.execute(sql, *args)
+                return _DrivenResult([])
+            records = await conn.fetch(sql, *args)
+        except _DRIVER_ERRORS as exc:
+            raise _driver_error(exc, self.compiled.string, conn) from exc
+        results = self.results
+        if any(results):
+            return _DrivenResult([self.row(*(p(v) if p else v for p, v in zip(results, r))) for r in records])
+        return _DrivenResult([self.row(*r) for r in records])
+
+
+class _Scalars(list[Any]):
+    def all(self) -> list[Any]:
+        return list(self)
+
+
+class _DrivenResult:
+    """The part of SQLAlchemy's Result that transaction code uses, over fetched rows."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def scalars(self) -> _Scalars:
+        return _Scalars(r[0] for r in self._rows)
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        if len(self._rows) != 1:
+            raise NoResultFound("expected one row") if not self._rows else MultipleResultsFound("expected one row")
+        return self._rows[0][0]
+
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def _driver_error(exc: BaseException, sql: str, conn: Any) -> DBAPIError:
+    """An asyncpg (or socket) error as the SQLAlchemy error its callers expect, without
+    the parameters (they hold addresses)."""
+    kind = DBAPIError if isinstance(exc, asyncpg.PostgresError) and not conn.is_closed() else OperationalError
+    return kind(sql, None, exc, hide_parameters=True, connection_invalidated=conn.is_closed())
 
 
 class SqlUnitOfWork:
@@ -335,6 +478,7 @@ class SqlUnitOfWork:
 
     def __init__(self, db: Database, joined: WriteConn | None = None) -> None:
         self._db = db
+        self._pg = db.dialect == "postgresql"
         self._joined = joined
         self._session: AsyncSession | None = None
         self._conn: WriteConn | None = joined
@@ -454,9 +598,9 @@ class SqlUnitOfWork:
         meanwhile is then seen as done, not written twice."""
         await self.flush()
         if not addresses:
-            return set((await self.conn.execute(_EVENTS_EXISTING, {"item_ids": item_ids})).scalars())
+            return set((await self.conn.execute(_EVENTS_EXISTING[self._pg], {"item_ids": item_ids})).scalars())
         rows: dict[str, tuple[list[Any], list[Any]]] = {a: ([], []) for a in addresses}
-        for row in (await self.conn.execute(_STATE_CONTACTS, {"addresses": addresses})).all():
+        for row in (await self.conn.execute(_STATE_CONTACTS[self._pg], {"addresses": addresses})).all():
             rows[row[0]][0].append(row)
         existing: set[str] = set()
         for row in (await self.conn.execute(*self._marks_query(addresses, soft_since, item_ids))).all():
@@ -470,13 +614,10 @@ class SqlUnitOfWork:
 
     def _marks_query(self, addresses: list[str], soft_since: datetime,
                      item_ids: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
-        pg = self._db.dialect == "postgresql"
         params: dict[str, Any] = {"addresses": addresses, "since": soft_since}
-        if pg:
-            params["address_list"] = addresses
         if item_ids:
             params["item_ids"] = item_ids
-        return _MARKS_QUERIES[pg, bool(item_ids)], params
+        return _MARKS_QUERIES[self._pg, bool(item_ids)], params
 
     async def load_state(self, addresses: list[str], soft_since: datetime) -> CurrentState:
         state = CurrentState()
@@ -491,7 +632,7 @@ class SqlUnitOfWork:
                            key=lambda row: (row[3] is None, row[3] or soft_since))
         else:
             await self.flush()
-            contact_rows = (await conn.execute(_STATE_CONTACTS, {"addresses": addresses})).all()
+            contact_rows = (await conn.execute(_STATE_CONTACTS[self._pg], {"addresses": addresses})).all()
             marks = (await conn.execute(*self._marks_query(addresses, soft_since))).all()
         for address in addresses:
             self._contact_of[address] = None
@@ -699,14 +840,16 @@ class Database:
 
         On a SQLite file the whole of `work` runs in the writer thread, one hop from the
         loop and back, so it must await nothing but `conn.execute` (which there does not
-        suspend). Elsewhere it runs on the loop, on an AsyncConnection. Listeners of
-        `on_outbox` hear of a commit that wrote outbox rows.
+        suspend). On PostgreSQL it runs on the loop, on the asyncpg connection itself
+        (_write_driven). Listeners of `on_outbox` hear of a commit that wrote outbox rows.
         """
         await self.acquire_write()
         try:
             if self._writer is not None:
                 result, outbox_rows = await asyncio.get_running_loop().run_in_executor(
                     self._writer, self._write_blocking, work)
+            elif self.dialect == "postgresql":
+                result, outbox_rows = await self._write_driven(work)
             else:
                 async with self.write_sessions() as session, session.begin():
                     wc = WriteConn(await session.connection(), self.dialect, blocking=False)
@@ -717,6 +860,29 @@ class Database:
         if outbox_rows:
             self.outbox_committed()
         return result
+
+    async def _write_driven(self, work: Callable[[WriteConn], Awaitable[R]]) -> tuple[R, int]:
+        """PostgreSQL: `work` on a pooled connection's asyncpg connection, in a transaction
+        of asyncpg's (BEGIN and COMMIT are a round trip each, with no more around them).
+
+        SQLAlchemy never sees this transaction, so after a failure the connection is
+        checked here: one still in a transaction (a cancelled statement) is discarded; one
+        that is closed (a database restart) is shown to SQLAlchemy, which then discards
+        it and every pooled connection older than it, as it does after its own failures.
+        """
+        async with self.engine.connect() as sa_conn:
+            driver = (await sa_conn.get_raw_connection()).driver_connection
+            wc = WriteConn(driver, self.dialect, blocking=False, compile_for=self.engine.dialect)
+            try:
+                try:
+                    async with driver.transaction():
+                        result = await work(wc)
+                except _DRIVER_ERRORS as exc:     # in BEGIN, COMMIT or ROLLBACK
+                    raise _driver_error(exc, "BEGIN/COMMIT", driver) from exc
+            except BaseException:
+                await _after_driven_failure(sa_conn, driver)
+                raise
+        return result, wc.outbox_rows
 
     def _write_blocking(self, work: Callable[[WriteConn], Awaitable[R]]) -> tuple[R, int]:
         assert self._sync_engine is not None
