@@ -85,8 +85,31 @@ async def test_classifier_exception_is_named_by_type(pool):
 async def test_worker_killed_while_idle_does_not_break_the_pool(pool):
     pid = int((await run(pool, b"pid")).reason)
     os.kill(pid, signal.SIGKILL)
-    await asyncio.sleep(0.5)        # pebble notices the dead idle worker and gives up its pool
+    await asyncio.sleep(0.5)        # the pool notices the dead idle worker (its pipe closes)
     assert (await run(pool, b"after")).reason == "ok after"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_cancelled_caller_stops_the_worker_working_for_it(pool):
+    pid = int((await run(pool, b"pid")).reason)
+    task = asyncio.create_task(pool.classify(inbound(b"sleep"), NOW))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if not alive(pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not alive(pid), "the worker went on with an item nobody waits for"
+    assert int((await run(pool, b"pid")).reason) not in (pid, os.getpid())
 
 
 async def test_quick_items_finish_while_another_is_stuck(settings):
@@ -125,6 +148,20 @@ async def beat(lateness: list[float]) -> None:
         start = loop.time()
         await asyncio.sleep(0.01)
         lateness.append(loop.time() - start - 0.01)
+
+
+async def test_a_large_item_for_a_worker_still_starting_does_not_hold_up_the_loop(settings):
+    """A fresh worker reads nothing until it has started (imports and all, a good part of a
+    second); an item larger than a pipe's buffer must not make the loop wait for that."""
+    lateness: list[float] = []
+    heartbeat = asyncio.create_task(beat(lateness))
+    try:
+        async with ClassifyPool(settings, classify_fn=act, workers=1, wall_seconds=20) as pool:
+            decision = await run(pool, b"big " + b"x" * (4 << 20))
+            assert decision.reason.startswith("ok big xxx")
+    finally:
+        heartbeat.cancel()
+    assert lateness and max(lateness) < 0.3
 
 
 async def test_real_classifier_on_a_pathological_message(settings):
