@@ -128,18 +128,30 @@ async def test_rows_written_without_a_hand_off_are_the_relays_at_once(database):
     assert await Relay(make_settings(), database, published, lambda: T0).drain() == 1
 
 
-async def test_while_its_publish_awaits_a_confirm_a_consumer_leaves_new_rows_to_the_relays(database):
-    """Under load the relays batch the updates; the consumer's loop stays free for mail."""
+async def test_rows_committed_while_a_publish_awaits_its_confirm_go_out_next_together_in_order(database):
+    """Not left to the relays (a NOTIFY and a transaction of their own later)."""
     release = asyncio.Event()
 
     class Slow(Recording):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[int] = []
+
         async def publish(self, updates):
+            self.calls.append(len(updates))
             await release.wait()
             await super().publish(updates)
 
-    handoff = Handoff(make_settings(), database, Slow(), lambda: T0)
+    publisher = Slow()
+    handoff = Handoff(make_settings(), database, publisher, lambda: T0)
     handoff.submit(await committed_by_a_consumer(database, handoff, optout(1)))
-    assert handoff.claim_until() is None
+    assert handoff.claim_until() == T0 + timedelta(seconds=5)          # still the consumer's
+    handoff.submit(await committed_by_a_consumer(database, handoff, optout(2)))
+    handoff.submit(await committed_by_a_consumer(database, handoff, optout(3)))
+    relay = Relay(make_settings(), database, Recording(), lambda: T0)
+    assert await relay.drain() == 0                                     # claimed: not the relays'
     release.set()
     await handoff.close()
-    assert handoff.claim_until() == T0 + timedelta(seconds=5) and handoff.published == 1
+    assert publisher.calls == [1, 2]
+    assert publisher.addresses == ["r1@example.se", "r2@example.se", "r3@example.se"]
+    assert handoff.published == 3 and await unpublished(database) == 0

@@ -203,8 +203,8 @@ class Consumer:
             return await apply_all(decisions, self._uow(), now, self._policy, self._unverified_per_hour)
         db = self._db
         # The consumer publishes these updates itself only while it is idle otherwise (one
-        # decision, none waiting, no publish of its own unconfirmed); under load the relays
-        # batch them, at less cost to the consumer's loop (bench/pipeline.py at 200/s).
+        # decision, none waiting); under load the relays batch them, at less cost to the
+        # consumer's loop (bench/pipeline.py at 200/s).
         handoff = self._handoff if len(batch) == 1 and not self._applier.waiting else None
         claimed_until = handoff.claim_until() if handoff is not None else None
         claimed: list[dict[str, Any]] = []

@@ -201,13 +201,18 @@ class Handoff:
 
     The consumer writes its outbox rows claimed until `claim_until()` (see
     SqlUnitOfWork.claimed_until) and, once the transaction has committed, `submit`s
-    them here. Each submission is published at once, on one channel in submission
-    order; once confirmed, its rows are marked published, many submissions per UPDATE
-    (`MARK_LINGER`). While a publish awaits its confirm, `claim_until` is None: the
-    consumer is busy, and its next rows are left to the relays. A failure is only
-    logged: the rows stay in the outbox, and a relay publishes them when the lease runs
-    out. Nothing is lost, and a copy published twice (a crash between publishing and
-    marking) carries the same event_id.
+    them here. A submission is published at once, on one channel in submission order;
+    rows submitted while a publish awaits its confirm wait for it, and then go out
+    together, as the next publish. Once confirmed, rows are marked published, many
+    submissions per UPDATE (`MARK_LINGER`). A failure is only logged: the rows stay in
+    the outbox, and a relay publishes them when the lease runs out. Nothing is lost, and
+    a copy published twice (a crash between publishing and marking) carries the same
+    event_id.
+
+    Rows queued here behind a confirm used to be left to the relays instead. A relay
+    hears of them through NOTIFY and claims them in a transaction of its own, which took
+    them 4 to 7 ms longer at 100 messages/s (bench/pipeline.py). Between a quarter and
+    half of the updates went that way.
     """
 
     MARK_LINGER = 0.1     # seconds a confirmed row may wait to be marked, with others
@@ -221,19 +226,22 @@ class Handoff:
         self._tasks: set[asyncio.Task[None]] = set()
         self._confirmed: list[str] = []           # event ids published, not yet marked
         self._marker: asyncio.Task[None] | None = None
-        self._in_flight = 0                       # submissions not yet confirmed or failed
+        self._in_flight = 0                       # publishes not yet confirmed or failed
+        self._queued: list[dict[str, Any]] = []   # rows submitted meanwhile: the next publish
         self.published = 0
         self.failed = 0
 
     def claim_until(self) -> datetime | None:
-        """The lease for the rows of a transaction starting now, or None to leave them to
-        the relays: while an earlier publish still awaits its confirm, the consumer is
-        busy, and a relay elsewhere batches them at less cost to it."""
-        return None if self._in_flight else self._clock() + self._lease
+        """The lease for the rows of a transaction starting now."""
+        return self._clock() + self._lease
 
     def submit(self, rows: list[dict[str, Any]]) -> None:
-        """Publish these committed rows now; returns at once (the caller need not wait)."""
+        """Publish these committed rows now, or right after the publish awaiting its
+        confirm; returns at once (the caller need not wait)."""
         if not rows:
+            return
+        if self._in_flight:
+            self._queued.extend(rows)
             return
         self._in_flight += 1
         task = asyncio.create_task(self._publish(rows))
@@ -248,6 +256,14 @@ class Handoff:
             await asyncio.gather(self._marker, return_exceptions=True)
 
     async def _publish(self, rows: list[dict[str, Any]]) -> None:
+        """Publish `rows`, then whatever was queued meanwhile, until nothing is left."""
+        while rows:
+            await self._publish_one(rows)
+            rows, self._queued = self._queued, []
+            if rows:
+                self._in_flight += 1
+
+    async def _publish_one(self, rows: list[dict[str, Any]]) -> None:
         try:
             await self._publisher.publish([OutboundUpdate(id=0, routing_key=r["routing_key"], payload=r["payload"])
                                            for r in rows])
