@@ -15,9 +15,10 @@ service. Each message is classified in a worker process under three limits:
 Each worker has a pipe of its own. The event loop itself writes an item to it and reads
 the answer when the pipe becomes readable (`add_reader`), with no thread in between
 (only an item too large for the pipe's buffer is written from a thread). This replaced
-pebble, whose scheduler and result threads each had to be handed the GIL: a bounce took
-1.9 to 2.6 ms from `classify` to its answer, against 1.0 to 2.1 ms now, and the pool
-classified 370 to 460 corpus messages/s against 560 to 680 now (bench/consumer.py).
+pebble, whose scheduler and result threads each had to be handed the GIL. In
+bench/consumer.py, run alternately with pebble's pool, one corpus message alone took
+2.4 and 2.6 ms (p50) from `classify` to its answer, against 3.0 and 3.3, and the pool
+classified 393 to 678 corpus messages/s against 370 to 467.
 A worker holds one item at a time, so a slow item never delays another that could run
 elsewhere.
 
