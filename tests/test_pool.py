@@ -75,6 +75,16 @@ async def test_sleeping_item_hits_the_wall_clock_limit(settings):
         assert (await run(pool, b"after")).reason == "ok after"
 
 
+async def test_a_workers_start_up_does_not_count_against_an_items_wall_time(settings):
+    """Pebble counted the limit from when a worker began the item; so does this pool. A
+    new worker spends a good part of a second starting on a busy machine (here: a second,
+    importing its classifier), and a quick item must not be timed out for that."""
+    from tests.slow_start_fns import quick
+
+    async with ClassifyPool(settings, classify_fn=quick, workers=1, wall_seconds=0.5) as pool:
+        assert (await run(pool, b"first")).reason == "quick"
+
+
 async def test_classifier_exception_is_named_by_type(pool):
     with pytest.raises(ClassifyFailed, match=r"^ValueError: no header named X-Test$") as caught:
         await run(pool, b"raise")

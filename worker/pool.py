@@ -46,6 +46,7 @@ from handlers.model import Decision, Inbound
 ClassifyFn = Callable[[Inbound, Any, datetime], Decision]
 PARSER_NICENESS = 10        # added to the worker processes' nice value (see _init_worker)
 INLINE_BYTES = 64 * 1024    # items up to this size are written to a worker's pipe by the loop itself
+START_SECONDS = 60.0        # a new worker that has not said it is ready by then is given up
 
 
 class ClassifyFailed(Exception):
@@ -189,7 +190,11 @@ class ClassifyPool:
             await asyncio.to_thread(worker.conn.send_bytes, payload)
 
     async def _start(self) -> _Worker:
-        async with self._starting:
+        """A new worker, once it has started up and says so. Its start-up (imports, the
+        settings) is not counted in any item's wall time: on a busy machine it can take a
+        good part of a second."""
+        loop = asyncio.get_running_loop()
+        async with self._starting:                      # one process start at a time
             if self._closed:
                 raise ClassifyFailed("classifier pool is closed")
             parent, child = self._context.Pipe()
@@ -202,16 +207,26 @@ class ClassifyPool:
                 raise ClassifyFailed(f"cannot start a parser process: {_describe(exc)}") from None
             finally:
                 child.close()
-            worker = _Worker(process, parent)
-            self._live.add(worker)
-            asyncio.get_running_loop().add_reader(parent.fileno(), self._readable, worker)
-            if self._closed:                            # closed while it started
-                self._retire(worker, None)
-                raise ClassifyFailed("classifier pool is closed")
-            return worker
+        worker = _Worker(process, parent)
+        ready = worker.answer = loop.create_future()
+        self._live.add(worker)
+        loop.add_reader(parent.fileno(), self._readable, worker)
+        if self._closed:                                # closed while it started
+            self._retire(worker, None)
+            raise ClassifyFailed("classifier pool is closed")
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), START_SECONDS)
+        except asyncio.TimeoutError:
+            self._retire(worker, None)
+            raise ClassifyCrashed(f"parser process did not start within {START_SECONDS:g}s") from None
+        except BaseException:                           # it died starting up, or we were cancelled
+            self._retire(worker, None)
+            raise
+        return worker
 
     def _readable(self, worker: _Worker) -> None:
-        """The loop's callback: the worker answered, or its end of the pipe closed (it died)."""
+        """The loop's callback: the worker answered (or said it is ready), or its end of
+        the pipe closed (it died)."""
         try:
             kind, value = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError, pickle.UnpicklingError, ValueError):
@@ -221,11 +236,12 @@ class ClassifyPool:
         if worker.timer is not None:
             worker.timer.cancel()
         if answer is not None and not answer.done():
-            if kind == "ok":
-                answer.set_result(value)
-            else:
+            if kind == "error":
                 answer.set_exception(value)
-        self._idle.append(worker)
+            else:
+                answer.set_result(value)
+        if kind != "ready":                             # a new worker goes to its _start caller
+            self._idle.append(worker)
 
     def _retire(self, worker: _Worker, error: ClassifyFailed | None, kill: bool = True) -> None:
         """Stop using `worker` (killing it, unless it is known to be dead already) and fail
@@ -297,10 +313,12 @@ def _serve(conn: Connection, settings: Any, classify_fn: ClassifyFn | None, cpu_
            memory_mb: int) -> None:
     """A worker process: set up, then answer one item at a time until the pipe closes.
 
-    Each answer is ("ok", decision) or ("error", ClassifyFailed), pickled.
+    It first says ("ready", None); each answer is then ("ok", decision) or ("error",
+    ClassifyFailed), pickled.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is for the parent, which stops us
     _init_worker(settings, classify_fn, cpu_seconds, memory_mb)
+    conn.send_bytes(pickle.dumps(("ready", None)))
     while True:
         try:
             data = conn.recv_bytes()
