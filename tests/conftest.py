@@ -83,6 +83,27 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 @pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database only (production's backend)."""
+    from worker import migrate
+    from worker.db import Database
+
+    if not port_open(PG_HOST, PG_PORT):
+        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
+    name = await _create_pg_database()
+    url = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    db = Database.connect(url)
+    try:
+        await migrate.upgrade(db.engine)      # production: `unsubd db upgrade` runs before serve
+    finally:
+        await db.close()
+    try:
+        yield url
+    finally:
+        await _drop_pg_database(name)
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'unsubd.db'}"
 

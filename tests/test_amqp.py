@@ -19,13 +19,11 @@ import jsonschema
 import pytest
 from sqlalchemy import func, select
 
-from worker import migrate
 from worker.app import Worker
 from worker.contacts import import_rows, parse_csv
 from worker.db import Database
 from worker.models import Event, Outbox, Suppression
-from tests.conftest import (EXAMPLE_TOML, REPO, _create_pg_database, _drop_pg_database, make_settings, port_open,
-                            service_missing, PG_HOST, PG_PORT)
+from tests.conftest import EXAMPLE_TOML, REPO, make_settings, port_open, service_missing
 from tests.hostile import pathological_message
 from tests.messages import dsn
 from tests.test_smtp import send, wait_for
@@ -62,21 +60,6 @@ async def names(rabbit: str) -> AsyncIterator[dict[str, str]]:
             return
         except Exception:           # noqa: BLE001 - best effort, names are unique per test
             await asyncio.sleep(1)
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    if not port_open(PG_HOST, PG_PORT):
-        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
-    name = await _create_pg_database()
-    url = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    db = Database.connect(url)
-    await migrate.upgrade(db.engine)          # production: `unsubd db upgrade` runs before serve
-    await db.close()
-    try:
-        yield url
-    finally:
-        await _drop_pg_database(name)
 
 
 class UpdateListener:

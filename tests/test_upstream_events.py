@@ -16,7 +16,7 @@ from handlers.tokens import Keyring, link_headers, return_path, sign, sign_retur
 from worker.app import Worker
 from worker.contacts import import_rows, parse_csv
 from tests.conftest import make_settings
-from tests.test_amqp import RABBIT_URL, SCHEMA, UpdateListener, names, pg_url, rabbit  # noqa: F401 - fixtures
+from tests.test_amqp import RABBIT_URL, SCHEMA, UpdateListener, names, rabbit  # noqa: F401 - fixtures
 from tests.test_smtp import wait_for
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

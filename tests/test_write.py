@@ -20,10 +20,8 @@ from handlers.apply import apply_all
 from handlers.model import Action, ActionType, Decision, Inbound, Kind
 from worker.models import Event, Outbox, Suppression
 from worker.queue import EmbeddedQueue
-from worker import migrate
 from worker.db import Database
-from tests.conftest import PG_HOST, PG_PORT, _create_pg_database, _drop_pg_database, make_settings, port_open
-from tests.conftest import service_missing
+from tests.conftest import make_settings
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -106,18 +104,12 @@ async def _scalar(conn, statement):
 
 
 @pytest.fixture
-async def pg_database():
-    """A migrated Database on PostgreSQL only."""
-    if not port_open(PG_HOST, PG_PORT):
-        service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
-    name = await _create_pg_database()
-    db = Database.connect(f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}")
+async def pg_database(pg_url):
+    db = Database.connect(pg_url)
     try:
-        await migrate.upgrade(db.engine)
         yield db
     finally:
         await db.close()
-        await _drop_pg_database(name)
 
 
 async def test_a_write_cancelled_mid_statement_leaves_no_connection_in_a_transaction(pg_database):
