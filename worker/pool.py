@@ -329,9 +329,10 @@ def _serve(conn: Connection, settings: Any, classify_fn: ClassifyFn | None, cpu_
             answer = _classify_in_worker(item, now)
         except ClassifyFailed as exc:
             answer = pickle.dumps(("error", exc))
-        except Exception as exc:                         # e.g. MemoryError while unpickling
-            answer = pickle.dumps(("error", ClassifyCrashed(f"memory limit ({_memory_mb} MB) exceeded")
-                                   if isinstance(exc, MemoryError) else ClassifyFailed(_describe(exc))))
+        except MemoryError:                              # unpickling the item
+            answer = pickle.dumps(("error", _out_of_memory()))
+        except Exception as exc:
+            answer = pickle.dumps(("error", ClassifyFailed(_describe(exc))))
         try:
             conn.send_bytes(answer)
         except OSError:
@@ -382,7 +383,7 @@ def _classify_in_worker(item: Inbound, now: datetime) -> bytes:
         decision = _classify_fn(item, _settings, now)
         return pickle.dumps(("ok", decision), protocol=pickle.HIGHEST_PROTOCOL)   # a failure here is worded
     except MemoryError as exc:
-        raise ClassifyCrashed(f"memory limit ({_memory_mb} MB) exceeded") from exc
+        raise _out_of_memory() from exc
     except ClassifyFailed:
         raise
     except Exception as exc:
@@ -390,3 +391,7 @@ def _classify_in_worker(item: Inbound, now: datetime) -> bytes:
     finally:
         # An idle worker must never be killed by the previous item's budget.
         resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+
+
+def _out_of_memory() -> ClassifyCrashed:
+    return ClassifyCrashed(f"memory limit ({_memory_mb} MB) exceeded")
