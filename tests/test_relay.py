@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from handlers.apply import apply, apply_all
 from handlers.model import Action, ActionType, Decision, Kind
 from worker.relay import Handoff, Relay
@@ -47,6 +49,41 @@ async def test_a_commit_made_while_the_relay_publishes_is_published_without_a_po
         stopping.set()
         await asyncio.wait_for(running, 10)
         await asyncio.gather(*later)
+
+
+async def test_a_batch_whose_publish_fails_stays_for_the_next_drain_which_publishes_each_row_once(database):
+    """A refused publish rolls the claim back (no row marked, none lost); the next
+    drains, in batches of two and then one, publish every row once."""
+    for i in (1, 2, 3):
+        await apply(optout(i), database.unit_of_work(), T0)
+    settings = make_settings(UNSUBD_RELAY__BATCH="2")
+    refused = Recording(refuse=True)
+    with pytest.raises(ConnectionError):
+        await Relay(settings, database, refused, lambda: T0).drain_once()
+    assert await unpublished(database) == 3
+    working = Recording()
+    relay = Relay(settings, database, working, lambda: T0)
+    assert [await relay.drain_once(), await relay.drain_once(), await relay.drain_once()] == [2, 1, 0]
+    assert working.addresses == ["r1@example.se", "r2@example.se", "r3@example.se"]
+    assert await unpublished(database) == 0
+
+
+async def test_relays_side_by_side_publish_each_row_once(database):
+    """Two relays draining at the same time (PostgreSQL: each skips the rows the other
+    has claimed; SQLite: they take turns) publish every row exactly once."""
+    for i in range(1, 7):
+        await apply(optout(i), database.unit_of_work(), T0)
+    published: list[str] = []
+
+    class Slow:
+        async def publish(self, updates):
+            await asyncio.sleep(0.05)            # the other relay claims meanwhile
+            published.extend(u.payload["address"] for u in updates)
+
+    settings = make_settings(UNSUBD_RELAY__BATCH="2")
+    counts = await asyncio.gather(*(Relay(settings, database, Slow(), lambda: T0).drain() for _ in range(2)))
+    assert sum(counts) == 6 and sorted(published) == sorted(f"r{i}@example.se" for i in range(1, 7))
+    assert await unpublished(database) == 0
 
 
 # ------------------------------------------------------------------ hand-off (production)

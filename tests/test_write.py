@@ -99,6 +99,22 @@ async def test_a_failed_statement_rolls_back_the_whole_write_and_the_next_one_wo
         assert await s.scalar(select(func.count()).select_from(Event)) == 13
 
 
+async def test_an_error_of_the_work_itself_comes_out_as_it_is_and_rolls_back(database):
+    """A relay publishes inside its write: a broker's ConnectionError (an OSError, as
+    the driver's socket errors are) must not come out worded as the database's."""
+    async def publish_fails(conn):
+        await apply_all([bounce("i1", "a@kommun-vast.example")], database.unit_of_work(joined=conn), T0)
+        raise ConnectionError("broker away")
+
+    with pytest.raises(ConnectionError, match="broker away"):
+        await database.write(publish_fails)
+    async with database.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Event)) == 0
+    await write_decisions(database, [bounce("i2", "b@kommun-vast.example")])
+    async with database.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Event)) == 1
+
+
 async def _scalar(conn, statement):
     return (await conn.execute(statement)).scalar()
 

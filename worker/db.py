@@ -117,11 +117,11 @@ def redact_url(url: str) -> str:
 # Statements built once: building SQLAlchemy expressions per call cost more than running
 # them. Lists are bound as expanding parameters; the statements of a decision's own
 # transaction have a PostgreSQL form (key True) that binds them as one array instead
-# (_among), so that their SQL, and the statement asyncpg prepares, is the same whatever
+# (among), so that their SQL, and the statement asyncpg prepares, is the same whatever
 # the list's length.
 
 
-def _among(column: Any, name: str, pg: bool) -> Any:
+def among(column: Any, name: str, pg: bool) -> Any:
     """`column` is one of the list parameter `name`: `= ANY(array)` on PostgreSQL, an
     expanding IN elsewhere."""
     if pg:
@@ -129,7 +129,7 @@ def _among(column: Any, name: str, pg: bool) -> Any:
     return column.in_(bindparam(name, expanding=True))
 
 
-_EVENTS_EXISTING = {pg: select(Event.item_id).where(_among(Event.item_id, "item_ids", pg)) for pg in (False, True)}
+_EVENTS_EXISTING = {pg: select(Event.item_id).where(among(Event.item_id, "item_ids", pg)) for pg in (False, True)}
 _RECENT_UNVERIFIED = select(func.count()).select_from(Event).where(
     Event.kind == "optout", Event.verified.is_(False), Event.review.is_(False),
     Event.occurred_at >= bindparam("since"))
@@ -143,7 +143,7 @@ _STATE_CONTACTS = {pg: (select(Address.address, Contact.id, Contact.seq, Prefere
                                Preference.state, Preference.changed_at)
                         .join(Contact, Contact.id == Address.contact_id)
                         .outerjoin(Preference, Preference.contact_id == Contact.id)
-                        .where(_among(Address.address, "addresses", pg))
+                        .where(among(Address.address, "addresses", pg))
                         .order_by(Contact.id)      # locks taken in one order by every transaction: no deadlock
                         .with_for_update(of=Contact))
                    for pg in (False, True)}
@@ -154,10 +154,10 @@ def _marks(pg: bool) -> tuple[Any, ...]:
     return (
         select(literal("soft").label("mark"), SoftBounce.address, SoftBounce.ref.label("detail"),
                SoftBounce.occurred_at.label("at"))
-        .where(_among(SoftBounce.address, "addresses", pg),
+        .where(among(SoftBounce.address, "addresses", pg),
                SoftBounce.cleared_at.is_(None), SoftBounce.occurred_at >= bindparam("since")),
         select(literal("suppressed"), Suppression.address, Suppression.reason, literal(None, UtcDateTime()))
-        .where(_among(Suppression.address, "addresses", pg), Suppression.active.is_(True)),
+        .where(among(Suppression.address, "addresses", pg), Suppression.active.is_(True)),
     )
 
 
@@ -171,7 +171,7 @@ _NEW_CONTACT_IDS = (
     .where(~select(Address.id).where(Address.address == _UNKNOWN.c.address).exists()))
 # The read ahead also answers the dedupe check: which of the batch's items have an event.
 _EVENT_MARKS = {pg: select(literal("event"), Event.item_id, literal(None, String()), literal(None, UtcDateTime()))
-                .where(_among(Event.item_id, "item_ids", pg)) for pg in (False, True)}
+                .where(among(Event.item_id, "item_ids", pg)) for pg in (False, True)}
 # (PostgreSQL?, with the dedupe check?) -> the marks query
 _MARKS_QUERIES = {(pg, events): union_all(*_marks(pg), *([_NEW_CONTACT_IDS] if pg else []),
                                           *([_EVENT_MARKS[pg]] if events else [])).order_by("at")
@@ -445,6 +445,21 @@ class _DrivenResult:
 
 
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+async def _driven(step: Awaitable[R], sql: str, conn: Any) -> R:
+    """Await a transaction step (BEGIN, COMMIT) on the asyncpg connection, its errors worded."""
+    try:
+        return await step
+    except _DRIVER_ERRORS as exc:
+        raise _driver_error(exc, sql, conn) from exc
+
+
+async def _begin(driver: Any) -> Any:
+    """A started asyncpg transaction (on a closed connection, even making one raises)."""
+    transaction = driver.transaction()
+    await transaction.start()
+    return transaction
 
 
 def _driver_error(exc: BaseException, sql: str, conn: Any) -> DBAPIError:
@@ -875,11 +890,19 @@ class Database:
             driver = (await sa_conn.get_raw_connection()).driver_connection
             wc = WriteConn(driver, self.dialect, blocking=False, compile_for=self.engine.dialect)
             try:
+                transaction = await _driven(_begin(driver), "BEGIN", driver)
                 try:
-                    async with driver.transaction():
-                        result = await work(wc)
-                except _DRIVER_ERRORS as exc:     # in BEGIN, COMMIT or ROLLBACK
-                    raise _driver_error(exc, "BEGIN/COMMIT", driver) from exc
+                    result = await work(wc)
+                except BaseException:
+                    # `work`'s own exception goes on as it is (a statement's is worded
+                    # already; a publisher's is not the database's); a failed ROLLBACK
+                    # only leaves the connection to be discarded below.
+                    try:
+                        await transaction.rollback()
+                    except _DRIVER_ERRORS:
+                        pass
+                    raise
+                await _driven(transaction.commit(), "COMMIT", driver)
             except BaseException:
                 await _after_driven_failure(sa_conn, driver)
                 raise
