@@ -53,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+LOGS = REPO / "bench" / "results" / "logs"     # the servers' stderr, one file per process
 sys.path.insert(0, str(REPO))
 CORPUS = Path(os.environ.get("UNSUBD_CORPUS", REPO.parent / "shared" / "corpus"))
 RABBIT = os.environ.get("UNSUBD_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -178,10 +180,14 @@ class Serve:
         if listener_only:
             roles = roles[:1]
         self.procs = []
-        for extra in roles:
-            proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", *extra], cwd=REPO,
-                                    env={**os.environ, **env}, stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL, text=True)
+        # Each process's log (stderr) is kept, so that a run that fails can be read after.
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.logs = [LOGS / f"serve-{'-'.join(extra[1:]).replace(',', '-') or 'all'}.log" for extra in roles]
+        for extra, log_path in zip(roles, self.logs):
+            with log_path.open("w") as log_file:
+                proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", *extra], cwd=REPO,
+                                        env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                        stderr=log_file, text=True)
             line = proc.stdout.readline()
             self.procs.append(proc)
             if m := re.search(r"smtp \('[^']+', (\d+)\), http \('[^']+', (\d+)\)", line):
@@ -287,9 +293,13 @@ def end_to_end(port: int, watcher: Any, sessions: int, count: int, tag: str) -> 
 
 def gauges(server: Serve) -> dict[str, str]:
     """The listener's /metrics, by name without the `unsubd_` prefix."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=10) as r:
-        return {k.removeprefix("unsubd_"): v for k, v in (line.split() for line in r.read().decode().splitlines()
-                                                          if line.strip())}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"/metrics answered {exc.code}; the servers' logs: "
+                           + ", ".join(str(p) for p in server.logs)) from exc
+    return {k.removeprefix("unsubd_"): v for k, v in (line.split() for line in text.splitlines() if line.strip())}
 
 
 def measured_accept(server: Serve, messages: list[tuple[bytes, str]], sessions: int, count: int,
