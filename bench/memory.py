@@ -7,7 +7,8 @@ round it waits until the consumer has caught up (nothing left due in the inbound
 queue), so the figure is memory per message processed, not a growing backlog, and
 samples the resident set size (VmRSS) of every unsubd process and its parser workers.
 
-Prints the samples and the growth from the first sample after warm-up to the last,
+Prints the samples and the growth from the first sample after warm-up to the last, and
+in each half of that span (a leak grows as much in the second half as in the first),
 and writes bench/results/memory.json. No pass/fail: read the curve.
 
     .venv/bin/python bench/memory.py [--messages 20000] [--round 1000] [--mode embedded|production]
@@ -63,6 +64,12 @@ def sample(procs: list[subprocess.Popen[str]]) -> dict[str, Any]:
             "main_mb": round(sum(rss_kb(p.pid) for p in procs) / 1024, 1)}
 
 
+def growth(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    return {"total": round(after["total_mb"] - before["total_mb"], 1),
+            "unsubd_processes": round(after["main_mb"] - before["main_mb"], 1),
+            "from_messages": before["messages"], "to_messages": after["messages"]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=20000)
@@ -95,14 +102,16 @@ def main() -> int:
         server.stop()
         clean_up(env, pg_name)
     warm = samples[min(2, len(samples) - 1)]
+    middle = samples[(samples.index(warm) + len(samples) - 1) // 2]
     last = samples[-1]
+    # Growth after warm-up, and in each half of it: a leak grows as much in the second
+    # half as in the first, memory that levels off grows less.
     result = {"bench": "memory", "mode": args.mode, "messages": args.messages, "round": args.round,
               "samples": samples,
-              "growth_after_warm_up_mb": {"total": round(last["total_mb"] - warm["total_mb"], 1),
-                                          "unsubd_processes": round(last["main_mb"] - warm["main_mb"], 1),
-                                          "from_messages": warm["messages"], "to_messages": last["messages"]},
+              "growth_after_warm_up_mb": growth(warm, last),
+              "growth_by_half_mb": [growth(warm, middle), growth(middle, last)],
               "machine": {"cpus": os.cpu_count()}, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    print(json.dumps(result["growth_after_warm_up_mb"], indent=2))
+    print(json.dumps({k: result[k] for k in ("growth_after_warm_up_mb", "growth_by_half_mb")}, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
