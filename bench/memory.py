@@ -28,21 +28,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from pipeline import Serve, accept_rate, clean_up, corpus_messages, deployment_env, settle  # noqa: E402
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (the parser workers are grandchildren, via the forkserver)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            try:
-                todo.extend(int(c) for c in task.read_text().split())
-            except OSError:
-                pass
-    return out
+from pipeline import Serve, accept_rate, clean_up, corpus_messages, deployment_env, settle, tree  # noqa: E402
 
 
 def rss_kb(pid: int) -> int:
