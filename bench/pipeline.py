@@ -9,11 +9,11 @@ It measures:
 - accept: real corpus messages (../shared/corpus) sent over SMTP by N concurrent
   sessions as fast as they go, as messages/s, beside the consumer (which then works
   through the backlog). Each message sent carries a header field of its own, so none
-  is a repeat that the consumer would recognise and pass over. A bare aiosmtpd server that only answers 250 is measured in
-  the same run: each of --accept-rounds rounds runs the bare server and then unsubd,
-  and the figures are the median rate and the median of the rounds' ratios, since a
-  run of a few seconds varies by a third from one run to the next. Each round starts
-  once the work of the one before is done.
+  is a repeat that the consumer would recognise and pass over. A bare aiosmtpd server
+  that only answers 250 is measured in the same run: each of --accept-rounds rounds
+  runs the bare server and then unsubd, and the figures are the median rate and the
+  median of the rounds' ratios, since a run of a few seconds varies by a third from
+  one run to the next. Each round starts once the work of the one before is done.
 - accept at 64 KB: --big-messages bounces of 64 KB each, once (the bare server too,
   at the start of the run).
 - accept, listener alone (production): the accept rounds again on a listener with no
