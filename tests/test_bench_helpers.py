@@ -4,6 +4,8 @@ when a phase counted as done."""
 from __future__ import annotations
 
 import email
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,10 +19,8 @@ import pipeline  # noqa: E402
 
 
 def _messages() -> list[bytes]:
-    root = corpus.require()
-    paths = sorted((root / "mail").glob("*.eml")) + sorted((root / "bounces" / "sisimai").rglob("*.eml"))
-    assert paths
-    return [p.read_bytes() for p in paths]
+    corpus.require("mail")                       # fails in CI, skips locally, when missing
+    return [raw for raw, _ in pipeline.corpus_messages()]
 
 
 def test_distinct_adds_one_field_and_leaves_every_corpus_message_otherwise_as_it_was():
@@ -64,5 +64,8 @@ def test_tree_finds_grandchildren_and_cpu_seconds_counts_their_work():
         assert pipeline.cpu_seconds(Server) >= 0.4
     finally:
         for pid in reversed(pipeline.tree(child.pid)):
-            subprocess.run(["kill", str(pid)], check=False)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         child.wait(10)
