@@ -9,7 +9,9 @@ samples the resident set size (VmRSS) of every unsubd process and its parser wor
 
 Prints the samples and the growth from the first sample after warm-up to the last, and
 in each half of that span (a leak grows as much in the second half as in the first),
-and writes bench/results/memory.json. No pass/fail: read the curve.
+in all and per process (listener, consumer, each parser worker: a cache filling up in
+one process reads differently from a whole deployment creeping), and writes
+bench/results/memory.json. No pass/fail: read the curve.
 
     .venv/bin/python bench/memory.py [--messages 20000] [--round 1000] [--mode embedded|production]
 """
@@ -41,19 +43,32 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def sample(procs: list[subprocess.Popen[str]]) -> dict[str, Any]:
-    per: dict[str, float] = {}
-    for proc in procs:
-        for pid in tree(proc.pid):
-            per[str(pid)] = round(rss_kb(pid) / 1024, 1)
+def labels(roles: list[str], procs: list[subprocess.Popen[str]]) -> dict[int, str]:
+    """A name for every process of the run: each `unsubd serve` by its roles ("smtp-http-relay",
+    "consumer", "all"), and its descendants (parser workers, the forkserver) as "<roles> child N",
+    numbered in the order of their process ids."""
+    out: dict[int, str] = {}
+    for role, proc in zip(roles, procs):
+        out[proc.pid] = role
+        for n, pid in enumerate(sorted(p for p in tree(proc.pid) if p != proc.pid), 1):
+            out[pid] = f"{role} child {n}"
+    return out
+
+
+def sample(roles: list[str], procs: list[subprocess.Popen[str]]) -> dict[str, Any]:
+    per = {name: round(rss_kb(pid) / 1024, 1) for pid, name in labels(roles, procs).items()}
     return {"rss_mb": per, "total_mb": round(sum(per.values()), 1),
             "main_mb": round(sum(rss_kb(p.pid) for p in procs) / 1024, 1)}
 
 
 def growth(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Growth between two samples: in all, in the `unsubd serve` processes, and per
+    process (by label; a process present in only one of them is left out)."""
+    per = {name: round(after["rss_mb"][name] - mb, 1) for name, mb in before["rss_mb"].items()
+           if name in after["rss_mb"]}
     return {"total": round(after["total_mb"] - before["total_mb"], 1),
             "unsubd_processes": round(after["main_mb"] - before["main_mb"], 1),
-            "from_messages": before["messages"], "to_messages": after["messages"]}
+            "per_process": per, "from_messages": before["messages"], "to_messages": after["messages"]}
 
 
 def main() -> int:
@@ -70,7 +85,8 @@ def main() -> int:
     samples = []
     started = time.perf_counter()
     try:
-        samples.append({"messages": 0, "seconds": 0.0, **sample(server.procs)})
+        roles = [log.stem.removeprefix("serve-") for log in server.logs]
+        samples.append({"messages": 0, "seconds": 0.0, **sample(roles, server.procs)})
         sent = 0
         while sent < args.messages:
             n = min(args.round, args.messages - sent)
@@ -80,10 +96,11 @@ def main() -> int:
             accept_rate(server.smtp_port, batch, args.sessions, n)
             sent += n
             settle(server, env.get("UNSUBD_AMQP__INBOUND_QUEUE"), limit=600)
-            s = {"messages": sent, "seconds": round(time.perf_counter() - started, 1), **sample(server.procs)}
+            s = {"messages": sent, "seconds": round(time.perf_counter() - started, 1), **sample(roles, server.procs)}
             samples.append(s)
             print(f"{sent:6d} messages  {s['seconds']:7.1f}s  total {s['total_mb']:7.1f} MB  "
-                  f"unsubd processes {s['main_mb']:6.1f} MB", flush=True)
+                  f"unsubd processes {s['main_mb']:6.1f} MB  ("
+                  + ", ".join(f"{name} {mb:.1f}" for name, mb in s["rss_mb"].items()) + ")", flush=True)
     finally:
         server.stop()
         clean_up(env, pg_name)

@@ -15,6 +15,7 @@ from pathlib import Path
 from tests import corpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import memory  # noqa: E402
 import pipeline  # noqa: E402
 
 
@@ -69,3 +70,42 @@ def test_tree_finds_grandchildren_and_cpu_seconds_counts_their_work():
             except ProcessLookupError:
                 pass
         child.wait(10)
+
+
+def test_memory_samples_name_each_process_and_growth_is_read_per_process():
+    # Two "serve" processes, the second with a child that holds 40 MB more than it did.
+    grower = ("import sys, time\nblock = b''\nwhile True:\n"
+              "    if sys.stdin.readline().strip() == 'grow': block = b'x' * (40 * 1024 * 1024)\n"
+              "    print('ok', flush=True)")
+    plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    parent = subprocess.Popen([sys.executable, "-c",
+                               f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grower!r}])"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(pipeline.tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        parent.stdin.write("hello\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "ok"     # the child is up and has answered
+        roles = ["smtp-http-relay", "consumer"]
+        names = memory.labels(roles, [plain, parent])
+        assert sorted(names.values()) == ["consumer", "consumer child 1", "smtp-http-relay"]
+        before = {"messages": 0, **memory.sample(roles, [plain, parent])}
+        parent.stdin.write("grow\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "ok"
+        after = {"messages": 1000, **memory.sample(roles, [plain, parent])}
+        grown = memory.growth(before, after)
+        assert grown["per_process"]["consumer child 1"] >= 39
+        assert abs(grown["per_process"]["smtp-http-relay"]) < 5 and abs(grown["per_process"]["consumer"]) < 5
+        assert grown["total"] >= 39 and abs(grown["unsubd_processes"]) < 5    # the child is not a serve process
+        assert (grown["from_messages"], grown["to_messages"]) == (0, 1000)
+    finally:
+        for proc in (plain, parent):
+            for pid in reversed(pipeline.tree(proc.pid)):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            proc.wait(10)
