@@ -45,6 +45,16 @@ def test_distinct_on_a_header_with_no_body_and_on_crlf_and_lf_messages():
     assert parsed["X-Bench-Id"] == "3" and parsed.get_content() == "body\r\n"
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a process and all its descendants, the deepest first."""
+    for pid in reversed(pipeline.tree(proc.pid)):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    proc.wait(10)
+
+
 def test_tree_finds_grandchildren_and_cpu_seconds_counts_their_work():
     # A child that starts a busy grandchild: the parser workers sit that deep.
     child = subprocess.Popen([sys.executable, "-c",
@@ -64,12 +74,7 @@ def test_tree_finds_grandchildren_and_cpu_seconds_counts_their_work():
             time.sleep(0.1)
         assert pipeline.cpu_seconds(Server) >= 0.4
     finally:
-        for pid in reversed(pipeline.tree(child.pid)):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        child.wait(10)
+        _stop(child)
 
 
 def test_memory_samples_name_each_process_and_growth_is_read_per_process():
@@ -102,10 +107,5 @@ def test_memory_samples_name_each_process_and_growth_is_read_per_process():
         assert grown["total"] >= 39 and abs(grown["unsubd_processes"]) < 5    # the child is not a serve process
         assert (grown["from_messages"], grown["to_messages"]) == (0, 1000)
     finally:
-        for proc in (plain, parent):
-            for pid in reversed(pipeline.tree(proc.pid)):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            proc.wait(10)
+        _stop(plain)
+        _stop(parent)
