@@ -85,8 +85,7 @@ def main() -> int:
     samples = []
     started = time.perf_counter()
     try:
-        roles = [log.stem.removeprefix("serve-") for log in server.logs]
-        samples.append({"messages": 0, "seconds": 0.0, **sample(roles, server.procs)})
+        samples.append({"messages": 0, "seconds": 0.0, **sample(server.names, server.procs)})
         sent = 0
         while sent < args.messages:
             n = min(args.round, args.messages - sent)
@@ -96,7 +95,7 @@ def main() -> int:
             accept_rate(server.smtp_port, batch, args.sessions, n)
             sent += n
             settle(server, env.get("UNSUBD_AMQP__INBOUND_QUEUE"), limit=600)
-            s = {"messages": sent, "seconds": round(time.perf_counter() - started, 1), **sample(roles, server.procs)}
+            s = {"messages": sent, "seconds": round(time.perf_counter() - started, 1), **sample(server.names, server.procs)}
             samples.append(s)
             print(f"{sent:6d} messages  {s['seconds']:7.1f}s  total {s['total_mb']:7.1f} MB  "
                   f"unsubd processes {s['main_mb']:6.1f} MB  ("

@@ -206,7 +206,9 @@ class Serve:
         self.procs = []
         # Each process's log (stderr) is kept, so that a run that fails can be read after.
         LOGS.mkdir(parents=True, exist_ok=True)
-        self.logs = [LOGS / f"serve-{'-'.join(extra[1:]).replace(',', '-') or 'all'}.log" for extra in roles]
+        # Each process's name: its roles ("smtp-http-relay", "consumer"), or "all".
+        self.names = ["-".join(extra[1:]).replace(",", "-") or "all" for extra in roles]
+        self.logs = [LOGS / f"serve-{name}.log" for name in self.names]
         for extra, log_path in zip(roles, self.logs):
             with log_path.open("w") as log_file:
                 proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", *extra], cwd=REPO,
