@@ -58,7 +58,7 @@ def labels(roles: list[str], procs: list[subprocess.Popen[str]]) -> dict[int, st
 def sample(roles: list[str], procs: list[subprocess.Popen[str]]) -> dict[str, Any]:
     per = {name: round(rss_kb(pid) / 1024, 1) for pid, name in labels(roles, procs).items()}
     return {"rss_mb": per, "total_mb": round(sum(per.values()), 1),
-            "main_mb": round(sum(rss_kb(p.pid) for p in procs) / 1024, 1)}
+            "main_mb": round(sum(per[role] for role in roles), 1)}
 
 
 def growth(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
