@@ -14,6 +14,10 @@ It measures:
   runs the bare server and then unsubd, and the figures are the median rate and the
   median of the rounds' ratios, since a run of a few seconds varies by a third from
   one run to the next. Each round starts once the work of the one before is done.
+  Each round, bare and ours, also says where the machine's CPU went: milliseconds per
+  message for each unsubd process (and its parser workers), the load generator,
+  RabbitMQ, PostgreSQL and the kernel's threads, and how busy the two CPUs were. A
+  round with the CPUs near fully busy was bound by CPU, and the parts say by whose.
 - accept at 64 KB: --big-messages bounces of 64 KB each, once (the bare server too,
   at the start of the run).
 - accept, listener alone (production): the accept rounds again on a listener with no
@@ -67,6 +71,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / "bench" / "results" / "logs"     # the servers' stderr, one file per process
 QUIET_SECONDS, QUIET_SHARE = 1.0, 0.05    # settled: the servers used at most 5% of a core for a second
+TICK = os.sysconf("SC_CLK_TCK")           # the unit of the CPU times in /proc
+RABBITMQ_COMMANDS = {"beam.smp", "erl_child_setup", "epmd", "inet_gethost"}   # the broker's processes
 sys.path.insert(0, str(REPO))
 CORPUS = Path(os.environ.get("UNSUBD_CORPUS", REPO.parent / "shared" / "corpus"))
 RABBIT = os.environ.get("UNSUBD_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -348,25 +354,46 @@ def mean_batch(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
     return {"mean_batch": round(items / sent, 1) if sent else None}
 
 
-def alternating_accept(server: Serve, bare_port: int, messages: list[tuple[bytes, str]], args: argparse.Namespace,
+def alternating_accept(server: Serve, bare: BareServer, messages: list[tuple[bytes, str]], args: argparse.Namespace,
                        between: Any = None) -> dict[str, Any]:
     """Accept runs on `server`, each right after one on the bare server: each round's
     ratio and their median. A run of a few seconds on a shared 2-core machine varies by
     a third from one run to the next, so a ratio to a bare figure taken minutes earlier
-    says little. `between()` runs before every round but the first (to let a backlog drain)."""
+    says little. `between()` runs before every round but the first (to let a backlog drain).
+
+    Each round also says where the machine's CPU went (`CpuUse`), for the bare server's
+    run and for ours: the milliseconds per message of each part and how busy the CPUs
+    were; the summary has the median of each part over the rounds."""
     rounds = []
     before = gauges(server)
+    parts = server_parts(server)
     for i in range(args.accept_rounds):
         if between is not None and i:
             between()
-        bare = accept_rate(bare_port, messages, args.sessions, args.accept_messages)["per_s"]
-        ours = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
-        rounds.append({"bare_per_s": bare, "per_s": ours["per_s"], "refused": ours["refused"],
-                       "ratio_to_bare": round(ours["per_s"] / bare, 2)})
+        with CpuUse({bare.proc.pid: "bare server"}) as bare_cpu:
+            bare_per_s = accept_rate(bare.port, messages, args.sessions, args.accept_messages)["per_s"]
+        with CpuUse(parts) as cpu:
+            ours = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
+        rounds.append({"bare_per_s": bare_per_s, "per_s": ours["per_s"], "refused": ours["refused"],
+                       "ratio_to_bare": round(ours["per_s"] / bare_per_s, 2),
+                       "bare_cpu_busy": bare_cpu.busy_share, "cpu_busy": cpu.busy_share,
+                       "bare_cpu_ms_per_message": bare_cpu.per_message(args.accept_messages),
+                       "cpu_ms_per_message": cpu.per_message(args.accept_messages)})
     return {"messages": args.accept_messages, "rounds": rounds,
             "per_s": statistics.median(r["per_s"] for r in rounds),
             "ratio_to_bare": statistics.median(r["ratio_to_bare"] for r in rounds),
-            **mean_batch(before, gauges(server))}
+            **mean_batch(before, gauges(server)),
+            "bare_cpu_busy": statistics.median(r["bare_cpu_busy"] for r in rounds),
+            "cpu_busy": statistics.median(r["cpu_busy"] for r in rounds),
+            "bare_cpu_ms_per_message": median_parts([r["bare_cpu_ms_per_message"] for r in rounds]),
+            "cpu_ms_per_message": median_parts([r["cpu_ms_per_message"] for r in rounds])}
+
+
+def median_parts(readings: list[dict[str, float]]) -> dict[str, float]:
+    """Each part's median over the readings (a part missing from one counts as 0 there)."""
+    names = {name for r in readings for name in r}
+    med = {name: round(statistics.median(r.get(name, 0.0) for r in readings), 3) for name in names}
+    return dict(sorted(med.items(), key=lambda kv: (kv[0] in ("sum", "machine"), -kv[1])))
 
 
 def tree(pid: int) -> list[int]:
@@ -385,15 +412,90 @@ def tree(pid: int) -> list[int]:
 
 def cpu_seconds(server: Serve) -> float:
     """CPU time used so far by the server's processes and their parser workers."""
-    total = 0
-    for proc in server.procs:
-        for pid in tree(proc.pid):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])       # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+    ticks = cpu_ticks()
+    return sum(ticks[pid][2] for proc in server.procs for pid in tree(proc.pid) if pid in ticks) / TICK
+
+
+def cpu_ticks() -> dict[int, tuple[str, int, int, int]]:
+    """Every process on the machine: pid -> (command name, parent pid, CPU ticks used so
+    far, user and system, all its threads; start time, which tells a reused pid apart)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue                         # gone since the listing
+        comm, _, rest = raw.partition("(")[2].rpartition(")")
+        fields = rest.split()                # state, ppid, ..., utime (11), stime (12), starttime (19)
+        out[int(entry.name)] = (comm, int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[19]))
+    return out
+
+
+def machine_ticks() -> tuple[int, int]:
+    """All CPUs' ticks so far from /proc/stat: (busy, total); idle and iowait are not busy."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(ticks[:8])                   # guest time is already inside user and nice
+    return total - ticks[3] - ticks[4], total
+
+
+class CpuUse:
+    """Where the machine's CPU went while a block ran: the ticks of each part of the box,
+    as milliseconds per message, and the share of the time the CPUs were busy.
+
+    `parts` names known processes (each `unsubd serve` and "<name> children" for its
+    parser workers, the bare server); the bench's own process is the load generator (and,
+    in a latency run, the update watcher). The rest is put by command name: RabbitMQ,
+    PostgreSQL, the kernel's own threads (children of kthreadd), other. A figure near the
+    machine's whole capacity says the run was bound by CPU, not by waiting: then the
+    parts show what would have to shrink."""
+
+    def __init__(self, parts: dict[int, str]) -> None:
+        self.parts = {os.getpid(): "load generator", **parts}
+
+    def part(self, pid: int, comm: str, ppid: int) -> str:
+        if pid in self.parts:
+            return self.parts[pid]
+        if comm in RABBITMQ_COMMANDS:
+            return "rabbitmq"
+        if comm == "postgres":
+            return "postgresql"
+        return "kernel" if 2 in (pid, ppid) else "other"
+
+    def __enter__(self) -> CpuUse:
+        self.before, self.machine_before = cpu_ticks(), machine_ticks()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after, (busy, total) = cpu_ticks(), machine_ticks()
+        self.ticks: dict[str, int] = {}
+        for pid, (comm, ppid, used, started) in after.items():
+            # A process that started during the block counts from zero; one that ended is
+            # missed (its ticks go to a parent only once reaped), which the benches' are not.
+            # (Not by name: a kernel worker's name changes with the work it does.)
+            earlier = self.before.get(pid)
+            used -= earlier[2] if earlier and earlier[3] == started else 0
+            if used > 0:
+                name = self.part(pid, comm, ppid)
+                self.ticks[name] = self.ticks.get(name, 0) + used
+        self.busy_ticks = busy - self.machine_before[0]
+        total -= self.machine_before[1]
+        self.busy_share = round(self.busy_ticks / total, 2) if total else None
+
+    def per_message(self, count: int) -> dict[str, float]:
+        """Milliseconds of CPU per message for each part, the largest first; their sum; and
+        the machine's busy time per message, which the sum should come near (interrupts are
+        in the machine's figure and in no process's)."""
+        per = {name: round(t / TICK * 1000 / count, 3)
+               for name, t in sorted(self.ticks.items(), key=lambda kv: -kv[1])}
+        return {**per, "sum": round(sum(per.values()), 3), "machine": round(self.busy_ticks / TICK * 1000 / count, 3)}
+
+
+def server_parts(server: Serve) -> dict[int, str]:
+    """The server's processes by name, and each one's descendants as "<name> children"."""
+    return {pid: name if pid == proc.pid else f"{name} children"
+            for proc, name in zip(server.procs, server.names) for pid in tree(proc.pid)}
 
 
 def settle(server: Serve, inbound_queue: str | None, limit: float = 300) -> float:
@@ -502,7 +604,7 @@ def run_mode(mode: str, args: argparse.Namespace, messages: list[tuple[bytes, st
         inbound = env.get("UNSUBD_AMQP__INBOUND_QUEUE")
         settle(server, inbound)
         with BareServer() as bare_server:
-            out["accept"] = alternating_accept(server, bare_server.port, messages, args,
+            out["accept"] = alternating_accept(server, bare_server, messages, args,
                                                between=lambda: settle(server, inbound))
         if args.big_messages:
             settle(server, inbound)
@@ -525,7 +627,7 @@ def listener_alone(args: argparse.Namespace, messages: list[tuple[bytes, str]]) 
     server = Serve(env, split=True, listener_only=True)
     try:
         with BareServer() as bare_server:
-            return alternating_accept(server, bare_server.port, messages, args)
+            return alternating_accept(server, bare_server, messages, args)
     finally:
         server.stop()
         clean_up(env, pg_name)
