@@ -366,13 +366,12 @@ def alternating_accept(server: Serve, bare: BareServer, messages: list[tuple[byt
     were; the summary has the median of each part over the rounds."""
     rounds = []
     before = gauges(server)
-    parts = server_parts(server)
     for i in range(args.accept_rounds):
         if between is not None and i:
             between()
         with CpuUse({bare.proc.pid: "bare server"}) as bare_cpu:
             bare_per_s = accept_rate(bare.port, messages, args.sessions, args.accept_messages)["per_s"]
-        with CpuUse(parts) as cpu:
+        with CpuUse(server_parts(server)) as cpu:       # read each round: a parser may have been replaced
             ours = accept_rate(server.smtp_port, messages, args.sessions, args.accept_messages)
         rounds.append({"bare_per_s": bare_per_s, "per_s": ours["per_s"], "refused": ours["refused"],
                        "ratio_to_bare": round(ours["per_s"] / bare_per_s, 2),
@@ -445,11 +444,11 @@ class CpuUse:
     as milliseconds per message, and the share of the time the CPUs were busy.
 
     `parts` names known processes (each `unsubd serve` and "<name> children" for its
-    parser workers, the bare server); the bench's own process is the load generator (and,
-    in a latency run, the update watcher). The rest is put by command name: RabbitMQ,
-    PostgreSQL, the kernel's own threads (children of kthreadd), other. A figure near the
-    machine's whole capacity says the run was bound by CPU, not by waiting: then the
-    parts show what would have to shrink."""
+    parser workers, the bare server); the bench's own process is the load generator (in
+    production with the thread that watches for updates). The rest is put by command
+    name: RabbitMQ, PostgreSQL, the kernel's own threads (children of kthreadd), other.
+    A busy share near 1 says the run was bound by CPU, not by waiting: then the parts
+    show what would have to shrink."""
 
     def __init__(self, parts: dict[int, str]) -> None:
         self.parts = {os.getpid(): "load generator", **parts}
