@@ -27,14 +27,6 @@ QUIET = {"none", "vacation", "delivered"}
 
 # (file, labelled recipient) -> why it is not found. Each is asserted: no suppress of that address.
 KNOWN_MISSES: dict[tuple[str, str], str] = {
-    ("sisimai/bsd/lhost-apachejames-01.eml", "00000000000@vtext.example.com"):
-        "anonymised inconsistently: the notice's 'RCPT TO:' names 000000000000@ (twelve zeros)",
-    ("sisimai/dos/lhost-apachejames-01.eml", "00000000000@vtext.example.com"):
-        "anonymised inconsistently: the notice's 'RCPT TO:' names 000000000000@ (twelve zeros)",
-    ("sisimai/bsd/lhost-domino-03.eml", "kijitora@neko.example.com"):
-        "anonymised inconsistently: the notice names ...@neko.example.org (README caveat)",
-    ("sisimai/bsd/lhost-office365-04.eml", "otsu-sakaba-hunter-nyaaaaaaan@ezweb.ne.jp"):
-        "anonymised inconsistently: the notice names another local part",
     ("sisimai/bsd/lhost-fml-02.eml", "neko-nyaan@example.org"): "mailing-list manager notice ('not a member'), no failure wording",
     ("sisimai/bsd/lhost-fml-03.eml", "neko@example.co.jp"): "mailing-list manager notice, no failure wording",
     ("sisimai/bsd/lhost-postfix-32.eml", '"neko....nyaan...."@libsisimai.org'):
@@ -47,8 +39,8 @@ KNOWN_MISSES: dict[tuple[str, str], str] = {
     ("sisimai/dos/lhost-verizon-01.eml", "0000000000@vzwpix.com"): "address only on an echoed 'To:' header line, which is never taken",
 }
 # Notices whose text names an address other than the label (inconsistent anonymisation).
-OTHER_ADDRESS_OK = {"sisimai/bsd/lhost-domino-03.eml", "sisimai/bsd/lhost-office365-04.eml",
-                    "sisimai/bsd/lhost-apachejames-01.eml", "sisimai/dos/lhost-apachejames-01.eml"}
+# Empty since the corpus corrected its four such labels (its README, "Corrections").
+OTHER_ADDRESS_OK: set[str] = set()
 
 
 @lru_cache(maxsize=1)
