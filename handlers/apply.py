@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Mapping, Protocol
 
-from handlers.model import Decision, Kind
-from handlers.plan import BouncePolicy, CurrentState, Plan, addresses_of, hold_unverified, plan
+from handlers.model import ActionType, Decision, Kind
+from handlers.plan import BouncePolicy, CurrentState, Plan, Profile, ReviewState, addresses_of, hold_unverified, plan
 
 
 class UnitOfWork(Protocol):
@@ -31,8 +31,22 @@ class UnitOfWork(Protocol):
     async def contact_addresses(self, contact_ids: list[int]) -> dict[int, str]: ...
     async def contacts_by_recipient_id(self, recipient_ids: list[str]) -> dict[str, int]: ...
     async def recent_unverified_optouts(self, since: datetime) -> int: ...
+    async def profiles(self, addresses: list[str]) -> dict[str, Profile]: ...
+    async def review_state(self, review_id: int) -> ReviewState | None: ...
     async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None: ...
     async def commit(self) -> None: ...
+
+
+class Refused(ValueError):
+    """A command that cannot be written at all (`Plan.refused`): nothing was written.
+
+    Only commands refuse (an import naming another contact's recipient id, a review
+    item already settled); what arrives by mail or queue is never refused.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,8 @@ class Applied:
     event_id: str | None
     duplicate: bool
     updates: int
+    counts: Mapping[str, int] = field(default_factory=dict)   # the plan's summary (an import's created, ...)
+    dropped: tuple[str, ...] = ()                               # actions the consent rules did not allow
 
     @classmethod
     def dup(cls, item_id: str) -> Applied:
@@ -54,15 +70,19 @@ async def _resolve_contacts(decision: Decision, uow: UnitOfWork) -> Decision:
     An action whose contact no longer exists (anonymised, never imported) is dropped:
     the event still records the request, and nothing else can be acted on.
     """
-    rids = sorted({a.recipient_id for a in decision.actions if a.recipient_id and a.contact_id is None})
+    # A JOIN's recipient id is what the import gives the contact, not a way to find one.
+    rids = sorted({a.recipient_id for a in decision.actions
+                   if a.recipient_id and a.contact_id is None and a.type is not ActionType.JOIN})
     if rids:
         # The contact with that recipient id wins over the action's own address (a guess
         # from a rewritable header); with no such contact the address stands, if any.
         by_rid = await uow.contacts_by_recipient_id(rids)
         decision = replace(decision, actions=tuple(
-            replace(a, contact_id=by_rid[a.recipient_id]) if a.recipient_id in by_rid and a.contact_id is None else a
+            replace(a, contact_id=by_rid[a.recipient_id])
+            if a.type is not ActionType.JOIN and a.recipient_id in by_rid and a.contact_id is None else a
             for a in decision.actions
-            if not (a.recipient_id and a.contact_id is None and not a.address and a.recipient_id not in by_rid)))
+            if a.type is ActionType.JOIN
+            or not (a.recipient_id and a.contact_id is None and not a.address and a.recipient_id not in by_rid)))
     ids = sorted({a.contact_id for a in decision.actions if a.contact_id is not None})
     if not ids:
         return decision
@@ -120,6 +140,17 @@ async def _apply_one(decision: Decision, uow: UnitOfWork, now: datetime, policy:
         recent = await uow.recent_unverified_optouts(now - timedelta(hours=1))
         decision = hold_unverified(decision, recent, unverified_per_hour)
     state = await uow.load_state(addresses_of(decision.actions), soft_since=now - policy.window)
+    joins = [a for a in decision.actions if a.type is ActionType.JOIN]
+    if joins:
+        state.profiles = await uow.profiles(addresses_of(joins))
+        rids = sorted({a.recipient_id for a in joins if a.recipient_id})
+        state.recipient_ids = await uow.contacts_by_recipient_id(rids) if rids else {}
+    settles = decision.evidence.get("settles_review") if isinstance(decision.evidence, Mapping) else None
+    if isinstance(settles, Mapping):
+        state.review = await uow.review_state(int(settles["id"]))
     changes = plan(decision, state, event_id, now, policy)
+    if changes.refused:
+        raise Refused(changes.refused)         # leaves `async with uow` uncommitted: rolled back
     await uow.record(decision, event_id, changes, now)
-    return Applied(item_id=decision.item_id, event_id=event_id, duplicate=False, updates=len(changes.updates))
+    return Applied(item_id=decision.item_id, event_id=event_id, duplicate=False, updates=len(changes.updates),
+                   counts=dict(changes.counts), dropped=tuple(changes.dropped))

@@ -25,7 +25,8 @@ class Kind(enum.StrEnum):
     AUTOREPLY = "autoreply"
     REPLY = "reply"
     CLICK = "click"
-    ADMIN = "admin"                # an operator's action (release of a suppression)
+    ADMIN = "admin"                # an operator's action (release of a suppression, a review settled)
+    IMPORT = "import"              # a contacts import: who is on which unit; never consent
     UNKNOWN = "unknown"
 
 
@@ -36,6 +37,7 @@ class ActionType(enum.StrEnum):
     SUBSCRIBE = "subscribe"        # consent given again (needs proof: see DESIGN promise 6)
     RELEASE = "release"            # an operator lifts a suppression
     DELIVERED = "delivered"        # a report that mail reached the address: a sign of life
+    JOIN = "join"                  # the contact is on `units` (membership, from an import): never consent
 
 
 class Channel(enum.StrEnum):
@@ -51,6 +53,7 @@ class State(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     SUPPRESSED = "suppressed"
     RELEASED = "released"
+    JOINED = "joined"              # the contact is on a unit's list (membership; consent is apart)
 
 
 Scope = tuple[str, ...] | Literal["all"]
@@ -113,7 +116,9 @@ class Action:
     contact_id: int | None = None      # set when a signed token names the contact but not the address:
                                        # apply() acts on that contact's email address
     recipient_id: str | None = None    # the sending system's id for the contact (X-NV-Recipient-Id),
-                                       # when nothing else names it: apply() looks the contact up
+                                       # when nothing else names it: apply() looks the contact up.
+                                       # On a JOIN: the id the import gives the contact
+    name: str | None = None            # JOIN only: the contact's name, as imported
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -128,6 +133,7 @@ class Action:
             "ref": self.ref,
             "contact_id": self.contact_id,
             "recipient_id": self.recipient_id,
+            **({"name": self.name} if self.name is not None else {}),
         }
 
 
@@ -167,6 +173,7 @@ class Decision:
     source: str = "smtp"
     evidence: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     confidence: float | None = None
+    operator: str | None = None        # who decided, for a person's action: a login, a user, an API key's name
 
     @classmethod
     def ignore(cls, item_id: str, kind: Kind, reason: str, **kw: Any) -> Decision:
@@ -200,7 +207,7 @@ HIGH_FROM = 0.85
 # What a kind means when its decider gave no confidence of its own.
 KIND_CONFIDENCE: dict[Kind, float] = {
     Kind.BOUNCE: MEDIUM, Kind.COMPLAINT: HIGH, Kind.OPTOUT: MEDIUM, Kind.AUTOREPLY: MEDIUM,
-    Kind.REPLY: MEDIUM, Kind.CLICK: CERTAIN, Kind.ADMIN: CERTAIN, Kind.UNKNOWN: LOW,
+    Kind.REPLY: MEDIUM, Kind.CLICK: CERTAIN, Kind.ADMIN: CERTAIN, Kind.IMPORT: CERTAIN, Kind.UNKNOWN: LOW,
 }
 
 

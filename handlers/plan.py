@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
-from handlers.model import ALL, WILDCARD, Action, ActionType, Decision, Kind, State
+from handlers.model import ALL, WILDCARD, Action, ActionType, Channel, Decision, Kind, State
+from handlers.rules import may_subscribe
 
 SCHEMA_VERSION = 1
 
@@ -48,6 +49,23 @@ class BouncePolicy:
     window: timedelta = timedelta(days=30)
 
 
+@dataclass(frozen=True)
+class Profile:
+    """What an import may change about a contact: name, the sending system's id, its units."""
+
+    name: str | None = None
+    recipient_id: str | None = None
+    units: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    """A review item an operator's decision settles, as read inside the transaction."""
+
+    review_id: int
+    resolved: str | None               # its resolution, None while open
+
+
 @dataclass
 class CurrentState:
     """The state of every address a decision touches, read inside the transaction."""
@@ -55,6 +73,10 @@ class CurrentState:
     contacts: dict[str, ContactState] = field(default_factory=dict)   # by address
     suppressed: dict[str, str] = field(default_factory=dict)          # address -> active reason
     soft_bounces: dict[str, list[SoftBounceRow]] = field(default_factory=dict)  # open, within the window
+    # Read only for decisions that need them (JOIN actions; a review settled):
+    profiles: dict[str, Profile] = field(default_factory=dict)        # by address, for known contacts
+    recipient_ids: dict[str, int] = field(default_factory=dict)       # recipient id -> the contact holding it
+    review: ReviewState | None = None
 
     def contact_for(self, address: str) -> ContactState:
         return self.contacts.setdefault(address, ContactState(contact_id=None))
@@ -93,6 +115,26 @@ class SoftBounceChange:
     reason: str | None
 
 
+@dataclass(frozen=True)
+class MembershipChange:
+    address: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class ProfileChange:
+    address: str
+    name: str | None
+    recipient_id: str | None
+
+
+@dataclass(frozen=True)
+class ReviewOpened:
+    kind: str                          # decision, rights_request
+    due_at: datetime | None
+    address: str | None
+
+
 @dataclass
 class Plan:
     new_contacts: list[str] = field(default_factory=list)             # addresses needing a contact
@@ -101,11 +143,21 @@ class Plan:
     soft_bounces: list[SoftBounceChange] = field(default_factory=list)
     cleared: list[str] = field(default_factory=list)                   # addresses whose soft bounces stop counting
     releases: list[str] = field(default_factory=list)                  # suppressions an operator lifts
+    memberships: list[MembershipChange] = field(default_factory=list)  # units a contact joins (import)
+    profiles: list[ProfileChange] = field(default_factory=list)        # name / recipient id set (import)
+    reviews: list[ReviewOpened] = field(default_factory=list)          # review items the decision opens
+    settles: tuple[int, str] | None = None                             # (review id, resolution) it closes
     updates: list[Update] = field(default_factory=list)
+    # Why the decision cannot be written at all (an import naming a recipient id that
+    # belongs to another contact, a review item already settled): apply writes nothing.
+    refused: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)               # for the command's summary
+    dropped: list[str] = field(default_factory=list)                   # actions the rules did not allow, and why
 
     @property
     def empty(self) -> bool:
-        return not (self.suppressions or self.preferences or self.soft_bounces or self.cleared or self.releases)
+        return not (self.suppressions or self.preferences or self.soft_bounces or self.cleared or self.releases
+                    or self.memberships or self.profiles)
 
 
 def effective_state(preferences: Mapping[tuple[str, str], PreferenceRow], unit: str, channel: str) -> State:
@@ -118,9 +170,10 @@ def effective_state(preferences: Mapping[tuple[str, str], PreferenceRow], unit: 
     rows = [preferences[c] for c in dict.fromkeys(candidates) if c in preferences]
     if not rows:
         return State.SUBSCRIBED
-    # Ties (same timestamp) go to the broader row, then to unsubscribed: the safe side.
-    newest = max(rows, key=lambda r: (r.changed_at, r.unit == WILDCARD, r.channel == WILDCARD,
-                                      r.state == State.UNSUBSCRIBED))
+    # Ties (rows of one moment, e.g. one page save that lifts "Stop all" and keeps some
+    # boxes unticked) go to unsubscribed, the safe side, then to the broader row.
+    newest = max(rows, key=lambda r: (r.changed_at, r.state == State.UNSUBSCRIBED, r.unit == WILDCARD,
+                                      r.channel == WILDCARD))
     return newest.state
 
 
@@ -147,7 +200,17 @@ def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
     was delivered to it, shows it is alive and clears its count; an operator's
     release lifts a suppression and clears it too.
     """
-    result = Plan()
+    result = Plan(reviews=review_items(decision))
+    settles = decision.evidence.get("settles_review") if isinstance(decision.evidence, Mapping) else None
+    if isinstance(settles, Mapping):
+        review_id, resolution = int(settles["id"]), str(settles["resolution"])
+        if state.review is None or state.review.review_id != review_id:
+            result.refused.append(f"no review item {review_id}")
+        elif state.review.resolved is not None:
+            result.refused.append(f"review item {review_id} was already resolved as {state.review.resolved}")
+        result.settles = (review_id, resolution)
+        if result.refused:
+            return result
     if decision.review:
         return result
     state = copy.deepcopy(state)    # planning updates sequences and rows as it goes; the caller's stay as read
@@ -163,7 +226,78 @@ def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
             _plan_release(decision, action, state, event_id, now, result)
         elif action.type is ActionType.DELIVERED:
             _clear(action.address, state, result)
+        elif action.type is ActionType.JOIN:
+            _plan_join(decision, action, state, event_id, now, result)
     return result
+
+
+def review_items(decision: Decision) -> list[ReviewOpened]:
+    """The review items a decision opens: one when it is for review, one per rights request.
+
+    A rights request's deadline comes from its evidence (`rights_request.deadline`, an
+    ISO date); one that does not parse opens the item without a deadline.
+    """
+    evidence = decision.evidence if isinstance(decision.evidence, Mapping) else {}
+    address = next((a.address for a in decision.actions if a.address), None)
+    if address is None and isinstance(evidence.get("from"), str) and "@" in evidence["from"]:
+        address = evidence["from"]
+    items: list[ReviewOpened] = []
+    if decision.review:
+        items.append(ReviewOpened("decision", None, address))
+    rights = evidence.get("rights_request")
+    if isinstance(rights, Mapping):
+        due = None
+        try:
+            due = datetime.fromisoformat(str(rights.get("deadline"))).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+        items.append(ReviewOpened("rights_request", due, address))
+    return items
+
+
+def _plan_join(decision: Decision, action: Action, state: CurrentState, event_id: str, now: datetime,
+               result: Plan) -> None:
+    """An import row: the contact exists, with its name and recipient id, and is on `action.units`.
+
+    Membership never touches consent: an opt-out stands whatever the import says (DESIGN
+    promise 6), and is counted as `kept_opt_out`. A recipient id held by another contact
+    refuses the whole import.
+    """
+    address = action.address
+    contact = state.contact_for(address)
+    known = contact.contact_id is not None or address in result.new_contacts
+    profile = state.profiles.get(address, Profile())
+    counts = result.counts
+    if action.recipient_id is not None:
+        holder = state.recipient_ids.get(action.recipient_id)
+        if holder is not None and holder != contact.contact_id:
+            result.refused.append(f"recipient_id {action.recipient_id!r} belongs to another contact ({address})")
+            return
+    _ensure_contact(address, state, result)
+    name = action.name if action.name and action.name != profile.name else None
+    rid = action.recipient_id if action.recipient_id and action.recipient_id != profile.recipient_id else None
+    changed = name is not None or rid is not None
+    if changed:
+        result.profiles.append(ProfileChange(address, name, rid))
+        if rid is not None:
+            state.recipient_ids[rid] = contact.contact_id if contact.contact_id is not None else -1
+    units = action.units if action.units != ALL else ()
+    for unit in units:
+        if any(effective_state(contact.preferences, unit, channel.value) is State.UNSUBSCRIBED
+               for channel in Channel):
+            counts["kept_opt_out"] = counts.get("kept_opt_out", 0) + 1   # it stands: consent is apart
+        if unit in profile.units:
+            continue
+        profile = replace(profile, units=profile.units | {unit})
+        changed = True
+        seq = _next_sequence(contact)
+        result.memberships.append(MembershipChange(address, unit))
+        payload = _payload(decision, event_id, address, unit, WILDCARD, State.JOINED, "import", seq, now)
+        result.updates.append(Update(address=address, routing_key=f"membership.{unit}", sequence=seq,
+                                     payload=payload))
+    state.profiles[address] = profile
+    outcome = "created" if not known else ("updated" if changed else "unchanged")
+    counts[outcome] = counts.get(outcome, 0) + 1
 
 
 def _ensure_contact(address: str, state: CurrentState, result: Plan) -> ContactState:
@@ -190,6 +324,7 @@ def _payload(decision: Decision, event_id: str, address: str, unit: str | None, 
         "state": state.value,
         "reason": reason,
         "source": decision.source if decision.kind is not Kind.BOUNCE else "bounce",
+        **({"operator": decision.operator} if decision.operator else {}),
         "verified": decision.verified,
         "occurred_at": now.isoformat(),
         "sequence": sequence,
@@ -248,6 +383,9 @@ def _plan_release(decision: Decision, action: Action, state: CurrentState, event
 def _plan_consent(decision: Decision, action: Action, state: CurrentState, event_id: str,
                   now: datetime, result: Plan) -> None:
     target = State.UNSUBSCRIBED if action.type is ActionType.UNSUBSCRIBE else State.SUBSCRIBED
+    if target is State.SUBSCRIBED and (why := may_subscribe(decision)) is not None:
+        result.dropped.append(f"subscribe {action.address}: {why}")
+        return
     reason = action.reason or decision.kind.value
     contact = _ensure_contact(action.address, state, result)
     for unit in _scope(action.units):

@@ -116,3 +116,39 @@ async def test_the_preference_page_in_chromium(served):
     for lang in ("sv", "en"):
         for name in ("desktop", "360px"):
             assert (ARTIFACTS / f"preferences-{lang}-{name}.png").stat().st_size > 5000
+
+
+async def test_stop_all_is_undone_by_unticking_it_in_chromium(served):
+    """Issue 20's page defect, as a person meets it: tick "Stop all", save; untick it alone, save."""
+    async_playwright = _need_browser()
+    db, base = served
+    cid = await add_contact(db, "siv@example.se", units=("alumni", "events"))
+    url = f"{base}/u/{sign(cid, 'events', 'email', Keyring({'k1': SECRET.encode()}, 'k1'))}"
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            ctx = await browser.new_context(java_script_enabled=False)
+            page = await ctx.new_page()
+            await page.goto(f"{url}?lang=en&saved=1")
+            await page.locator("#b-alumni-sms").uncheck()          # an earlier choice, kept beneath the stop
+            await page.get_by_role("button", name="Save").click()
+            await page.wait_for_url(re.compile(r"saved=1"))
+            await page.locator("#stop_all").check()
+            await page.get_by_role("button", name="Save").click()
+            await page.wait_for_url(re.compile(r"saved=1"))
+            assert await page.locator("#stop_all").is_checked()
+            assert await page.locator("#stop_all_on").count() == 1
+            await page.locator("#stop_all").uncheck()
+            await page.get_by_role("button", name="Save").click()
+            await page.wait_for_url(re.compile(r"saved=1"))
+            assert not await page.locator("#stop_all").is_checked()
+            assert await page.locator("#b-events-email").is_checked()
+            assert not await page.locator("#b-alumni-sms").is_checked()
+            await page.screenshot(path=str(ARTIFACTS / "preferences-stop-all-undone.png"), full_page=True)
+            await ctx.close()
+        finally:
+            await browser.close()
+    async with db.sessions() as s:
+        rows = {(p.unit, p.channel): p.state
+                for p in (await s.scalars(select(Preference).where(Preference.contact_id == cid))).all()}
+    assert rows[("*", "*")] == "subscribed" and rows[("alumni", "sms")] == "unsubscribed"

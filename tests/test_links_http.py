@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from handlers.tokens import Keyring, sign, verify_return_path
 from worker.http import build_app
-from worker.models import Address, Contact, Event, Outbox, Preference
+from worker.models import Address, Contact, Event, Membership, Outbox, Preference
 from tests.conftest import make_settings
 
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -30,13 +30,15 @@ async def no_metrics():
     return {}
 
 
-async def add_contact(database, address: str) -> int:
+async def add_contact(database, address: str, units=("alumni", "research-news", "events", "student-comms")) -> int:
+    """A contact on `units`, as an import leaves it (membership rows, no consent rows)."""
     now = datetime.now(timezone.utc)
     async with database.transaction() as s:
         contact = Contact(name=None, origin="import", seq=0, created_at=now, updated_at=now)
         s.add(contact)
         await s.flush()
         s.add(Address(contact_id=contact.id, channel="email", address=address, created_at=now))
+        s.add_all(Membership(contact_id=contact.id, unit=u, source="import", joined_at=now) for u in units)
         return contact.id
 
 
@@ -218,7 +220,9 @@ async def test_stop_all_contact_in_one_step(database, client):
     assert await preferences(database, cid) == {("*", "*"): ("unsubscribed", "page")}
     after = await (await client.get(f"/u/{token}?saved=1")).text()
     assert 'name="stop_all" value="1" aria-describedby="stop_all_help" checked>' in after
-    assert ' checked>' not in after.replace('aria-describedby="stop_all_help" checked>', "")
+    assert 'id="stop_all_on"' in after             # says plainly that nothing is sent while it is on
+    # The boxes keep the choices beneath the stop (all of them, here), for when it is undone.
+    assert after.count(' checked>') == 1 + after.count('name="want"')
 
 
 @pytest.mark.parametrize("accept,query,lang,phrase", [

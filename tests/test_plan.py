@@ -37,8 +37,8 @@ def test_precedence_most_recent_matching_row_wins(prefs, unit, channel, expected
     assert effective_state(rows(*prefs), unit, channel) is expected
 
 
-def decision(*actions, kind=Kind.OPTOUT, review=False):
-    return Decision(item_id="item-1", kind=kind, actions=tuple(actions), reason="test", review=review)
+def decision(*actions, kind=Kind.OPTOUT, review=False, **kw):
+    return Decision(item_id="item-1", kind=kind, actions=tuple(actions), reason="test", review=review, **kw)
 
 
 def unsub(address="a@example.se", units=ALL, channels=("email",)):
@@ -71,9 +71,41 @@ def test_an_opt_out_already_in_effect_plans_nothing():
 def test_opting_back_in_writes_a_newer_row():
     state = CurrentState(contacts={"a@example.se": ContactState(7, 3, rows(("*", "*", U, 0)))})
     act = Action(ActionType.SUBSCRIBE, "a@example.se", units=("alumni",), channels=("email",))
-    p = plan(decision(act, kind=Kind.CLICK), state, "ev", T0 + timedelta(hours=1))
+    p = plan(decision(act, kind=Kind.CLICK, source="page", verified=True), state, "ev", T0 + timedelta(hours=1))
     assert [(c.unit, c.channel, c.state) for c in p.preferences] == [("alumni", "email", S)]
     assert p.updates[0].sequence == 4
+
+
+@pytest.mark.parametrize("kind, source, verified, operator", [
+    (Kind.CLICK, "page", False, None),          # a page save without its signed token
+    (Kind.CLICK, "one_click", True, None),      # one-click only ever unsubscribes
+    (Kind.CLICK, "queue", True, None),          # a click from the web tier likewise
+    (Kind.REPLY, "smtp", False, None),          # an emailed request from an unproven sender
+    (Kind.IMPORT, "import", True, "ops"),       # an import is membership, never consent
+    (Kind.BOUNCE, "smtp", True, None),
+    (Kind.COMPLAINT, "smtp", True, None),
+    (Kind.ADMIN, "admin", True, None),          # an operator's action must name the operator
+])
+def test_only_proof_turns_an_opt_out_back_into_subscribed(kind, source, verified, operator):
+    state = CurrentState(contacts={"a@example.se": ContactState(7, 3, rows(("*", "*", U, 0)))})
+    act = Action(ActionType.SUBSCRIBE, "a@example.se", units=("alumni",), channels=("email",))
+    p = plan(decision(act, kind=kind, source=source, verified=verified, operator=operator), state, "ev",
+             T0 + timedelta(hours=1))
+    assert p.preferences == [] and p.updates == []
+    assert len(p.dropped) == 1 and "a@example.se" in p.dropped[0]
+
+
+@pytest.mark.parametrize("kind, source, verified, operator", [
+    (Kind.CLICK, "page", True, None),
+    (Kind.REPLY, "smtp", True, None),
+    (Kind.ADMIN, "admin", True, "anna.operator"),
+])
+def test_proven_opt_ins_are_written(kind, source, verified, operator):
+    state = CurrentState(contacts={"a@example.se": ContactState(7, 3, rows(("*", "*", U, 0)))})
+    act = Action(ActionType.SUBSCRIBE, "a@example.se", units=("alumni",), channels=("email",))
+    p = plan(decision(act, kind=kind, source=source, verified=verified, operator=operator), state, "ev",
+             T0 + timedelta(hours=1))
+    assert [(c.unit, c.channel, c.state) for c in p.preferences] == [("alumni", "email", S)] and not p.dropped
 
 
 def test_subscribing_when_already_subscribed_plans_nothing():

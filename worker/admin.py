@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -10,27 +9,31 @@ from sqlalchemy import select
 
 from handlers.addresses import normalise
 from handlers.apply import Applied, apply
-from handlers.model import Action, ActionType, Decision, Kind
+from handlers.events import operator as operator_commands
+from handlers.model import Scope
 from worker.db import Database
 from worker.models import Suppression
 
 
-async def release(db: Database, raw_address: str, reason: str, now: datetime) -> Applied:
-    """Lift the suppression of one address, recorded as an `admin` event with the reason given.
+async def release(db: Database, raw_address: str, reason: str, now: datetime, operator: str = "unknown") -> Applied:
+    """Lift the suppression of one address, recorded as an `admin` event with the operator and reason.
 
-    Raises ValueError for something that is not an address. Releasing an address that
-    is not suppressed records the event and changes nothing.
+    Raises ValueError for something that is not an address, or no reason. Releasing an
+    address that is not suppressed records the event and changes nothing.
     """
     address = normalise(raw_address)
     if address is None:
         raise ValueError(f"not an email address: {raw_address!r}")
-    if not reason.strip():
-        raise ValueError("a release needs a reason (it is kept as evidence)")
-    decision = Decision(item_id=f"admin:{uuid.uuid4()}", kind=Kind.ADMIN, source="admin", verified=True,
-                        reason=f"suppression released by an operator: {reason.strip()[:500]}",
-                        actions=(Action(ActionType.RELEASE, address, reason=reason.strip()[:64]),),
-                        evidence={"operator_reason": reason.strip()[:2000]})
-    return await apply(decision, db.unit_of_work(), now)
+    return await apply(operator_commands.release(address, reason, operator), db.unit_of_work(), now)
+
+
+async def opt_in(db: Database, raw_address: str, units: Scope, channels: Scope, reason: str, now: datetime,
+                 operator: str) -> Applied:
+    """An operator opts an address back in (handlers.rules: needs the operator and a reason)."""
+    address = normalise(raw_address)
+    if address is None:
+        raise ValueError(f"not an email address: {raw_address!r}")
+    return await apply(operator_commands.opt_in(address, units, channels, reason, operator), db.unit_of_work(), now)
 
 
 async def export_suppressions(db: Database) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -20,6 +21,17 @@ MAX_CLASSIFY_BYTES = 64 * 1024 * 1024
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load(os.environ, args.config)
+
+
+def _operator(args: argparse.Namespace) -> str:
+    """Who runs an operator command: --operator, else the login name (kept in the event)."""
+    given = (getattr(args, "operator", None) or "").strip()
+    if given:
+        return given[:64]
+    try:
+        return getpass.getuser()[:64] or "unknown"
+    except (OSError, KeyError):
+        return "unknown"
 
 
 def _files(paths: Sequence[str]) -> Iterator[Path]:
@@ -108,14 +120,15 @@ def cmd_contacts_import(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     now = datetime.now(timezone.utc)
     try:
-        result = asyncio.run(_with_db(settings, lambda db: import_rows(db, rows, now, Path(args.file).name)))
+        result = asyncio.run(_with_db(settings, lambda db: import_rows(db, rows, now, Path(args.file).name,
+                                                                       operator=_operator(args))))
     except ImportError_ as exc:
         print(f"{args.file}: nothing imported; these rows conflict with the database:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     print(f"imported {len(rows)} rows: {result.created} new, {result.updated} updated, "
-          f"{result.unchanged} unchanged, {result.kept_opt_out} unit memberships not added (opted out)")
+          f"{result.unchanged} unchanged; {result.kept_opt_out} unit opt-outs kept (import never re-subscribes)")
     return EXIT_OK
 
 
@@ -141,6 +154,8 @@ def cmd_contacts_show(args: argparse.Namespace) -> int:
                                if view.contact_id else " (no contact)"))
     if len(view.addresses) > 1:
         print("  addresses: " + ", ".join(view.addresses))
+    if view.contact_id:
+        print("  on units: " + (", ".join(view.units) or "none (never imported for a unit)"))
     if view.suppressions:
         for s in view.suppressions:
             print(f"  SUPPRESSED {s['address']}: {s['reason']} since {s['since']}")
@@ -164,7 +179,8 @@ def cmd_suppressions_release(args: argparse.Namespace) -> int:
     settings = _settings(args)
     now = datetime.now(timezone.utc)
     try:
-        applied = asyncio.run(_with_db(settings, lambda db: release(db, args.address, args.reason, now)))
+        applied = asyncio.run(_with_db(settings, lambda db: release(db, args.address, args.reason, now,
+                                                                    operator=_operator(args))))
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -268,7 +284,8 @@ def cmd_review_resolve(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc)
     try:
         applied = asyncio.run(_with_db(settings, lambda db: resolve(
-            db, args.id, args.as_, now, units=units, channels=channels, address=args.address, note=args.note)))
+            db, args.id, args.as_, now, units=units, channels=channels, address=args.address, note=args.note,
+            operator=_operator(args))))
     except LookupError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -276,6 +293,31 @@ def cmd_review_resolve(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     print(f"review item {args.id} resolved as {args.as_} (event {applied.event_id}, {applied.updates} updates)")
+    return EXIT_OK
+
+
+def cmd_contacts_opt_in(args: argparse.Namespace) -> int:
+    from handlers.model import Channel
+    from worker.admin import opt_in
+
+    settings = _settings(args)
+    try:
+        units = _scope_arg(args.units, list(settings.units), "units")
+        channels = _scope_arg(args.channels, [c.value for c in Channel], "channels")
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    now = datetime.now(timezone.utc)
+    try:
+        applied = asyncio.run(_with_db(settings, lambda db: opt_in(db, args.address, units, channels, args.reason,
+                                                                   now, operator=_operator(args))))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if not applied.updates:
+        print(f"{args.address}: nothing to change (already receiving that)", file=sys.stderr)
+        return EXIT_OK
+    print(f"{args.address} opted back in ({applied.updates} updates, event {applied.event_id})")
     return EXIT_OK
 
 
@@ -336,9 +378,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    # Global options work before the command and after it (`unsubd --config X contacts
+    # show A` and `unsubd contacts show A --config X`): the subcommands' copies default
+    # to SUPPRESS, so they only override what the top level read when given.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="TOML settings file (default: $UNSUBD_CONFIG)")
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="TOML settings file (default: $UNSUBD_CONFIG)")
+    common.add_argument("--operator", metavar="NAME", default=argparse.SUPPRESS,
+                        help="who runs an operator command, kept in its event (default: the login name)")
     p = argparse.ArgumentParser(prog="unsubd", description="Unsubscribe-and-bounce worker.")
+    p.add_argument("--config", metavar="PATH", default=None, help="TOML settings file (default: $UNSUBD_CONFIG)")
+    p.add_argument("--operator", metavar="NAME", default=None,
+                   help="who runs an operator command, kept in its event (default: the login name)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", parents=[common], help="run the worker (SMTP, HTTP, consumer, relay)")
@@ -400,6 +451,13 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("address")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=cmd_contacts_show)
+    oi = ct.add_parser("opt-in", parents=[common],
+                       help="opt an address back in at the person's request (needs --reason; recorded with the operator)")
+    oi.add_argument("address")
+    oi.add_argument("--units", default="all", help="'all' (default) or unit keys, comma-separated")
+    oi.add_argument("--channels", default="email", help="'email' (default), 'all', or channels, comma-separated")
+    oi.add_argument("--reason", required=True, help="why, kept as evidence (e.g. 'asked by phone, ticket 4711')")
+    oi.set_defaults(func=cmd_contacts_opt_in)
     tk = sub.add_parser("token", parents=[common], help="the unsubscribe headers for one contact and unit")
     tk.add_argument("address")
     tk.add_argument("--unit", required=True, help="the sending unit's key, or '*' for every unit")

@@ -1,7 +1,8 @@
 """Contacts for operators: CSV import and the effective state of one address.
 
-Import records which units a contact hears from. It never overrides consent: a
-re-imported list does not re-subscribe anyone who opted out.
+Import records which units a contact is on (membership). It never touches consent:
+a re-imported list does not re-subscribe anyone who opted out. The import itself is
+decided in handlers.events.operator and written by handlers.apply.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,11 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
 from handlers.addresses import normalise
+from handlers.apply import Refused, apply
+from handlers.events.operator import ImportRow, import_contacts
 from handlers.model import WILDCARD, Channel, State
 from handlers.plan import PreferenceRow, effective_state
-from handlers.model import item_key
 from worker.db import Database
-from worker.models import Address, Contact, Event, EventAddress, Preference, Suppression
+from worker.models import Address, Contact, Event, EventAddress, Membership, Preference, Suppression
 
 CHANNELS = [c.value for c in Channel]
 
@@ -34,15 +35,6 @@ class ImportError_(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
-
-
-@dataclass(frozen=True)
-class ImportRow:
-    line: int
-    address: str
-    name: str | None
-    units: tuple[str, ...]
-    recipient_id: str | None = None
 
 
 @dataclass
@@ -101,60 +93,21 @@ def parse_csv(text: str, settings: Settings) -> list[ImportRow]:
     return rows
 
 
-async def import_rows(db: Database, rows: list[ImportRow], now: datetime, source_name: str) -> ImportResult:
-    """Create or update contacts in one transaction, with one `import` event as evidence."""
-    result = ImportResult()
-    event_id = str(uuid.uuid4())
-    async with db.transaction() as s:
-        s.add(Event(id=event_id, item_id=item_key("import", event_id), kind="import", source="import",
-                    reason=f"contacts import of {len(rows)} rows from {source_name}", review=False,
-                    verified=True, actions=[], evidence={"rows": len(rows), "file": source_name},
-                    occurred_at=now))
-        await s.flush()
-        conflicts = []
-        for row in rows:
-            found = await s.scalar(select(Address).where(Address.address == row.address))
-            if row.recipient_id is not None:
-                holder = await s.scalar(select(Contact.id).where(Contact.recipient_id == row.recipient_id))
-                if holder is not None and (found is None or holder != found.contact_id):
-                    conflicts.append(f"line {row.line}: recipient_id {row.recipient_id!r} belongs to another contact")
-                    continue
-            if found is None:
-                contact = Contact(name=row.name, origin="import", seq=0, created_at=now, updated_at=now,
-                                  recipient_id=row.recipient_id)
-                s.add(contact)
-                await s.flush()
-                s.add(Address(contact_id=contact.id, channel="email", address=row.address, created_at=now))
-                contact_id, changed = contact.id, True
-                result.created += 1
-            else:
-                contact_id, changed = found.contact_id, False
-                contact = await s.get(Contact, contact_id)
-                if row.name and contact is not None and contact.name != row.name:
-                    contact.name, contact.updated_at, changed = row.name, now, True
-                if row.recipient_id and contact is not None and contact.recipient_id != row.recipient_id:
-                    contact.recipient_id, contact.updated_at, changed = row.recipient_id, now, True
-            prefs = {(p.unit, p.channel): p for p in (await s.scalars(
-                select(Preference).where(Preference.contact_id == contact_id))).all()}
-            view = {k: PreferenceRow(p.unit, p.channel, State(p.state), p.changed_at) for k, p in prefs.items()}
-            for unit in row.units:
-                if (unit, WILDCARD) in prefs:
-                    continue
-                if effective_state(view, unit, WILDCARD) is not State.SUBSCRIBED:
-                    result.kept_opt_out += 1          # an opt-out stands; import never re-subscribes
-                    continue
-                s.add(Preference(contact_id=contact_id, unit=unit, channel=WILDCARD, state=State.SUBSCRIBED.value,
-                                 reason="import", source="import", event_id=event_id, changed_at=now))
-                changed = True
-            s.add(EventAddress(event_id=event_id, address=row.address, contact_id=contact_id))
-            if found is not None:
-                if changed:
-                    result.updated += 1
-                else:
-                    result.unchanged += 1
-        if conflicts:
-            raise ImportError_(conflicts)               # rolls the whole import back
-    return result
+async def import_rows(db: Database, rows: list[ImportRow], now: datetime, source_name: str,
+                      operator: str = "unknown") -> ImportResult:
+    """Apply an import (handlers.events.operator.import_contacts) in one transaction.
+
+    It records who is on which unit, never consent: an opt-out stands (counted as
+    `kept_opt_out`). What it changes is published like any other change. Raises
+    ImportError_ (nothing written) when a recipient id belongs to another contact.
+    """
+    try:
+        applied = await apply(import_contacts(rows, source_name, operator), db.unit_of_work(), now)
+    except Refused as exc:
+        raise ImportError_(exc.problems) from None
+    counts = applied.counts
+    return ImportResult(created=counts.get("created", 0), updated=counts.get("updated", 0),
+                        kept_opt_out=counts.get("kept_opt_out", 0), unchanged=counts.get("unchanged", 0))
 
 
 @dataclass
@@ -163,6 +116,7 @@ class ContactView:
     contact_id: int | None
     name: str | None = None
     addresses: list[str] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)             # the units the contact is on (membership)
     preferences: list[dict[str, Any]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     suppressions: list[dict[str, Any]] = field(default_factory=list)
@@ -170,7 +124,7 @@ class ContactView:
 
     def to_json(self) -> dict[str, Any]:
         return {"address": self.address, "contact_id": self.contact_id, "name": self.name,
-                "addresses": self.addresses, "preferences": self.preferences, "preference_rows": self.rows,
+                "addresses": self.addresses, "units": self.units, "preferences": self.preferences, "preference_rows": self.rows,
                 "suppressions": self.suppressions, "events": self.events}
 
 
@@ -189,6 +143,8 @@ async def show(sessions: async_sessionmaker[AsyncSession], settings: Settings, r
             view.name = contact.name if contact else None
             addresses = list((await s.scalars(
                 select(Address.address).where(Address.contact_id == found.contact_id).order_by(Address.id))).all())
+            view.units = list((await s.scalars(select(Membership.unit).where(
+                Membership.contact_id == found.contact_id).order_by(Membership.joined_at, Membership.unit))).all())
             prefs = (await s.scalars(select(Preference).where(Preference.contact_id == found.contact_id)
                                      .order_by(Preference.changed_at))).all()
             rows = {(p.unit, p.channel): PreferenceRow(p.unit, p.channel, State(p.state), p.changed_at)

@@ -26,9 +26,10 @@ from sqlalchemy.ext.asyncio import (AsyncEngine, AsyncSession, async_sessionmake
                                     create_async_engine)
 
 from handlers.model import Decision, State
-from handlers.plan import ContactState, CurrentState, Plan, PreferenceRow, SoftBounceRow
+from handlers.plan import ContactState, CurrentState, Plan, PreferenceRow, Profile, ReviewState, SoftBounceRow
 from worker.errors import DatabaseUnavailable
-from worker.models import (Address, Contact, Event, EventAddress, Outbox, Preference, ReviewItem, SoftBounce,
+from worker.models import (Address, Contact, Event, EventAddress, Membership, Outbox, Preference, ReviewItem,
+                           SoftBounce,
                            Suppression, UtcDateTime)
 
 
@@ -191,6 +192,23 @@ _RELEASE = (update(Suppression.__table__)
             .where(Suppression.__table__.c.address.in_(bindparam("addresses", expanding=True)),
                    Suppression.__table__.c.active.is_(True))
             .values(active=False, released_at=bindparam("b_now"), event_id=bindparam("b_event_id")))
+
+
+# What an import reads and writes beyond the consent state (JOIN actions; handlers.plan._plan_join).
+_PROFILES = (select(Address.address, Contact.name, Contact.recipient_id, Membership.unit)
+             .join(Contact, Contact.id == Address.contact_id)
+             .outerjoin(Membership, Membership.contact_id == Contact.id)
+             .where(Address.address.in_(bindparam("addresses", expanding=True))))
+_JOIN = insert(Membership.__table__)
+_PROFILE_NAME = (update(_T_CONTACT).where(_T_CONTACT.c.id == bindparam("b_id"))
+                 .values(name=bindparam("b_name"), updated_at=bindparam("b_now")))
+_PROFILE_RID = (update(_T_CONTACT).where(_T_CONTACT.c.id == bindparam("b_id"))
+                .values(recipient_id=bindparam("b_rid"), updated_at=bindparam("b_now")))
+_REVIEW_STATE = select(ReviewItem.id, ReviewItem.resolution, ReviewItem.resolved_at).where(
+    ReviewItem.id == bindparam("b_id"))
+_SETTLE = (update(_T_REVIEW).where(_T_REVIEW.c.id == bindparam("b_id"), _T_REVIEW.c.resolved_at.is_(None))
+           .values(resolved_at=bindparam("b_now"), resolution=bindparam("b_resolution"),
+                   resolution_event_id=bindparam("b_event_id")))
 
 
 def _on_conflict(table: Any, stmt: Any) -> Any:
@@ -593,6 +611,25 @@ class SqlUnitOfWork:
         await self.flush()
         return (await self.conn.execute(_RECENT_UNVERIFIED, {"since": since})).scalar() or 0
 
+    async def profiles(self, addresses: list[str]) -> dict[str, Profile]:
+        """Name, recipient id and units of the contact of each known address (for an import)."""
+        await self.flush()
+        found: dict[str, tuple[str | None, str | None, set[str]]] = {}
+        for address, name, rid, unit in (await self.conn.execute(_PROFILES, {"addresses": addresses})).all():
+            entry = found.setdefault(address, (name, rid, set()))
+            if unit is not None:
+                entry[2].add(unit)
+        return {a: Profile(name, rid, frozenset(units)) for a, (name, rid, units) in found.items()}
+
+    async def review_state(self, review_id: int) -> ReviewState | None:
+        """The review item as this transaction sees it, or None when there is no such item."""
+        await self.flush()
+        rows = (await self.conn.execute(_REVIEW_STATE, {"b_id": review_id})).all()
+        row = rows[0] if rows else None
+        if row is None:
+            return None
+        return ReviewState(review_id=row[0], resolved=(row[1] or "resolved") if row[2] is not None else None)
+
     async def contacts_by_recipient_id(self, recipient_ids: list[str]) -> dict[str, int]:
         """The contact imported with each recipient id, for the ids that have one."""
         await self.flush()
@@ -672,17 +709,25 @@ class SqlUnitOfWork:
 
     async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None:
         conn = self.conn
+        evidence = dict(decision.evidence)
+        if decision.operator:
+            evidence["operator"] = decision.operator
+        if changes.dropped:
+            evidence["dropped"] = list(changes.dropped)
         row = {"id": event_id, "item_id": decision.item_id, "kind": decision.kind.value, "source": decision.source,
                "reason": decision.reason, "review": decision.review, "verified": decision.verified,
-               "actions": [a.to_json() for a in decision.actions], "evidence": dict(decision.evidence),
+               "actions": [a.to_json() for a in decision.actions], "evidence": evidence,
                "occurred_at": now}
         held = self._held
         held["event"].append(row)
         held["review"].extend(
-            {"event_id": event_id, "kind": kind, "reason": row["reason"][:2000],
-             "address": _concerned_address(decision), "created_at": now,
-             "due_at": due, "resolved_at": None, "resolution": None, "resolution_event_id": None}
-            for kind, due in _review_kinds(decision))
+            {"event_id": event_id, "kind": r.kind, "reason": row["reason"][:2000],
+             "address": r.address, "created_at": now,
+             "due_at": r.due_at, "resolved_at": None, "resolution": None, "resolution_event_id": None}
+            for r in changes.reviews)
+        if changes.settles is not None:
+            held["updates"].append((_SETTLE, {"b_id": changes.settles[0], "b_resolution": changes.settles[1],
+                                              "b_now": now, "b_event_id": event_id}))
         last_by_address: dict[str, int] = {}
         for upd in changes.updates:
             last_by_address[upd.address] = max(last_by_address.get(upd.address, 0), upd.sequence)
@@ -711,6 +756,16 @@ class SqlUnitOfWork:
             "reason": p.reason, "source": decision.source, "event_id": event_id, "changed_at": now}
             for p in changes.preferences}
         held["preference"].extend(preferences.values())
+        if changes.memberships:
+            held["updates"].append((_JOIN, [{"contact_id": contact_ids[m.address], "unit": m.unit, "source": "import",
+                                             "event_id": event_id, "joined_at": now} for m in changes.memberships]))
+        for p in changes.profiles:
+            if p.name is not None:
+                held["updates"].append((_PROFILE_NAME, {"b_id": contact_ids[p.address], "b_name": p.name,
+                                                        "b_now": now}))
+            if p.recipient_id is not None:
+                held["updates"].append((_PROFILE_RID, {"b_id": contact_ids[p.address], "b_rid": p.recipient_id,
+                                                       "b_now": now}))
         last_seq: dict[int, int] = {}
         outbox = []
         for upd in changes.updates:
@@ -756,32 +811,6 @@ class SqlUnitOfWork:
             found[address] = self._contact_of[address] = contact_id
             created.add(contact_id)
         return found, created
-
-
-def _review_kinds(decision: Decision) -> list[tuple[str, datetime | None]]:
-    """The review items a decision opens: one when it is for review, one per rights request."""
-    kinds: list[tuple[str, datetime | None]] = []
-    if decision.review:
-        kinds.append(("decision", None))
-    rights = decision.evidence.get("rights_request") if isinstance(decision.evidence, dict) else None
-    if isinstance(rights, dict):
-        due = None
-        try:
-            due = datetime.fromisoformat(str(rights.get("deadline"))).replace(tzinfo=timezone.utc)
-        except ValueError:
-            pass
-        kinds.append(("rights_request", due))
-    return kinds
-
-
-def _concerned_address(decision: Decision) -> str | None:
-    for action in decision.actions:
-        if action.address:
-            return action.address
-    sender = decision.evidence.get("from") if isinstance(decision.evidence, dict) else None
-    if not (isinstance(sender, str) and "@" in sender):
-        return None
-    return sender
 
 
 class Database:

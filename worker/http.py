@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import uuid
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
@@ -24,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
 from handlers.apply import apply
-from handlers.model import ALL, WILDCARD, Action, ActionType, Decision, Kind, State, item_key
-from handlers.plan import effective_state
+from handlers.events import page
+from handlers.model import WILDCARD
 from handlers.tokens import Claims, Keyring, check_form_proof, form_proof, verify
 from worker import keys as token_keys
 from worker.admin import export_suppressions
@@ -230,14 +229,22 @@ class _Links:
             name += f" ({TEXT[lang]['channel.' + claims.channel]})"
         return name
 
-    def _units(self, prefs: ContactPreferences, claims: Claims) -> list[str]:
-        """The sending unit first, then every configured unit, then units only the contact's rows name."""
-        units = list(self.settings.units) + sorted({u for u, _ in prefs.rows} - set(self.settings.units)
-                                                  - {WILDCARD})
+    def _units(self, prefs: ContactPreferences, claims: Claims) -> tuple[list[str], list[str]]:
+        """The units the contact is on (the sending unit first), and the configured units it is not on.
+
+        On: its memberships, the token's unit (it sent this mail) and units its own rows
+        name. A contact on no unit we know of (never imported for one) is shown every
+        unit, so that nothing they might get is out of reach.
+        """
+        named = {u for u, _ in prefs.rows} - {WILDCARD}
+        on = set(prefs.units) | named | ({claims.unit} - {WILDCARD})
+        if not on:
+            on = set(self.settings.units)
+        units = [u for u in self.settings.units if u in on] + sorted(on - set(self.settings.units))
         if claims.unit in units:
             units.remove(claims.unit)
             units.insert(0, claims.unit)
-        return units
+        return units, [u for u in self.settings.units if u not in on]
 
     # -- token to contact ------------------------------------------------------------------
 
@@ -261,23 +268,18 @@ class _Links:
         claims, prefs = found
         saved = request.query.get("saved") == "1"
         preselect = not saved       # the sending unit's opt-out, until the person has saved once
-        units = []
-        for unit in self._units(prefs, claims):
-            boxes = []
-            for channel in CHANNELS:
-                checked = effective_state(prefs.rows, unit, channel) is State.SUBSCRIBED
-                if preselect and claims.unit in (WILDCARD, unit) and claims.channel in (WILDCARD, channel):
-                    checked = False
-                boxes.append({"value": f"{unit}:{channel}", "id": f"b-{unit}-{channel}", "checked": checked,
-                              "label": TEXT[lang]["channel." + channel]})
-            units.append({"name": self._unit_name(unit, lang), "boxes": boxes})
-        stop_all = effective_state(prefs.rows, WILDCARD, WILDCARD) is State.UNSUBSCRIBED
-        if preselect and claims.unit == WILDCARD and claims.channel == WILDCARD:
-            stop_all = True
+        on, not_on = self._units(prefs, claims)
+        shown = page.view(prefs.rows, on, claims.unit, claims.channel, preselect)
+        units = [{"name": self._unit_name(unit, lang),
+                  "boxes": [{"value": f"{unit}:{channel}", "id": f"b-{unit}-{channel}", "checked": ticked,
+                             "label": TEXT[lang]["channel." + channel]} for channel, ticked in shown.boxes[unit]]}
+                 for unit in on]
         now = int(self.clock().timestamp())
         return self._render("page.html", lang, heading=TEXT[lang]["title"], saved=saved,
                             preselected=self._scope_name(claims, lang) if preselect else None,
-                            address=prefs.address, units=units, stop_all=stop_all,
+                            address=prefs.address, units=units, stop_all=shown.stop_all,
+                            stop_all_in_effect=page.stop_all_in_effect(prefs.rows, on),
+                            not_on=[self._unit_name(u, lang) for u in not_on],
                             proof=form_proof(token, now, self.keyring) if self.keyring else "",
                             action=f"/u/{token}?lang={lang}")
 
@@ -309,14 +311,7 @@ class _Links:
 
     async def _one_click(self, token: str, claims: Claims, prefs: ContactPreferences, lang: str) -> web.Response:
         assert self.db is not None
-        action = Action(ActionType.UNSUBSCRIBE, prefs.address, reason="optout",
-                        units=ALL if claims.unit == WILDCARD else (claims.unit,),
-                        channels=ALL if claims.channel == WILDCARD else (claims.channel,))
-        # A fresh item id per POST: a repeat is recorded as evidence, and plan() finds the
-        # opt-out already in effect, so it publishes no second update.
-        decision = Decision(item_id=item_key("one_click", token, uuid.uuid4().hex), kind=Kind.CLICK,
-                            actions=(action,), reason="one-click unsubscribe (RFC 8058)", verified=True,
-                            source="one_click", evidence=self._evidence(claims))
+        decision = page.one_click(prefs.address, claims.unit, claims.channel, token, self._evidence(claims))
         await apply(decision, self.db.unit_of_work(), self.clock())
         return self._notice(lang, 200, "done_title", "done")
 
@@ -330,26 +325,14 @@ class _Links:
         if not isinstance(proof, str) or not check_form_proof(proof, token, self.keyring, int(now.timestamp()),
                                                               FORM_MAX_AGE):
             return self._notice(lang, 403, "expired_title", "expired", again=f"/u/{token}?lang={lang}")
-        known_units = set(self._units(prefs, claims))
-        shown = [v for v in dict.fromkeys(form.getall("box", [])) if isinstance(v, str)
-                 and v.partition(":")[0] in known_units and v.partition(":")[2] in CHANNELS]
-        wanted = {v for v in form.getall("want", []) if isinstance(v, str)}
-        actions: list[Action] = []
-        if form.get("stop_all") == "1":
-            actions.append(Action(ActionType.UNSUBSCRIBE, prefs.address, reason="optout", units=ALL, channels=ALL))
-        else:
-            for value in shown:
-                unit, _, channel = value.partition(":")
-                want = value in wanted
-                if want == (effective_state(prefs.rows, unit, channel) is State.SUBSCRIBED):
-                    continue
-                # Opting back in is allowed here: the signed token proves the link was ours (promise 6).
-                actions.append(Action(ActionType.SUBSCRIBE if want else ActionType.UNSUBSCRIBE, prefs.address,
-                                      reason="optin" if want else "optout", units=(unit,), channels=(channel,)))
-        if actions:
-            key = item_key("page", token, proof, *(f"{a.type.value}:{a.units}:{a.channels}" for a in actions))
-            decision = Decision(item_id=key, kind=Kind.CLICK, actions=tuple(actions), verified=True, source="page",
-                                reason=f"preference page: {len(actions)} change(s)", evidence=self._evidence(claims))
+        on, _ = self._units(prefs, claims)
+        shown = [(u, c) for u, _, c in (v.partition(":") for v in dict.fromkeys(form.getall("box", []))
+                                        if isinstance(v, str)) if u in on and c in CHANNELS]
+        wanted = {(u, c) for u, _, c in (v.partition(":") for v in form.getall("want", []) if isinstance(v, str))}
+        decision = page.save(prefs.address, prefs.rows, shown, wanted, stop_all=form.get("stop_all") == "1",
+                             stop_all_shown=form.get("stop_all_shown") == "1", token=token, proof=proof,
+                             evidence=self._evidence(claims))
+        if decision is not None:
             await apply(decision, self.db.unit_of_work(), now)
         raise web.HTTPSeeOther(f"/u/{token}?lang={lang}&saved=1", headers=PAGE_HEADERS)
 

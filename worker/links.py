@@ -17,7 +17,7 @@ from handlers.addresses import normalise
 from handlers.model import WILDCARD, Channel, State
 from handlers.plan import PreferenceRow
 from handlers.tokens import Keyring, link_headers, reply_address, return_path, sign, sign_return_path
-from worker.models import Address, Preference
+from worker.models import Address, Membership, Preference
 
 CHANNELS = tuple(c.value for c in Channel)
 
@@ -56,6 +56,7 @@ class ContactPreferences:
     contact_id: int
     address: str
     rows: dict[tuple[str, str], PreferenceRow] = field(default_factory=dict)
+    units: frozenset[str] = frozenset()          # the units the contact is on (membership)
 
 
 def check_scope(settings: Settings, unit: str, channel: str) -> None:
@@ -103,5 +104,6 @@ async def load_preferences(sessions: async_sessionmaker[AsyncSession], contact_i
         if address is None:
             return None
         prefs = (await s.scalars(select(Preference).where(Preference.contact_id == contact_id))).all()
+        units = (await s.scalars(select(Membership.unit).where(Membership.contact_id == contact_id))).all()
     rows = {(p.unit, p.channel): PreferenceRow(p.unit, p.channel, State(p.state), p.changed_at) for p in prefs}
-    return ContactPreferences(contact_id=contact_id, address=address, rows=rows)
+    return ContactPreferences(contact_id=contact_id, address=address, rows=rows, units=frozenset(units))

@@ -115,6 +115,19 @@ class Preference(Base):
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class Membership(Base):
+    """A unit a contact is on (from an import). Consent is apart: see Preference."""
+
+    __tablename__ = "membership"
+    __table_args__ = (UniqueConstraint("contact_id", "unit"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id"))
+    unit: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str | None] = mapped_column(ForeignKey("event.id"))
+    joined_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class Suppression(Base):
     """An address that must not be mailed, whatever the preferences say."""
 
