@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config/example.toml
 
-.PHONY: run test install clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run test install browser proof clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "unsubd needs Python 3.11 or newer: run make PYTHON=python3.11 ...")'
@@ -21,9 +23,29 @@ run: $(STAMP)
 	$(BIN)/unsubd db upgrade --config $(CONFIG)
 	$(BIN)/unsubd serve --config $(CONFIG)
 
-## make test: the whole test suite
-test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+## make browser: Debian's Chromium for the browser tests (Playwright drives it; its own download cannot work)
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: no $(CHROMIUM) and no apt-get: install Chromium and set CHROMIUM=/path/to/it (browser tests skip locally, fail under CI=true)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Chromium for the browser tests (apt-get install chromium)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif sudo -n true 2>/dev/null; then \
+	  echo "installing Chromium for the browser tests (sudo apt-get install chromium)"; \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "make: Chromium is missing; run 'sudo apt-get install chromium' (browser tests skip locally, fail under CI=true)"; \
+	fi
+
+## make test: the whole test suite (installs the venv and, where it can, Chromium first)
+test: $(STAMP) browser
+	UNSUBD_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make proof: the ledger state machine at length, on SQLite and PostgreSQL (prints hypothesis statistics)
+proof: $(STAMP)
+	UNSUBD_LEDGER_EXAMPLES=$${UNSUBD_LEDGER_EXAMPLES:-500} UNSUBD_LEDGER_STEPS=$${UNSUBD_LEDGER_STEPS:-50} \
+	  $(BIN)/python -m pytest -p no:timeout tests/test_ledger_machine.py --hypothesis-show-statistics -q
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -390,7 +390,7 @@ def _plan_consent(decision: Decision, action: Action, state: CurrentState, event
     contact = _ensure_contact(action.address, state, result)
     for unit in _scope(action.units):
         for channel in _scope(action.channels):
-            if effective_state(contact.preferences, unit, channel) is target:
+            if _in_effect(contact.preferences, unit, channel, target):
                 continue    # already in effect: writing it again would publish a no-op update
             contact.preferences[(unit, channel)] = PreferenceRow(unit, channel, target, now)
             seq = _next_sequence(contact)
@@ -401,6 +401,20 @@ def _plan_consent(decision: Decision, action: Action, state: CurrentState, event
             result.updates.append(Update(address=action.address,
                                          routing_key=f"preference.{key_unit}.{key_channel}",
                                          sequence=seq, payload=payload))
+
+
+def _in_effect(preferences: Mapping[tuple[str, str], PreferenceRow], unit: str, channel: str,
+               target: State) -> bool:
+    """True when every cell that a (unit, channel) row covers is already in `target`.
+
+    A wildcard row covers the cells of narrower rows too: an opt-in for (*, *) after an
+    opt-out of (alumni, *) is not in effect, although no (*, *) row says otherwise. The
+    cells worth asking about are the scope itself and every unit and channel the rows
+    name beneath it; any other cell is decided by the same rows as the scope.
+    """
+    units = {unit} | ({u for u, _ in preferences} if unit == WILDCARD else set())
+    channels = {channel} | ({c for _, c in preferences} if channel == WILDCARD else set())
+    return all(effective_state(preferences, u, c) is target for u in units for c in channels)
 
 
 def hold_unverified(decision: Decision, recent: int, limit: int) -> Decision:

@@ -189,3 +189,12 @@ def test_complaint_suppression_has_its_own_reason():
     p = plan(decision(act, kind=Kind.COMPLAINT), CurrentState(), "ev", T0)
     assert p.suppressions[0].reason == "complaint"
     assert p.updates[0].routing_key == "suppression.complaint"
+
+
+def test_a_broad_opt_in_after_a_narrow_opt_out_is_written():
+    """Found by tests/test_ledger_machine.py: an opt-in for (*, *) after an opt-out of
+    (alumni, *) was taken as already in effect, because no (*, *) row said otherwise."""
+    state = CurrentState(contacts={"a@example.se": ContactState(7, 3, rows(("alumni", "*", U, 0)))})
+    act = Action(ActionType.SUBSCRIBE, "a@example.se", units=ALL, channels=ALL)
+    p = plan(decision(act, kind=Kind.ADMIN, operator="eva", verified=True), state, "ev", T0 + timedelta(hours=1))
+    assert [(c.unit, c.channel, c.state) for c in p.preferences] == [("*", "*", S)]

@@ -215,6 +215,12 @@ def _on_conflict(table: Any, stmt: Any) -> Any:
     """`stmt` (an INSERT into a suppression or preference table) as an upsert: a
     suppression by address, a preference by scope; the new row's values win."""
     ex = stmt.excluded
+    if table is SoftBounce.__table__:
+        # The same message reported again after the address was cleared (it showed a sign
+        # of life, or was released) counts again: the row is revived, not a second one.
+        return stmt.on_conflict_do_update(index_elements=["address", "ref"], set_={
+            "status": ex.status, "reason": ex.reason, "event_id": ex.event_id, "occurred_at": ex.occurred_at,
+            "cleared_at": None})
     if table is Suppression.__table__:
         return stmt.on_conflict_do_update(index_elements=["address"], set_={
             "active": True, "reason": ex.reason, "event_id": ex.event_id, "created_at": ex.created_at,
@@ -225,10 +231,12 @@ def _on_conflict(table: Any, stmt: Any) -> Any:
 
 
 def _upserts(dialect: str) -> tuple[Any, Any]:
-    """INSERT ... ON CONFLICT DO UPDATE for suppressions (by address) and preferences (by scope)."""
+    """INSERT ... ON CONFLICT DO UPDATE for suppressions (by address), preferences (by scope) and
+    soft bounces (by address and bounced message)."""
     ins = pg_insert if dialect == "postgresql" else sqlite_insert
     return (_on_conflict(Suppression.__table__, ins(Suppression.__table__)),
-            _on_conflict(Preference.__table__, ins(Preference.__table__)))
+            _on_conflict(Preference.__table__, ins(Preference.__table__)),
+            _on_conflict(SoftBounce.__table__, ins(SoftBounce.__table__)))
 
 
 _UPSERTS = {name: _upserts(name) for name in ("postgresql", "sqlite")}
@@ -245,7 +253,8 @@ _INSERT_SLOTS: dict[str, Any] = {
 _UPDATE_SLOTS = ("updates", "contact_seq")    # (statement, params) pairs; contact sequence rows
 # SQLite: a statement per slot, run as an executemany (PostgreSQL uses _pg_insert_all).
 _SQLITE_INSERTS: dict[str, Any] = {**{slot: insert(table) for slot, table in _INSERT_SLOTS.items()},
-                                   "suppression": _UPSERTS["sqlite"][0], "preference": _UPSERTS["sqlite"][1]}
+                                   "suppression": _UPSERTS["sqlite"][0], "preference": _UPSERTS["sqlite"][1],
+                                   "soft_bounce": _UPSERTS["sqlite"][2]}
 _PG_INSERTS: dict[tuple[tuple[str, tuple[str, ...]], ...], Any] = {}
 
 
@@ -274,7 +283,7 @@ def _pg_insert_all(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
         table = _INSERT_SLOTS[slot]
         rows = _json_rows(slot, [column(n, _record_type(table.c[n].type)) for n in names])
         ins = pg_insert(table).from_select(list(names), select(*(rows.c[n] for n in names)))
-        if slot in ("suppression", "preference"):
+        if slot in ("suppression", "preference", "soft_bounce"):
             ins = _on_conflict(table, ins)
         parts.append(ins.cte(f"w_{slot}"))
     stmt = _PG_INSERTS[shape] = select(literal_column("1")).add_cte(*parts)
