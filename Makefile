@@ -49,3 +49,8 @@ proof: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+## make fuzz: a long run of the classify fuzz target (tests/test_fuzz_classify.py; CI runs 200 examples per test)
+.PHONY: fuzz
+fuzz: $(STAMP)
+	UNSUBD_FUZZ_EXAMPLES=$${UNSUBD_FUZZ_EXAMPLES:-20000} $(BIN)/python -m pytest -q -p no:timeout tests/test_fuzz_classify.py

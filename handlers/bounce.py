@@ -36,13 +36,17 @@ from handlers.message import (
     part_text,
 )
 from handlers.model import ActionType, Decision, Inbound, Kind
+from handlers.quotes import strip_tags
 
 MAX_NOTICE = 64_000      # characters of notice text searched; notices are short, originals are not
 MAX_RECIPIENTS = 100     # a text notice naming more is a list explosion, not one of ours
 MAX_DIAGNOSTIC = 1000    # characters kept per recipient as evidence
 
-_TAGS = re.compile(r"<(?:script|style)\b.*?</(?:script|style)>|<[^>]{0,2000}>", re.IGNORECASE | re.DOTALL)
-_BLOCK_TAGS = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^>]*>", re.IGNORECASE)
+# Tags are removed by handlers.quotes.strip_tags (any_closer): the same as the regex
+# r"<(?:script|style)\b.*?</(?:script|style)>|<[^>]{0,2000}>" in one linear pass, where
+# the regex re-scanned the text after every unclosed "<script" (issue 22). A block tag
+# is read up to the next "<" or ">", not re-scanned to the end after every "<br".
+_BLOCK_TAGS = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE)
 _PARAGRAPH_END = re.compile(r"\n[ \t]*\n(?=[ \t]*\S)")
 # An RFC 5321 failure reply code (4xx or 5xx; a 2xx reply is not a failure, and a
 # "Size (in bytes): 222" is not a reply at all, lhost-verizon-02).
@@ -236,7 +240,7 @@ def _text_of(part: Message) -> str:
 
 def _html_text(html: str) -> str:
     text = _BLOCK_TAGS.sub("\n", html[:MAX_NOTICE * 4])
-    return unescape(_TAGS.sub(" ", text))
+    return unescape(strip_tags(text, " ", any_closer=True))
 
 
 def _cut(notice: str) -> str:

@@ -35,7 +35,20 @@ CHANNELS = (Channel.EMAIL.value, Channel.SMS.value, Channel.PHONE.value, Channel
 _QUOTED = re.compile(r"\"[^\"\n]{0,200}\"|“[^”\n]{0,200}”|”[^”\n]{0,200}”|«[^»\n]{0,200}»|„[^“\n]{0,200}“")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*[-*•]\s)")
 _CLAUSE = re.compile(r"\s+[–—-]\s+|[;,]\s*|\s*\(\s*|\)\s*")
-_ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# Text read for intent is cut to this many characters per text (the subject, the new
+# text): every phrase list is searched in every sentence, so the cost is the text's
+# length times the number of patterns. The reply reader already keeps at most
+# handlers.quotes.MAX_NEW characters of new text and 500 of the subject; this bound is
+# for any other caller, so that no text costs more than this much.
+MAX_TEXT = 10_000
+# RFC 5321 section 4.5.3.1.1-2: a local part has at most 64 octets and a domain at most
+# 255. A run of address characters longer than that around an "@" is no address, and
+# the scanner below never looks further than this from one "@".
+MAX_LOCAL = 64
+MAX_DOMAIN = 255
+_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+'-")
+_DOMAIN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass
@@ -75,6 +88,51 @@ def sentences(text: str) -> list[str]:
     return out
 
 
+def addresses_in(text: str) -> list[str]:
+    """The addresses written in `text`, in order: local@domain where the domain ends in a
+    dot and two or more letters; [] for text without one. Never raises.
+
+    What the regex `[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}` finds with
+    findall, in linear time: that regex, searched over a long run of address
+    characters without a usable "@" ("a.a.a.a..."), re-scans the run from every start
+    position, which costs the square of its length. Here each "@" is found with
+    str.find and the address grown left and right from it, never past the previous
+    address, the neighbouring "@" or the RFC 5321 limits (MAX_LOCAL, MAX_DOMAIN): a
+    run longer than those is no address and is skipped.
+    """
+    found: list[str] = []
+    floor = 0
+    size = len(text)
+    at = text.find("@")
+    while at >= 0:
+        start = at
+        while start > floor and at - start <= MAX_LOCAL and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        end = at + 1
+        while end < size and end - at <= MAX_DOMAIN + 1 and text[end] in _DOMAIN_CHARS:
+            end += 1
+        stop = _domain_end(text, at + 1, end)
+        if (start < at and at - start <= MAX_LOCAL and end - at <= MAX_DOMAIN + 1 and stop > 0):
+            found.append(text[start:stop])
+            floor = stop
+        at = text.find("@", max(at + 1, floor))
+    return found
+
+
+def _domain_end(text: str, begin: int, end: int) -> int:
+    """End of the longest text[begin:k] (k <= end) ending in "." and two or more letters
+    with something before that dot, as the greedy regex backtracks to it; -1 if none."""
+    dot = text.rfind(".", begin + 1, end)
+    while dot > begin:
+        after = dot + 1
+        while after < end and text[after] in _LETTERS:
+            after += 1
+        if after - dot - 1 >= 2:
+            return after
+        dot = text.rfind(".", begin + 1, dot)
+    return -1
+
+
 def _clean(sentence: str) -> str:
     return " ".join(_QUOTED.sub(" ", sentence).split())
 
@@ -95,12 +153,12 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
     found: list[_Found] = []
     conflicts: list[str] = []
     for text in texts:
-        text_sentences = sentences(text or "")
+        text_sentences = sentences((text or "")[:MAX_TEXT])
         for position, raw in enumerate(text_sentences):
             sentence = _clean(raw)
             if not sentence:
                 continue
-            intent.addresses += tuple(a.lower() for a in _ADDRESS.findall(raw))
+            intent.addresses += tuple(a.lower() for a in addresses_in(raw))
             flags = _flags(sentence)
             for name, value in flags.items():
                 if value:

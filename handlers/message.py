@@ -30,6 +30,23 @@ MAX_DEPTH = 16
 # A message with more parts than this is not walked further: a cheap guard against
 # MIME bombs, far above what any real report carries.
 MAX_PARTS = 2000
+# Characters of one header value that `header_text` decodes and returns. Readers match
+# pattern tables (bounce subjects, auto-reply markers) against header text, so a 1 MB
+# Subject would cost each table a 1 MB scan; no header a reader needs is this long
+# (RFC 5322 section 2.1.1 wants lines under 998 octets, and a folded To list of a few
+# hundred recipients stays under it).
+MAX_HEADER_TEXT = 32_000
+# Characters of a Content-Type value handed to the standard library's parameter reader
+# (values with comments, RFC 2231 parameters or quoted pairs). That reader slices the
+# rest of the value after every ";" (CPython gh-87075), so its cost grows with the
+# square of the value's length; real values, RFC 2231 continuations included, are a
+# few hundred characters.
+MAX_PARAM_VALUE = 8_000
+# Characters of one part's transfer-encoded body that `payload_bytes` decodes. Every
+# reader keeps far less of the decoded text (handlers.quotes.MAX_BODY, dsn.MAX_TEXT_SCAN,
+# ses.MAX_TEXT: at most 256 KiB), so decoding more of a 20 MB attachment buys nothing.
+# Base64 and quoted-printable are undone by binascii, in linear time even when broken.
+MAX_ENCODED_PART = 2 * 1024 * 1024
 
 
 class ParserFailure(email.errors.MessageDefect):
@@ -335,6 +352,8 @@ def describe_defects(msg: Message) -> str:
 def header_text(msg: Message, name: str) -> str | None:
     """The decoded text of the first `name` header, or None if absent; never raises.
 
+    Only the first MAX_HEADER_TEXT characters of the raw value are read.
+
     The raw value is unfolded (RFC 5322 section 2.2.3) and its RFC 2047 encoded words
     are decoded (see `decode_words`); in address headers a decoded display name that
     contains specials is put in quotes, so that splitting the value at commas stays
@@ -345,7 +364,7 @@ def header_text(msg: Message, name: str) -> str | None:
     raw = raw_header(msg, name)
     if raw is None:
         return None
-    text = unfold(raw)
+    text = unfold(raw[:MAX_HEADER_TEXT])
     if "=?" in text:
         text = decode_words(text, quote=name.lower() in _ADDRESS_HEADERS)
     return clean_text(text).strip()
@@ -494,7 +513,12 @@ def _plain_params(part: Message) -> dict[str, str] | None:
 
 
 def content_param(part: Message, param: str) -> str | None:
-    """A Content-Type parameter as a lower-case stripped string, or None."""
+    """A Content-Type parameter as a lower-case stripped string, or None.
+
+    Plain values are read with one regex; others (comments, RFC 2231, quoted pairs)
+    by the standard reader, over at most MAX_PARAM_VALUE characters of the value, so
+    a parameter written after that many characters is not found.
+    """
     try:
         plain = _plain_params(part)
     except Exception:  # noqa: BLE001
@@ -503,7 +527,15 @@ def content_param(part: Message, param: str) -> str | None:
         found = plain.get(param.lower())
         return None if found is None else found.strip().lower()
     try:
-        value = part.get_param(param)
+        raw = part.get("content-type")
+        if isinstance(raw, str) and len(raw) > MAX_PARAM_VALUE:
+            # The standard reader is quadratic in the value's length: it reads a copy
+            # cut to MAX_PARAM_VALUE characters (tests/test_linear_time.py).
+            short = Message()
+            short.set_raw("Content-Type", raw[:MAX_PARAM_VALUE])
+            value = short.get_param(param)
+        else:
+            value = part.get_param(param)
     except Exception:  # noqa: BLE001
         return None
     if value is None:
@@ -525,9 +557,25 @@ def payload_parts(part: Message) -> list[Message]:
 
 
 def payload_bytes(part: Message) -> bytes:
-    """A leaf part's body with its Content-Transfer-Encoding undone; b"" on failure."""
+    """A leaf part's body with its Content-Transfer-Encoding undone; b"" on failure.
+
+    At most MAX_ENCODED_PART characters of the encoded body are decoded. Broken
+    base64 is decoded as far as it goes (stray characters skipped, missing padding
+    added) and broken quoted-printable keeps the undecodable "=" sequences as they
+    are, both by binascii in one linear pass (RFC 2045 sections 6.7-6.8).
+    """
     try:
-        data = part.get_payload(decode=True)
+        raw = part.get_payload()
+        if isinstance(raw, str) and len(raw) > MAX_ENCODED_PART:
+            cut = raw.rfind("\n", 0, MAX_ENCODED_PART) + 1 or MAX_ENCODED_PART
+            short = Message()
+            cte = part.get("content-transfer-encoding")
+            if cte is not None:
+                short.set_raw("Content-Transfer-Encoding", cte if isinstance(cte, str) else str(cte))
+            short.set_payload(raw[:cut])
+            data = short.get_payload(decode=True)
+        else:
+            data = part.get_payload(decode=True)
     except Exception:  # noqa: BLE001
         return b""
     return data if isinstance(data, bytes) else b""

@@ -20,10 +20,23 @@ from handlers.phrases import phrases
 
 MAX_BODY = 200_000       # characters of body text read; a reply is short, the rest is quoted
 MAX_NEW = 5_000          # characters of new text kept: a request is never longer
-_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]{0,2000}>", re.IGNORECASE | re.DOTALL)
+# A line is read for markers (attribution, footer, signature) and kept only up to this
+# many characters: the new text cannot hold more, and every marker list is searched in
+# every line, so a 60 kB line would cost that search over all of it (issue 22).
+MAX_LINE = MAX_NEW
+# HTML tags are removed by _strip_tags, a scanner: the regex it replaces,
+# r"<(script|style)\b.*?</\1\s*>|<[^>]{0,2000}>", searched text after every "<" (to the
+# end for an unclosed "<script", 2000 characters for a "<" without ">"), so a body of
+# 200,000 "<" cost seconds (issue 22). MAX_TAG is that regex's bound on one tag.
+MAX_TAG = 2000
+_BLOCK_OPEN = re.compile(r"<(script|style)\b", re.IGNORECASE)
+_BLOCK_CLOSE = {name: re.compile(rf"</{name}\s*>", re.IGNORECASE) for name in ("script", "style")}
+_ANY_CLOSE = re.compile(r"</(?:script|style)>", re.IGNORECASE)
 _BLOCK_TAG = re.compile(r"<\s*(?:br|/p|/div|/li|/tr|/h\d|blockquote)\b[^>]{0,200}>", re.IGNORECASE)
 _BLOCKQUOTE = re.compile(r"<blockquote\b.*", re.IGNORECASE | re.DOTALL)
-_GMAIL_QUOTE = re.compile(r"<div[^>]*class=\"?gmail_quote.*", re.IGNORECASE | re.DOTALL)
+# The div tag is read up to the next "<" or ">" only: "[^>]*" re-scanned the rest of
+# the text after every "<div" of a body without ">".
+_GMAIL_QUOTE = re.compile(r"<div[^<>]{0,2000}class=\"?gmail_quote.*", re.IGNORECASE | re.DOTALL)
 _UNDERSCORES = re.compile(r"^\s*_{8,}\s*$")
 _DASHES = re.compile(r"^\s*-{5,}.*-{5,}\s*$")
 
@@ -58,7 +71,53 @@ def html_to_text(markup: str) -> str:
     markup = _GMAIL_QUOTE.sub("", markup)
     markup = _BLOCKQUOTE.sub("", markup)
     markup = _BLOCK_TAG.sub("\n", markup)
-    return html.unescape(_TAG.sub("", markup))
+    return html.unescape(strip_tags(markup))
+
+
+def strip_tags(markup: str, replacement: str = "", *, any_closer: bool = False) -> str:
+    """`markup` with script/style blocks and tags replaced by `replacement`, in one
+    linear pass; text without tags is returned as it is. Never raises.
+
+    A "<script" or "<style" opener removes everything up to its closing tag (with
+    `any_closer`, up to the next "</script>" or "</style>", whichever); any other
+    "<" removes up to the next ">" when that is at most MAX_TAG characters on; a "<"
+    with neither stays as text. The next closer and the next ">" are remembered, so
+    no part of the text is searched twice.
+    """
+    out: list[str] = []
+    pos = 0
+    gt = -2                                   # position of the next ">" at or after the cursor; -1: none left
+    closers: dict[str, tuple[int, int]] = {}  # name -> (start, end) of the next closer; (-1, -1): none left
+    at = markup.find("<")
+    while at >= 0:
+        if gt != -1 and gt <= at:
+            gt = markup.find(">", at + 1)
+        if gt == -1:
+            break       # no ">" left: no tag and no closing tag can follow
+        end = -1
+        opener = _BLOCK_OPEN.match(markup, at)
+        if opener is not None:
+            name = "*" if any_closer else opener.group(1).lower()
+            start, stop = closers.get(name, (-2, -2))
+            if start != -1 and start < opener.end():
+                found = (_ANY_CLOSE if any_closer else _BLOCK_CLOSE[name]).search(markup, opener.end())
+                start, stop = (found.start(), found.end()) if found else (-1, -1)
+                closers[name] = (start, stop)
+            end = stop
+        if end < 0:
+            if gt != -1 and gt <= at:
+                gt = markup.find(">", at + 1)
+            if gt != -1 and gt - at - 1 <= MAX_TAG:
+                end = gt + 1
+        if end > 0:
+            out.append(markup[pos:at])
+            out.append(replacement)
+            pos = end
+            at = markup.find("<", end)
+        else:
+            at = markup.find("<", at + 1)
+    out.append(markup[pos:])
+    return "".join(out)
 
 
 def new_text(body: str) -> str:
@@ -72,8 +131,9 @@ def new_text(body: str) -> str:
     """
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     kept: list[str] = []
+    size = 0            # characters kept so far: counted as lines are kept, not summed again
     for index, line in enumerate(lines):
-        text = line.strip()
+        text = line.strip()[:MAX_LINE]
         if text.startswith(">"):
             continue
         if _ends_new_text(lines, index):
@@ -81,13 +141,14 @@ def new_text(body: str) -> str:
         if phrases("app_signature").any(text) or phrases("footer").any(text):
             continue
         kept.append(text)
-        if sum(len(k) for k in kept) > MAX_NEW:
+        size += len(text) + 1       # the newline that joins it: 300,000 empty lines are text too
+        if size > MAX_NEW:
             break
     return "\n".join(kept).strip()
 
 
 def _ends_new_text(lines: list[str], index: int) -> bool:
-    text = lines[index].strip()
+    text = lines[index].strip()[:MAX_LINE]
     if not text:
         return False
     if text in ("--", "-- ", "—") or lines[index].rstrip("\n") == "-- ":
@@ -104,7 +165,7 @@ def _ends_new_text(lines: list[str], index: int) -> bool:
             # not after a finished sentence.
             if index + extra >= len(lines) or not lines[index + extra].strip() or window.endswith((".", "!", "?")):
                 break
-            window = f"{window} {lines[index + extra].strip()}"
+            window = f"{window} {lines[index + extra].strip()[:MAX_LINE]}"
         if len(window) <= 300 and phrases("attribution").any(window) and _looks_like_attribution(window):
             return True
     if phrases("header_block").any(text) and _is_header_block_start(lines, index):

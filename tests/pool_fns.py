@@ -36,3 +36,27 @@ def act(item: Inbound, settings: Any, now: datetime) -> Decision:
         return Decision.ignore(item.id, Kind.UNKNOWN, reason=str(os.getpid()))
     return Decision.ignore(item.id, Kind.UNKNOWN, reason=f"ok {item.raw.decode()}",
                            evidence={"mail_domain": settings.mail_domain})
+
+
+POISON_MARK = b"X-Test-Poison: cpu"
+
+
+def poisoned(item: Inbound, settings: Any, now: datetime) -> Decision:
+    """The real classifier, except that a message carrying POISON_MARK spins on the CPU.
+
+    Since handlers/ reads every input in linear time (issue 22), no real message is slow
+    enough to reach the sandbox's limits; this stands in for the next one that is.
+    """
+    if POISON_MARK in item.raw:
+        while True:
+            pass
+    from handlers.classify import classify
+
+    return classify(item, settings, now)
+
+
+def poison_message() -> bytes:
+    """A well-formed bounce-looking message that `poisoned` never finishes."""
+    return (b"From: Mailer-Daemon <mailer-daemon@mx.example.net>\r\nTo: bounces@example.org\r\n"
+            b"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <poison-1@mx.example.net>\r\n"
+            + POISON_MARK + b"\r\n\r\nThis message could not be delivered.\r\n")
