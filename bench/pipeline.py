@@ -546,7 +546,9 @@ def deployment_env(mode: str, sessions: int, tag: str) -> tuple[dict[str, str], 
     tmp = Path(tempfile.mkdtemp(prefix=f"unsubd-{tag}-"))
     env = {"UNSUBD_SMTP_PORT": "0", "UNSUBD_HTTP_PORT": "0", "UNSUBD_LOG_LEVEL": "WARNING",
            "UNSUBD_CONFIG": str(REPO / "config" / "example.toml"),
-           "UNSUBD_SMTP__MAX_SESSIONS": str(sessions + 10)}
+           "UNSUBD_SMTP__MAX_SESSIONS": str(sessions + 10),
+           # The load generator is one client on loopback: free of the per-client flood limits.
+           "UNSUBD_SMTP__EXEMPT_CLIENTS": '["127.0.0.1/32"]'}
     if mode == "embedded":
         env["UNSUBD_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
         return env, None

@@ -79,6 +79,53 @@ class SmtpSettings(_Frozen):
     max_sessions: int = Field(200, ge=1)                          # concurrent connections; 421 beyond
     idle_timeout: float = Field(60.0, gt=0)                       # seconds without a command
     hostname: str = "unsubd.localdomain"                          # banner and HELO name
+    # Fairness under floods (worker/smtp.py, ClientGate). A "client" is one IPv4 address,
+    # or one IPv6 prefix of client_ipv6_prefix bits. Refusals are 421 4.7.0 and a close.
+    per_client_sessions: int = Field(50, ge=0)        # concurrent sessions per client; 0: no cap
+    per_client_rate: float = Field(20.0, ge=0)        # new connections per second per client; 0: no limit
+    per_client_burst: int = Field(100, ge=1)          # ... of which this many at once (token bucket)
+    # The last reserved_slots of max_sessions go only to clients holding at most
+    # heavy_client_sessions sessions, so one client can never take them all.
+    reserved_slots: int = Field(20, ge=0)
+    heavy_client_sessions: int = Field(4, ge=0)
+    # Above stress_threshold x max_sessions, idle sessions get stress_idle_timeout instead
+    # of idle_timeout (Postfix's stress mode does the same).
+    stress_threshold: float = Field(0.8, gt=0, le=1)
+    stress_idle_timeout: float = Field(10.0, gt=0)
+    # During DATA, each received byte extends the session's deadline by 1/min_data_rate
+    # seconds (never past the idle timeout from now), so a large message on a slow link
+    # is not cut while a sender dribbling bytes is; 0: DATA must end within the idle timeout.
+    min_data_rate: float = Field(500.0, ge=0)         # bytes per second
+    # A message line longer than this gets 451 4.3.0 (transient, see worker/smtp.py);
+    # shorter ones are accepted whatever RFC 5321's 1000 octets say. It is also what one
+    # session may buffer of a line (up to twice this before reading pauses).
+    max_line_length: int = Field(1024 * 1024, ge=1001)
+    client_table_size: int = Field(10000, ge=16)      # clients whose connection rate is remembered
+    client_ipv6_prefix: int = Field(64, ge=16, le=128)
+    exempt_clients: tuple[str, ...] = ()              # networks (CIDR) free of per-client limits: own relays
+    # STARTTLS (RFC 3207): PEM certificate chain and unencrypted key, reread on SIGHUP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    require_tls: bool = False                         # MAIL before STARTTLS gets 530 5.7.0
+
+    @field_validator("exempt_clients")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for text in v:
+            try:
+                out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"not an IP network: {text!r} (use e.g. 192.0.2.0/24 or 2001:db8::/32)") from None
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _tls(self) -> SmtpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both smtp.tls_cert and smtp.tls_key, or neither")
+        if self.require_tls and self.tls_cert is None:
+            raise ValueError("smtp.require_tls needs smtp.tls_cert and smtp.tls_key")
+        return self
 
 
 class ConsumerSettings(_Frozen):
@@ -91,6 +138,11 @@ class ConsumerSettings(_Frozen):
     retry_max: float = Field(300.0, gt=0)
     poll_interval: float = Field(0.5, gt=0)       # embedded queue: seconds between polls when idle
     lease: float = Field(120.0, gt=0)             # embedded queue: seconds an item is claimed for
+    # While the database is away (worker.errors.is_outage) the consumer pauses and probes
+    # it, waiting this long at first, doubling up to the max, each with jitter; no item's
+    # attempts are counted meanwhile.
+    outage_backoff_base: float = Field(0.5, gt=0)
+    outage_backoff_max: float = Field(15.0, gt=0)
     # A `serve` process that runs the consumer but not the SMTP listener adds this to its
     # nice value (0..19; 0 leaves it alone). Accepting mail is latency work with a sender
     # waiting; consuming is batch work behind a durable queue. On a shared box, the
@@ -137,6 +189,36 @@ class BounceSettings(_Frozen):
     # but never suppresses on its own, like one whose return path is unsigned or forged.
     # Turn it on once every sender uses the signed return paths of `unsubd token`.
     require_signed_return_path: bool = False
+    # One message of ours goes to one recipient, so a bounce that names more failed (or
+    # delivered) addresses than this, besides the one a signed return path names, is not
+    # a report about our mail: those addresses are recorded, not acted on, and the bounce
+    # goes to review (a forged DSN naming thousands of addresses, issue 22).
+    max_recipients_per_report: int = Field(5, ge=1)
+
+
+class ComplaintSettings(_Frozen):
+    """Which feedback loops' spam complaints (ARF, JMRP, SES) are acted on without a person."""
+
+    # The feedback-loop sources whose reports are believed: a domain (the report's DKIM
+    # signature, d=, is this domain or under it) or an address (the report's From is
+    # that address and its signature is aligned with the address's domain). The proof is
+    # a DKIM signature that verifies, or a dkim=pass (or dmarc=pass) for such a domain in
+    # the Authentication-Results of one of `trusted_authserv_ids`. Empty: every complaint
+    # goes to review. List a loop's own signing domain or address, not a mailbox
+    # service's domain its users can sign mail with.
+    fbl_sources: tuple[str, ...] = ()
+
+    @field_validator("fbl_sources")
+    @classmethod
+    def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for entry in v:
+            value = entry.strip().lower().rstrip(".")
+            local, at, domain = value.rpartition("@")
+            if (at and not LOCAL_PART.match(local)) or not DOMAIN.match(domain):
+                raise ValueError(f"not a domain or plain address: {entry!r}")
+            out.append(value)
+        return tuple(out)
 
 
 class TokenSettings(_Frozen):
@@ -236,6 +318,7 @@ class Settings(BaseSettings):
     # What a spam complaint unsubscribes: the email of the unit the reported mail came
     # from ("unit"; every unit when it cannot be told), or every unit's email ("all").
     complaint_scope: Literal["unit", "all"] = "unit"
+    complaints: ComplaintSettings = ComplaintSettings()
     tokens: TokenSettings = TokenSettings()
 
     @model_validator(mode="before")

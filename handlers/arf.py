@@ -23,6 +23,14 @@ feedback report. `decide_complaint` turns the report into a `Decision`:
   `not-spam` and `auth-failure` (RFC 6591: about authentication, not about the
   recipient) change nothing and are recorded.
 
+Whose report is believed (issue 22): a report (ARF, JMRP or SES) is acted on only
+when it comes from a configured feedback loop (`complaints.fbl_sources`), proven by a
+DKIM signature of that source that verifies here (`authenticate_source`, with the
+public key from a lookup function the caller passes in: handlers do no DNS) or by a
+dkim=pass or dmarc=pass for it in our own MTA's Authentication-Results. Any other
+report goes to review with its proposed actions kept in evidence (`hold_unproven`).
+Apple's unsubscribe message is the person's own request and is not held.
+
 Two non-ARF forms that carry the same meaning are read too: Apple Mail's
 `X-Apple-Unsubscribe: true` message (an opt-out sent by the mail client) and an
 Amazon SES complaint notification (JSON with `notificationType: Complaint`).
@@ -32,8 +40,10 @@ decided with review=True and no actions. Never raises.
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.message import Message
 from typing import Any
@@ -57,6 +67,7 @@ from handlers.message import (
 )
 from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
 from handlers.ses import notification
+from handlers.trust import passing_domains
 
 FEEDBACK_TYPES = ("message/feedback-report",)
 # Where the reported message (or its headers) is attached: RFC 5965 section 2 (c);
@@ -434,3 +445,197 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
     scope = unit if unit and narrow else "all units"
     return Decision(reason=f"{feedback_type} report ({report.form}); recipient from {where}; "
                            f"unsubscribed from {scope} email", actions=tuple(actions), **base)
+
+
+# --------------------------------------------------------------------------- whose report
+
+
+# Forms a third party sends by mail, which anyone could write: acted on only from a
+# proven feedback-loop source. Apple's unsubscribe message is the person's own request
+# (judged like an emailed opt-out); "upstream" events come from our own queue.
+SOURCE_PROVEN_FORMS = frozenset({"arf", "jmrp", "ses"})
+MAX_SIGNED_BYTES = 4 * 1024 * 1024     # feedback reports are small; larger ones are not verified
+MAX_LINE = 998                          # RFC 5322 section 2.1.1; longer lines are not verified (below)
+MAX_SIGNATURES = 3                      # signatures of configured sources tried per report
+MIN_KEY_BITS = 1024                     # RFC 8301 section 3.2
+
+# `name` is "selector._domainkey.domain." (RFC 6376 section 3.6.2.1); the answer is the
+# TXT record's text, or None when there is none (or DNS failed).
+KeyLookup = Callable[[str], "bytes | str | None"]
+
+# dkimpy logs header contents at debug level and lookup failures at error level; those
+# carry addresses, which never go to our logs.
+_DKIM_LOG = logging.getLogger("unsubd.handlers.arf.dkim")
+_DKIM_LOG.addHandler(logging.NullHandler())
+_DKIM_LOG.propagate = False
+_DKIM_LOG.disabled = True
+
+
+@dataclass(frozen=True)
+class SourceProof:
+    """Whether a report comes from a configured feedback loop, and how that is known.
+
+    `source` is the matching `complaints.fbl_sources` entry (None: not proven); `how` is
+    "dkim" (a signature verified here), "authentication-results" (our own MTA's), or
+    "none"; `bad_signature` is set when a configured source's signature did not verify.
+    """
+
+    source: str | None
+    how: str
+    why: str
+    bad_signature: bool = False
+
+    @property
+    def proven(self) -> bool:
+        return self.source is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "how": self.how, "why": self.why, "bad_signature": self.bad_signature}
+
+
+def _source_entry(domain: str, sender: str | None, sources: tuple[str, ...]) -> str | None:
+    """The configured entry a signing (or DMARC-passing) domain proves, or None.
+
+    A domain entry matches that domain and those under it; an address entry needs the
+    report's From to be that address and the domain aligned with it (RFC 7489 section
+    3.1.1, relaxed: one is the other or under it).
+    """
+    domain = domain.strip().rstrip(".").lower()
+    if not domain:
+        return None
+    for entry in sources:
+        local, at, entry_domain = entry.rpartition("@")
+        if not at:
+            if domain == entry or domain.endswith("." + entry):
+                return entry
+        elif sender == entry and (domain == entry_domain or domain.endswith("." + entry_domain)
+                                  or entry_domain.endswith("." + domain)):
+            return entry
+    return None
+
+
+def _sources(settings: Any) -> tuple[str, ...]:
+    complaints = getattr(settings, "complaints", None)
+    return tuple(getattr(complaints, "fbl_sources", ()) or ())
+
+
+def authenticate_source(raw: bytes, msg: Message, settings: Any, lookup: KeyLookup | None) -> SourceProof:
+    """Whether the report `raw` (parsed as `msg`) comes from a configured feedback loop.
+
+    First our own MTA's Authentication-Results (RFC 8601; only `trusted_authserv_ids`):
+    a dkim=pass or dmarc=pass for a configured source proves it. Else the report's own
+    DKIM-Signature fields (RFC 6376) whose d= is a configured source, at most
+    MAX_SIGNATURES of them, verified with dkimpy and the public key `lookup` returns.
+    Pure as far as `lookup` is: no DNS here.
+
+    Odd input gives an unproven SourceProof with the reason, never an exception: no
+    sources configured, no signature of a source, no `lookup` (offline), no key, a
+    signature that does not verify (`bad_signature`), one with `l=` (it leaves part of
+    the body unsigned), a message over MAX_SIGNED_BYTES or with a line longer than
+    RFC 5322 section 2.1.1 allows (dkimpy's canonicalisation would cost more than
+    linear time on it), or headers dkimpy cannot parse.
+    """
+    sources = _sources(settings)
+    if not sources:
+        return SourceProof(None, "none", "no feedback-loop sources configured (complaints.fbl_sources)")
+    sender = read_sender(msg).address
+    values = [v for k, v in raw_items(msg) if k.lower() == "authentication-results"]
+    for method, domain, authserv in passing_domains(values, getattr(settings, "trusted_authserv_ids", ())):
+        if (entry := _source_entry(domain, sender, sources)) is not None:
+            return SourceProof(entry, "authentication-results", f"{method}=pass for {domain} by {authserv}")
+    claimed = [_tag(v, "d") for k, v in raw_items(msg) if k.lower() == "dkim-signature"]
+    if not any(d and _source_entry(d, sender, sources) for d in claimed):
+        return SourceProof(None, "none", "no DKIM signature or Authentication-Results of a configured "
+                                         "feedback-loop source")
+    return _verify_dkim(raw, sender, sources, lookup)
+
+
+def _tag(value: str, name: str) -> str | None:
+    """One tag of a DKIM-Signature value (RFC 6376 section 3.2), lowercased; or None."""
+    for part in str(value)[:MAX_VALUE * 8].split(";"):
+        key, eq, tag_value = part.partition("=")
+        if eq and key.strip().lower() == name:
+            return "".join(tag_value.split()).lower()
+    return None
+
+
+def _verify_dkim(raw: bytes, sender: str | None, sources: tuple[str, ...],
+                 lookup: KeyLookup | None) -> SourceProof:
+    if lookup is None:
+        return SourceProof(None, "none", "signed by a configured source, but no key lookup here (offline)")
+    if len(raw) > MAX_SIGNED_BYTES:
+        return SourceProof(None, "none", f"larger than {MAX_SIGNED_BYTES} bytes: signature not verified")
+    if any(len(line) > MAX_LINE + 2 for line in raw.split(b"\n")):
+        return SourceProof(None, "none", "a line longer than RFC 5322 allows: signature not verified")
+    try:
+        import dkim  # dkimpy; imported here so that reading other mail never loads it
+        from dkim.util import parse_tag_value
+
+        signer = dkim.DKIM(raw, logger=_DKIM_LOG, minkey=MIN_KEY_BITS)
+        signatures = [v for k, v in signer.headers if k.lower() == b"dkim-signature"]
+    except Exception as exc:  # noqa: BLE001 - bad headers are data
+        return SourceProof(None, "none", f"headers DKIM cannot read ({type(exc).__name__})")
+    fetched: list[bool] = []
+
+    def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | str | None:
+        del timeout                  # the caller's lookup keeps its own
+        text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        answer = lookup(text)
+        fetched.append(bool(answer))
+        return answer
+
+    tried = 0
+    failures: list[str] = []
+    bad = False
+    for index, value in enumerate(signatures):
+        try:
+            tags = parse_tag_value(value)
+        except Exception:  # noqa: BLE001
+            continue
+        domain = tags.get(b"d", b"").decode("ascii", "replace").strip().lower()
+        entry = _source_entry(domain, sender, sources)
+        if entry is None:
+            continue
+        if tried >= MAX_SIGNATURES:
+            break
+        tried += 1
+        if b"l" in tags:
+            failures.append(f"d={domain}: l= leaves part of the body unsigned")
+            continue
+        fetched.clear()
+        try:
+            ok = signer.verify(idx=index, dnsfunc=dnsfunc)
+        except Exception as exc:  # noqa: BLE001 - dkimpy raises for a body hash mismatch, bad fields or keys
+            ok, why = False, f"does not verify ({type(exc).__name__})"
+        else:
+            why = "does not verify" if any(fetched) else "no public key found"
+        if ok:
+            return SourceProof(entry, "dkim", f"DKIM signature of {domain} verified")
+        # A key was there and the signature is wrong, or the signature itself is bad: a
+        # forgery in the name of a configured loop (a missing key may be DNS trouble).
+        bad = bad or why.startswith("does not verify")
+        failures.append(f"d={domain}: {why}")
+    return SourceProof(None, "none", "; ".join(failures) or "no usable signature of a configured source",
+                       bad_signature=bad)
+
+
+def hold_unproven(decision: Decision, report: ArfReport, proof: SourceProof) -> Decision:
+    """The complaint decision as it may be applied, given whose report it is (issue 22).
+
+    Returns `decision` with `source_proof` in its evidence. A report of a form in
+    SOURCE_PROVEN_FORMS whose source is not proven, and that asks for actions, is
+    returned with no actions and review=True instead: its proposed actions go into
+    evidence (`held_actions`), and `suspect` names why ("complaint_unauthenticated",
+    and "complaint_bad_signature" when a configured source's signature failed).
+    Other forms, proven reports and reports that change nothing pass unchanged.
+    """
+    if report.form not in SOURCE_PROVEN_FORMS:
+        return decision
+    evidence = {**decision.evidence, "source_proof": proof.to_json()}
+    if proof.proven or not decision.actions or decision.review:
+        return replace(decision, evidence=evidence)
+    suspect = ["complaint_unauthenticated"] + (["complaint_bad_signature"] if proof.bad_signature else [])
+    evidence.update(held_actions=[a.to_json() for a in decision.actions],
+                    suspect=[*evidence.get("suspect", []), *suspect])
+    return replace(decision, actions=(), review=True, evidence=evidence,
+                   reason=f"{decision.reason}; held for review: not from a proven feedback loop ({proof.why})")

@@ -10,21 +10,28 @@ paths, `bounces+TOKEN@<bounce domain>` (handlers.tokens.sign_return_path): a bou
 to one of those answers mail we sent to one contact's address, with certainty.
 
 The rule (issue 3 item 4): only a bounce attributed with certainty suppresses on its
-own. A bounce to a return path whose signature is bad, or to the unsigned form, is
-recorded and counted as a soft bounce (so repeated ones still reach the soft-bounce
-threshold), and a bounce that names an address other than the one we sent to never
-suppresses that other address. A bounce to the plain bounce address (no tag at all)
-suppresses unless `bounces.require_signed_return_path` is set.
+own. A bounce to the unsigned form is recorded and counted as a soft bounce (so
+repeated ones still reach the soft-bounce threshold), and a bounce that names an
+address other than the one we sent to never suppresses that other address. A bounce to
+the plain bounce address (no tag at all) suppresses unless
+`bounces.require_signed_return_path` is set.
+
+Issue 22: a bounce to a `bounces+TAG@` whose TAG is neither a valid token nor an
+address is evidence of forgery: it is recorded (and counted in the metrics, through
+`suspect` in its evidence) but never counts toward the soft-bounce threshold. And one
+message of ours goes to one recipient, so a bounce that names more addresses to act on
+than `bounces.max_recipients_per_report`, besides the one a signed return path names,
+acts on none of them and goes to review (`limit_recipients`, `hold_implausible`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from handlers.addresses import normalise
-from handlers.model import WILDCARD, Action, ActionType, Inbound
+from handlers.model import WILDCARD, Action, ActionType, Decision, Inbound, Kind
 from handlers.routing import Mailbox, Router
 from handlers.tokens import ReturnPathClaims, keyring_from_settings, verify, verify_return_path
 
@@ -146,7 +153,8 @@ def guard_rows(rows: list[dict[str, Any]], envelope: Envelope, settings: Any = N
     A row that would suppress becomes SOFT_BOUNCE (counted) with `why_not_suppressed`
     when the bounce is not attributed with certainty, or when the row names another
     address than the one we sent to. A row naming the address a signed return path
-    was issued for gets `sent_to: true`.
+    was issued for gets `sent_to: true`. Under a forged return path no row keeps an
+    outcome: what it would have been is kept as `proposed`, with `why_none`.
     """
     require_signed = bool(getattr(getattr(settings, "bounces", None), "require_signed_return_path", False))
     for row in rows:
@@ -161,7 +169,10 @@ def guard_rows(rows: list[dict[str, Any]], envelope: Envelope, settings: Any = N
             why = ("names an address other than the VERP recipient" if address != envelope.hint
                    else "unsigned VERP return path: counted, never suppresses on its own")
         elif envelope.form == "forged":
-            why = "return path with a signature that does not verify: counted, never suppresses on its own"
+            if row.get("outcome") in (ActionType.SUPPRESS.value, ActionType.SOFT_BOUNCE.value):
+                row["proposed"], row["outcome"] = row["outcome"], None
+                row["why_none"] = FORGED_TAG
+            continue
         elif envelope.form == "plain" and require_signed:
             why = "no signed return path (bounces.require_signed_return_path): counted, never suppresses on its own"
         if why and address and row.get("outcome") == ActionType.SUPPRESS.value:
@@ -174,6 +185,50 @@ def guard_rows(rows: list[dict[str, Any]], envelope: Envelope, settings: Any = N
             # not for an address other than the one we sent to.
             row["outcome"] = ActionType.DELIVERED.value
     return rows
+
+
+DEFAULT_MAX_RECIPIENTS = 5
+FORGED_TAG = ("return path tag that does not verify: evidence of forgery, recorded, "
+              "never counted toward the soft-bounce threshold")
+
+
+def limit_recipients(rows: list[dict[str, Any]], settings: Any = None) -> str | None:
+    """Keep a bounce from acting on more addresses than one message of ours had.
+
+    Counts the distinct addresses of rows with an outcome (suppress, soft bounce,
+    delivered) that a signed return path does not name (`sent_to`). Beyond
+    `bounces.max_recipients_per_report` (default 5) those rows lose their outcome, in
+    place: it is kept as `proposed`, with `why_none`. Returns the reason in words, or
+    None when the count is plausible. Settings of another shape give the default.
+    """
+    limit = getattr(getattr(settings, "bounces", None), "max_recipients_per_report", DEFAULT_MAX_RECIPIENTS)
+    limit = limit if isinstance(limit, int) and limit >= 1 else DEFAULT_MAX_RECIPIENTS
+    loose = [row for row in rows if row.get("address") and row.get("outcome") and not row.get("sent_to")]
+    count = len({row["address"] for row in loose})
+    if count <= limit:
+        return None
+    why = (f"names {count} recipients to act on, more than one message of ours has "
+           f"(bounces.max_recipients_per_report = {limit})")
+    for row in loose:
+        row["proposed"], row["outcome"], row["why_none"] = row["outcome"], None, why
+    return why
+
+
+def hold_implausible(decision: Decision) -> Decision:
+    """A bounce decision whose evidence says it named too many recipients (see
+    `limit_recipients`), sent to review when nothing certain is left to act on.
+
+    Returns `decision` unchanged for other kinds, for a plausible bounce, for one
+    already under review, and when actions remain (a signed return path named the
+    address we sent to: that one is acted on, the rest stay recorded). Otherwise
+    review=True, with the count in the reason and the recipients kept in evidence.
+    """
+    why = decision.evidence.get("implausible") if decision.kind is Kind.BOUNCE else None
+    if not why or decision.review or decision.actions:
+        return decision
+    notes = [n for n in decision.evidence.get("notes") or () if str(n).startswith("only the first")]
+    more = f" ({'; '.join(notes)})" if notes else ""
+    return replace(decision, review=True, reason=f"{decision.reason}; not acted on: it {why}{more}")
 
 
 def attributed(rows: list[dict[str, Any]]) -> bool:
@@ -335,11 +390,19 @@ def apply_envelope(item: Inbound, rows: list[dict[str, Any]], original: dict[str
 
     Returns (rows, evidence fields, attributed with certainty). The evidence fields are
     `return_path` (the Envelope), `verp_recipient` (the unsigned hint), `unit` and
-    `unit_source`.
+    `unit_source`; with `implausible` (see `limit_recipients`) and `suspect` (names of
+    what makes the bounce suspect, counted in the metrics) when they apply.
     """
     envelope = read_envelope(item, settings)
     rows = guard_rows(rows, envelope, settings)
+    implausible = limit_recipients(rows, settings)
     unit, how = attribute_unit(envelope, original, item, settings)
-    evidence = {"return_path": envelope.to_json(), "verp_recipient": envelope.hint, "unit": unit,
-                "unit_source": how}
+    evidence: dict[str, Any] = {"return_path": envelope.to_json(), "verp_recipient": envelope.hint, "unit": unit,
+                                "unit_source": how}
+    suspect = (["bounce_forged_return_path"] if envelope.form == "forged" else []) + (
+        ["bounce_implausible_recipients"] if implausible else [])
+    if implausible:
+        evidence["implausible"] = implausible
+    if suspect:
+        evidence["suspect"] = suspect
     return rows, evidence, attributed(rows)

@@ -11,15 +11,21 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from handlers.arf import decide_complaint, read_arf
+from handlers.arf import KeyLookup, authenticate_source, decide_complaint, hold_unproven, read_arf
 from handlers.autoreply import decide_auto_reply, read_auto_reply
 from handlers.bounce import decide_text_bounce, read_bounce
+from handlers.bounce_envelope import hold_implausible
 from handlers.click import decide_queue_item
 from handlers.dsn import decide_bounce, read_dsn
 from handlers.message import describe_defects, is_unreadable, parse_message
 from handlers.model import HIGH, MEDIUM, Decision, Inbound, Kind, confidence_of
 from handlers.reply import decide_optout, read_reply
 from handlers.ses import decide_ses, read_ses
+
+# What makes a report suspect (issue 22), as deciders name it in `evidence["suspect"]`;
+# the consumer counts each, and /metrics shows them as unsubd_consumer_suspect_<name>_total.
+SUSPECT = ("bounce_forged_return_path", "bounce_implausible_recipients", "complaint_unauthenticated",
+           "complaint_bad_signature")
 
 Reader = Callable[[Any], Any | None]
 Decider = Callable[[Inbound, Any, Any, datetime], Decision]
@@ -46,7 +52,7 @@ READERS: tuple[tuple[Reader, Decider], ...] = (
 READER_CONFIDENCE: dict[Reader, float] = {read_arf: HIGH, read_ses: HIGH, read_dsn: HIGH, read_bounce: MEDIUM}
 
 
-def classify(item: Inbound, settings: Any, now: datetime) -> Decision:
+def classify(item: Inbound, settings: Any, now: datetime, *, dkim_lookup: KeyLookup | None = None) -> Decision:
     """Decide what one inbound item means; never raises.
 
     Returns the first reader's decision; if no reader recognises the message, an
@@ -55,15 +61,26 @@ def classify(item: Inbound, settings: Any, now: datetime) -> Decision:
     failure), an unreadable decision for review. Any unexpected exception gives an
     unreadable decision whose reason names the exception type. Every decision
     carries `source=item.source`.
+
+    Reports are believed in proportion to their proof (issue 22): a complaint is
+    acted on only from a proven feedback-loop source (handlers.arf.hold_unproven;
+    `dkim_lookup` fetches a DKIM public key, see handlers.arf.KeyLookup; without it
+    only our own MTA's Authentication-Results can prove the source), and a bounce that
+    names more recipients than one message of ours had goes to review
+    (handlers.bounce_envelope.hold_implausible).
     """
     try:
         if item.source == "queue":
-            return _with_confidence(decide_queue_item(item, settings, now), None)
+            return _with_confidence(hold_implausible(decide_queue_item(item, settings, now)), None)
         msg = parse_message(item.raw)
         for read, decide in READERS:
             report = read(msg)
             if report is not None:
                 decision = decide(item, report, settings, now)
+                if read is read_arf:
+                    decision = hold_unproven(decision, report,
+                                             authenticate_source(item.raw, msg, settings, dkim_lookup))
+                decision = hold_implausible(decision)
                 return _with_confidence(_with_source(decision, item), read)
         if not item.raw.strip():
             return Decision.unreadable(item.id, reason="empty message", source=item.source)

@@ -24,7 +24,8 @@ from worker.contacts import import_rows, parse_csv
 from worker.db import Database
 from worker.models import Event, Outbox, Suppression
 from tests.conftest import EXAMPLE_TOML, REPO, make_settings, port_open, service_missing
-from tests.hostile import pathological_message
+from tests.pool_fns import poison_message, poisoned
+from worker.pool import ClassifyPool
 from tests.messages import dsn
 from tests.test_smtp import send, wait_for
 
@@ -150,11 +151,11 @@ async def _dlq_messages(url: str, queue: str, n: int, timeout: float = 30) -> li
 
 async def test_poison_messages_land_in_the_dlq_with_their_error_while_later_mail_flows(names, pg_url):
     settings = make_settings(pg_url, UNSUBD_PARSE__CPU_SECONDS="1", UNSUBD_PARSE__WALL_SECONDS="5", **names)
-    w = Worker(settings)
+    w = Worker(settings, pool=ClassifyPool(settings, classify_fn=poisoned))
     await w.start()
     try:
         port = w.smtp_address[1]
-        assert await asyncio.to_thread(send, port, pathological_message(), [BOUNCES]) == {}
+        assert await asyncio.to_thread(send, port, poison_message(), [BOUNCES]) == {}
         # An upstream JSON item of a type this version does not handle: parked, not lost.
         conn = await aio_pika.connect(RABBIT_URL)
         async with conn:
@@ -171,7 +172,7 @@ async def test_poison_messages_land_in_the_dlq_with_their_error_while_later_mail
     errors = [str(m.headers.get("x-unsubd-error")) for m in parked]
     assert len(parked) == 2
     assert any("cpu time limit" in e for e in errors) and any("'teleport'" in e for e in errors)
-    assert any(m.body == pathological_message() for m in parked)       # the bytes are kept, for a person
+    assert any(m.body == poison_message() for m in parked)       # the bytes are kept, for a person
 
 
 async def _published(url: str, n: int) -> bool:
@@ -377,7 +378,9 @@ async def test_killed_while_many_sessions_send_every_250_is_processed(names, pg_
 
 
 async def test_broker_stopped_while_sessions_send_batches_gives_451s_and_loses_nothing(names, pg_url):
-    settings = make_settings(pg_url, UNSUBD_AMQP__PUBLISH_TIMEOUT="2", **names)
+    # The senders retry a 451 at once, as no real MTA would, all from 127.0.0.1: without
+    # the per-client connection rate limit, which tests/test_smtp_fair.py covers.
+    settings = make_settings(pg_url, UNSUBD_AMQP__PUBLISH_TIMEOUT="2", UNSUBD_SMTP__PER_CLIENT_RATE="0", **names)
     w = Worker(settings)
     await w.start()
     try:

@@ -4,10 +4,30 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from handlers import ActionType, Kind
+from handlers import ActionType, Decision, Inbound, Kind, classify
 from handlers.addresses import normalise
 from tests import corpus
-from tests.reply_samples import SETTINGS, decide
+from tests.conftest import make_settings
+from tests.reply_samples import NOW, SETTINGS
+
+# Complaints are acted on only from a proven feedback-loop source (issue 22). These
+# tests are about reading reports, so they come from one: our MTA (authserv-id
+# mx.mail.example.org) stamps a dkim=pass for isp.example, a configured source.
+# tests/test_forged_reports.py covers reports without that proof.
+FBL = {"UNSUBD_TRUSTED_AUTHSERV_IDS": '["mx.mail.example.org"]', "UNSUBD_COMPLAINTS__FBL_SOURCES": '["isp.example"]'}
+FBL_SETTINGS = make_settings(**FBL)
+
+
+def stamped(raw: bytes) -> bytes:
+    """`raw` as our MTA passes on a report whose isp.example signature it verified."""
+    eol = b"\r\n" if b"\r\n" in raw[:4000] else b"\n"
+    return b"Authentication-Results: mx.mail.example.org; dkim=pass header.d=isp.example" + eol + raw
+
+
+def decide(raw: bytes, rcpt: tuple[str, ...] = ("fbl@mail.example.org",), mail_from: str | None = "x@example.se",
+           settings=FBL_SETTINGS, stamp: bool = True) -> Decision:
+    raw = stamped(raw) if stamp else raw
+    return classify(Inbound.from_smtp(raw, mail_from, rcpt, NOW), settings, NOW)
 
 ORIGINAL = ("Return-Path: <bounces+kari=example.no@mail.example.org>\nFrom: Alumni <alumni@mail.example.org>\n"
             "To: <redacted@isp.example>\nList-Id: Alumni <alumni.mail.example.org>\nX-NV-Recipient-Id: abc123\n"
@@ -76,6 +96,10 @@ def test_mail_corpus_complaints() -> None:
         decision = decide((root / label["file"]).read_bytes(), rcpt=(), mail_from=None)
         assert decision.kind is Kind.COMPLAINT, label["file"]
         assert {a.address for a in decision.actions} == {label["address"]}, label["file"]
+        # The same report as it arrives (no proof of its source): read the same, held for review.
+        held = decide((root / label["file"]).read_bytes(), rcpt=(), mail_from=None, stamp=False)
+        assert held.kind is Kind.COMPLAINT and held.review and held.actions == (), label["file"]
+        assert {a["address"] for a in held.evidence["held_actions"]} == {label["address"]}, label["file"]
 
 
 def test_bounce_corpus_feedback_recipients() -> None:
@@ -105,17 +129,12 @@ def test_bounce_corpus_feedback_recipients() -> None:
 def test_complaint_scope_all_unsubscribes_every_unit():
     from datetime import datetime, timezone
 
-    from handlers.classify import classify
-    from handlers.model import ActionType, Inbound, Kind
-    from tests import corpus
-    from tests.conftest import make_settings
-
     now = datetime(2026, 3, 1, tzinfo=timezone.utc)
     labels = [l for l in corpus.read_jsonl("mail/labels.jsonl") if l["kind"] == "complaint"]
-    raw = (corpus.require("mail") / labels[0]["file"]).read_bytes()
+    raw = stamped((corpus.require("mail") / labels[0]["file"]).read_bytes())
     item = Inbound.from_file(raw, labels[0]["file"], now)
-    narrow = classify(item, make_settings(), now)
-    wide = classify(item, make_settings(UNSUBD_COMPLAINT_SCOPE="all"), now)
+    narrow = classify(item, make_settings(**FBL), now)
+    wide = classify(item, make_settings(UNSUBD_COMPLAINT_SCOPE="all", **FBL), now)
     assert narrow.kind is wide.kind is Kind.COMPLAINT
     unsub = lambda d: [a for a in d.actions if a.type is ActionType.UNSUBSCRIBE]
     assert unsub(narrow) and all(a.units != "all" for a in unsub(narrow))

@@ -15,11 +15,15 @@ from worker.models import Contact, Preference, Suppression
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
-SETTINGS = make_settings()
+# Complaints are acted on only from a proven feedback loop (issue 22): isp.example is one,
+# and our MTA (mx.mail.example.org) stamps each report below with its dkim=pass.
+SETTINGS = make_settings(UNSUBD_TRUSTED_AUTHSERV_IDS='["mx.mail.example.org"]',
+                         UNSUBD_COMPLAINTS__FBL_SOURCES='["isp.example"]')
 
 
 def complaint(recipient_id: str, n: int = 1, to: str = "redacted@isp.example") -> Inbound:
     raw = (
+        "Authentication-Results: mx.mail.example.org; dkim=pass header.d=isp.example\n"
         "From: fbl@isp.example\nTo: fbl@mail.example.org\nSubject: complaint\nMIME-Version: 1.0\n"
         "Content-Type: multipart/report; report-type=feedback-report; boundary=f\n\n"
         "--f\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\nUser-Agent: isp/1\nVersion: 1\n\n"

@@ -84,9 +84,10 @@ def test_lines_broken_by_a_relay_are_joined_again():
     assert read_ses(parse_message(mail(broken))) is not None
 
 
-def test_a_forged_return_path_only_counts():
+def test_a_forged_return_path_is_only_recorded():
+    # Evidence of forgery (issue 22): recorded, never counted toward the soft-bounce threshold.
     d = decide(mail(json.dumps(bounce())), rcpt="bounces+" + "z" * 34 + "@mail.example.org")
-    assert d.actions[0].type is ActionType.SOFT_BOUNCE
+    assert d.actions == () and d.evidence["recipients"][0]["proposed"] == "suppress"
 
 
 @pytest.mark.parametrize("body", [

@@ -78,7 +78,9 @@ def test_a_bounce_event_with_a_return_path_follows_the_mail_rules():
     assert ok.actions[0].type is ActionType.SUPPRESS and ok.verified and ok.evidence["unit"] == "alumni"
     forged = event({"type": "bounce", "address": "eva@example.se", "status": "5.1.1",
                     "return_path": "bounces+" + "k" * 34 + "@mail.example.org"})
-    assert forged.actions[0].type is ActionType.SOFT_BOUNCE and not forged.verified
+    # A tag that does not verify is evidence of forgery: recorded, never counted (issue 22).
+    assert forged.actions == () and not forged.verified
+    assert forged.evidence["recipients"][0]["proposed"] == "suppress"
 
 
 # --------------------------------------------------------------------------- complaints

@@ -9,6 +9,13 @@ In:  SMTP listeners publish each accepted message to the quorum queue
      dead-letter queue with its error in headers and then acked. The queue's own
      delivery limit (set explicitly: RabbitMQ's default differs between versions)
      is a backstop for messages that kill their consumer before it can say why.
+     An outage is not counted: while the database is away the consumer holds its
+     deliveries unsettled (the prefetch window then keeps more from coming) and
+     applies them once it answers; nothing is nacked, so x-delivery-count does not
+     grow. A delivery that comes back because our channel or connection was lost
+     (RabbitMQ counts that too) has the lost delivery subtracted, when it comes back
+     to this process; one given back because the consumer stopped during an outage
+     is published again with its attempts so far (H_EARLIER_ATTEMPTS), uncounted.
 Out: the relay publishes outbox rows to the topic exchange `unsubd.updates`.
 """
 
@@ -18,6 +25,7 @@ import asyncio
 import json
 import logging
 import random
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -31,7 +39,7 @@ from config import Settings
 from handlers.model import Inbound, item_key
 from worker.consumer import Consumer, Outcome
 from worker.db import GroupCommit
-from worker.errors import QueueUnavailable
+from worker.errors import QueueUnavailable, is_outage
 from worker.relay import OutboundUpdate
 
 log = logging.getLogger("unsubd.amqp")
@@ -45,6 +53,9 @@ BATCH_TYPE = "application/x-unsubd-batch"
 BATCH_VERSION = 1
 # Delivery attempts beyond our own max_attempts before RabbitMQ dead-letters by itself.
 DELIVERY_LIMIT_MARGIN = 2
+# Message ids whose delivery was lost with our channel, remembered (at most this many)
+# so that their redelivery is not counted as an attempt.
+FORGIVEN_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -316,8 +327,20 @@ class AmqpConsumer:
         self._default: aio_pika.abc.AbstractExchange | None = None
         self.dead_lettered = 0
         self.batches_split = 0
+        self.released = 0                        # deliveries published again uncounted (stopped in an outage)
+        # Deliveries lost with the channel, by message id: RabbitMQ counts their
+        # redelivery in x-delivery-count, but they were not the message's failure.
+        self._forgiven: OrderedDict[str, int] = OrderedDict()
+        self._holding: Counter[str] = Counter()  # message ids being handled now
 
     async def run(self, stopping: asyncio.Event) -> None:
+        self._consumer.stopping = stopping
+        try:
+            await self._run(stopping)
+        finally:
+            await self._consumer.outage.close()
+
+    async def _run(self, stopping: asyncio.Event) -> None:
         channel = await self._broker.channel(confirms=True)
         await channel.set_qos(prefetch_count=self._broker.names.prefetch)
         topology = await self._broker.declare(channel)
@@ -344,10 +367,43 @@ class AmqpConsumer:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
         await channel.close()
 
-    async def _deliver(self, message: AbstractIncomingMessage, dlx: aio_pika.abc.AbstractExchange) -> None:
+    def _attempts(self, message: AbstractIncomingMessage) -> int:
+        """This delivery's attempt: earlier deliveries (quorum queues count them in
+        x-delivery-count, including those lost with a channel) and attempts before a
+        re-publish, less the deliveries this process lost without the message's fault."""
         headers = message.headers or {}
-        # Quorum queues count earlier deliveries in x-delivery-count.
-        attempts = header_count(headers.get("x-delivery-count")) + 1 + header_count(headers.get(H_EARLIER_ATTEMPTS))
+        mid = message.message_id or ""
+        forgiven = self._forgiven.pop(mid, 0) if mid else 0
+        if mid and self._holding[mid]:
+            forgiven += 1                        # its earlier delivery is still being handled here: lost with its channel
+        counted = header_count(headers.get("x-delivery-count")) + header_count(headers.get(H_EARLIER_ATTEMPTS))
+        return max(0, counted - forgiven) + 1
+
+    def _forgive(self, message: AbstractIncomingMessage) -> None:
+        """The delivery could not be settled (the broker or our channel went away): its
+        redelivery is not the message's failure."""
+        mid = message.message_id
+        if not mid:
+            return
+        self._forgiven[mid] = self._forgiven.get(mid, 0) + 1
+        self._forgiven.move_to_end(mid)
+        while len(self._forgiven) > FORGIVEN_MAX:
+            self._forgiven.popitem(last=False)
+
+    async def _deliver(self, message: AbstractIncomingMessage, dlx: aio_pika.abc.AbstractExchange) -> None:
+        mid = message.message_id or ""
+        attempts = self._attempts(message)
+        self._holding[mid] += 1
+        try:
+            await self._deliver_counted(message, dlx, attempts)
+        finally:
+            self._holding[mid] -= 1
+            if self._holding[mid] <= 0:
+                del self._holding[mid]
+
+    async def _deliver_counted(self, message: AbstractIncomingMessage, dlx: aio_pika.abc.AbstractExchange,
+                               attempts: int) -> None:
+        headers = message.headers or {}
         try:
             if message.content_type == BATCH_TYPE:
                 await self._deliver_batch(message, dlx, attempts)
@@ -363,11 +419,17 @@ class AmqpConsumer:
             elif outcome.action == "retry":
                 await asyncio.sleep(self._backoff(attempts))
                 await message.nack(requeue=True)
+            elif outcome.action == "release":
+                await self._publish_alone([item], attempts - 1)
+                self.released += 1
+                await message.ack()
             else:
                 await self._dead_letter(dlx, message.body, dict(headers), message.content_type,
                                         message.message_id, outcome.error, attempts)
                 await message.ack()
         except Exception as exc:                 # noqa: BLE001 - the delivery returns to the queue
+            if is_outage(exc):
+                self._forgive(message)
             log.warning("settling a delivery failed; it will be redelivered: %s", type(exc).__name__,
                         extra={"item_id": message.message_id})
 
@@ -395,7 +457,11 @@ class AmqpConsumer:
         outcomes = await asyncio.gather(*(self._consumer.handle(i, attempts) for i in items))
         parked = [(i, o) for i, o in zip(items, outcomes) if o.action == "park"]
         again = [i for i, o in zip(items, outcomes) if o.action == "retry"]
+        released = [i for i, o in zip(items, outcomes) if o.action == "release"]
         await asyncio.gather(*(self._dead_letter_item(dlx, i, o.error, attempts) for i, o in parked))
+        if released:                             # an outage, then a stop: this attempt not counted
+            await self._publish_alone(released, attempts - 1)
+            self.released += len(released)
         if again:
             await asyncio.sleep(self._backoff(attempts))
             await self._publish_alone(again, attempts)

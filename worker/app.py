@@ -21,6 +21,7 @@ from worker.db import Database, redact_url
 from worker.http import HttpServer, build_app
 from worker.keys import settings_with_keys
 from worker.models import Unit
+from worker.dkim_keys import classify_with_dns
 from worker.pool import ClassifyPool
 from worker.queue import EmbeddedQueue
 from worker.relay import FeedPublisher, Handoff, Relay
@@ -111,7 +112,7 @@ class Worker:
                 self.relay.publisher = publisher
         if "consumer" in self.roles:
             if self.pool is None:
-                self.pool = ClassifyPool(self.settings)
+                self.pool = ClassifyPool(self.settings, classify_fn=classify_with_dns)   # DKIM keys of FBL reports
             await self.pool.warm_up()
             if self.broker is not None and self.settings.relay.handoff:
                 own = AmqpPublisher(self.broker)
@@ -182,11 +183,14 @@ class Worker:
             out["smtp_accepted_total"] = self.smtp.ingress.accepted
             out["smtp_deferred_total"] = self.smtp.ingress.deferred
             out["smtp_sessions"] = self.smtp.sessions
+            out.update(self.smtp.counters())
         if self.consumer is not None:
             c = self.consumer.counters
             out.update(consumer_applied_total=c.applied, consumer_duplicates_total=c.duplicates,
                        consumer_retried_total=c.retried, consumer_parked_total=c.parked,
-                       consumer_updates_total=c.updates)
+                       consumer_updates_total=c.updates, consumer_outage_pauses_total=c.outage_pauses,
+                       consumer_released_total=c.released, consumer_recovered_total=c.recovered)
+            out.update({f"consumer_suspect_{name}_total": n for name, n in c.suspect_reports.items()})
         return out
 
 
@@ -210,6 +214,8 @@ async def serve(settings: Settings, roles: Iterable[str] = ROLES) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP rereads the SMTP TLS certificate and key (renewed certificates) for new connections.
+    loop.add_signal_handler(signal.SIGHUP, lambda: worker.smtp is not None and worker.smtp.reload_tls())
     try:
         await worker.start()
     except BaseException:

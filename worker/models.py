@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -184,6 +185,12 @@ class InboundItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     available_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The process (and queue) holding the lease while `processing` (worker.queue.Claimer),
+    # so that a consumer starting on the same machine takes back a dead one's items at once.
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    # In flight when its consumer died: handled alone from then on, so that a crash while it
+    # is the only item in flight is its own fault and counts as an attempt (worker.queue).
+    crashed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Outbox(Base):
