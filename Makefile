@@ -45,12 +45,12 @@ test: $(STAMP) browser
 ## make proof: the ledger state machine at length, on SQLite and PostgreSQL (prints hypothesis statistics)
 proof: $(STAMP)
 	UNSUBD_LEDGER_EXAMPLES=$${UNSUBD_LEDGER_EXAMPLES:-500} UNSUBD_LEDGER_STEPS=$${UNSUBD_LEDGER_STEPS:-50} \
-	  $(BIN)/python -m pytest -p no:timeout tests/test_ledger_machine.py --hypothesis-show-statistics -q
+	  $(BIN)/python -m pytest -p no:timeout tests/integration/test_ledger_machine.py --hypothesis-show-statistics -q
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
-## make fuzz: a long run of the classify fuzz target (tests/test_fuzz_classify.py; CI runs 200 examples per test)
+## make fuzz: a long run of the classify fuzz target (tests/unit/test_fuzz_classify.py; CI runs 200 examples per test)
 .PHONY: fuzz
 fuzz: $(STAMP)
-	UNSUBD_FUZZ_EXAMPLES=$${UNSUBD_FUZZ_EXAMPLES:-20000} $(BIN)/python -m pytest -q -p no:timeout tests/test_fuzz_classify.py
+	UNSUBD_FUZZ_EXAMPLES=$${UNSUBD_FUZZ_EXAMPLES:-20000} $(BIN)/python -m pytest -q -p no:timeout tests/unit/test_fuzz_classify.py

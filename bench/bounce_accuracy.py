@@ -1,6 +1,6 @@
 """Bounce accuracy: unsubd against flufl.bounce on ../shared/corpus/bounces, side by side.
 
-Run: .venv/bin/python bench/bounce_accuracy.py [--rounds N]   (UNSUBD_CORPUS overrides the corpus root)
+Run: .venv/bin/python -m bench.bounce_accuracy [--rounds N]   (UNSUBD_CORPUS overrides the corpus root)
 
 Prints recipient precision and recall, hard/soft, permanent/temporary and status
 agreement, complaint recipients found, false alarms on non-bounces and messages/s,
@@ -51,12 +51,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import config  # noqa: E402
-from handlers import Inbound, Kind, classify  # noqa: E402
-from handlers import dsn  # noqa: E402
-from handlers.addresses import normalise  # noqa: E402
+import config
+from handlers import Inbound, Kind, classify
+from handlers.bounces import dsn
+from handlers.mail.addresses import normalise
 
 NOW = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
 FOLDERS = ("bsd", "dos", "err", "not", "flufl")

@@ -8,7 +8,7 @@ ceiling the parser sets), how long the sandbox takes to answer for one message a
 time (p50 and p99 of 300 corpus messages, 10 ms apart, as a quiet consumer sees it), how
 many decisions each database transaction carried, and writes bench/results/consumer.json.
 
-    .venv/bin/python bench/consumer.py [--messages 2000] [--postgres | --database-url URL]
+    .venv/bin/python -m bench.consumer [--messages 2000] [--postgres | --database-url URL]
     (UNSUBD_* variables apply, e.g. UNSUBD_CONSUMER__CONCURRENCY=16)
 
 --postgres creates a fresh database on 127.0.0.1:5432 and drops it afterwards; a
@@ -28,15 +28,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import config  # noqa: E402
-from handlers.model import Inbound  # noqa: E402
-from worker.app import Worker  # noqa: E402
-from worker.pool import ClassifyFailed, ClassifyPool  # noqa: E402
+import config
+from handlers.model import Inbound
+from worker.app import Worker
+from worker.pipeline.pool import ClassifyFailed, ClassifyPool
 
-sys.path.insert(0, str(REPO / "bench"))
-from pipeline import corpus_messages, drop_pg_database, make_pg_database, pct, PG  # noqa: E402
+from bench.pipeline import corpus_messages, drop_pg_database, make_pg_database, pct, PG
 
 
 async def run(args: argparse.Namespace) -> dict:

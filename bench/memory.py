@@ -13,7 +13,7 @@ in all and per process (listener, consumer, each parser worker: a cache filling 
 one process reads differently from a whole deployment creeping), and writes
 bench/results/memory.json. No pass/fail: read the curve.
 
-    .venv/bin/python bench/memory.py [--messages 20000] [--round 1000] [--mode embedded|production]
+    .venv/bin/python -m bench.memory [--messages 20000] [--round 1000] [--mode embedded|production]
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from pipeline import Serve, accept_rate, clean_up, corpus_messages, deployment_env, settle, tree  # noqa: E402
+from bench.pipeline import Serve, accept_rate, clean_up, corpus_messages, deployment_env, settle, tree
 
 
 def rss_kb(pid: int) -> int:

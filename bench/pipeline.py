@@ -38,7 +38,7 @@ It measures:
 
 Prints the figures and writes bench/results/pipeline.json.
 
-    .venv/bin/python bench/pipeline.py [--modes embedded,production] [--sessions 20]
+    .venv/bin/python -m bench.pipeline [--modes embedded,production] [--sessions 20]
         [--accept-messages 2000] [--big-messages 500] [--rates 100,200]
         [--latency-messages 1000] [--e2e-messages 3000] [--accept-rounds 3]
 """
@@ -73,7 +73,6 @@ LOGS = REPO / "bench" / "results" / "logs"     # the servers' stderr, one file p
 QUIET_SECONDS, QUIET_SHARE = 1.0, 0.05    # settled: the servers used at most 5% of a core for a second
 TICK = os.sysconf("SC_CLK_TCK")           # the unit of the CPU times in /proc
 RABBITMQ_COMMANDS = {"beam.smp", "erl_child_setup", "epmd", "inet_gethost"}   # the broker's processes
-sys.path.insert(0, str(REPO))
 CORPUS = Path(os.environ.get("UNSUBD_CORPUS", REPO.parent / "shared" / "corpus"))
 RABBIT = os.environ.get("UNSUBD_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
@@ -217,7 +216,7 @@ class Serve:
         self.logs = [LOGS / f"serve-{name}.log" for name in self.names]
         for extra, log_path in zip(roles, self.logs):
             with log_path.open("w") as log_file:
-                proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", *extra], cwd=REPO,
+                proc = subprocess.Popen([sys.executable, "-m", "worker.cli.main", "serve", *extra], cwd=REPO,
                                         env={**os.environ, **env}, stdout=subprocess.PIPE,
                                         stderr=log_file, text=True)
             line = proc.stdout.readline()
@@ -530,7 +529,7 @@ def make_pg_database() -> str:
     name = f"unsubd_bench_{uuid.uuid4().hex[:8]}"
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f'CREATE DATABASE "{name}"'], check=True)
     url = PG + name
-    subprocess.run([sys.executable, "-m", "worker.cli", "db", "upgrade"], cwd=REPO, check=True,
+    subprocess.run([sys.executable, "-m", "worker.cli.main", "db", "upgrade"], cwd=REPO, check=True,
                    env={**os.environ, "UNSUBD_DATABASE_URL": url}, capture_output=True)
     return name
 

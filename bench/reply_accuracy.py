@@ -3,7 +3,7 @@
 Prints the figures and writes bench/results/reply_accuracy.json. Not a pass/fail
 test: the targets (issue 4) are printed beside the figures.
 
-    .venv/bin/python bench/reply_accuracy.py        # UNSUBD_CORPUS overrides ../shared/corpus
+    .venv/bin/python -m bench.reply_accuracy        # UNSUBD_CORPUS overrides ../shared/corpus
 
 Definitions:
 * false opt-out: an UNSUBSCRIBE action (acted on, review=False) on a message whose
@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import config  # noqa: E402
-from handlers import ActionType, Inbound, classify  # noqa: E402
-from handlers.model import ALL, confidence_level, confidence_of  # noqa: E402
+import config
+from handlers import ActionType, Inbound, classify
+from handlers.model import ALL, confidence_level, confidence_of
 
 NOW = datetime(2026, 4, 30, 12, 0, tzinfo=timezone.utc)
 ALL_UNITS = {"alumni", "research-news", "student-comms", "events"}

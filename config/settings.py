@@ -79,7 +79,7 @@ class SmtpSettings(_Frozen):
     max_sessions: int = Field(200, ge=1)                          # concurrent connections; 421 beyond
     idle_timeout: float = Field(60.0, gt=0)                       # seconds without a command
     hostname: str = "unsubd.localdomain"                          # banner and HELO name
-    # Fairness under floods (worker/smtp.py, ClientGate). A "client" is one IPv4 address,
+    # Fairness under floods (worker/ingress/smtp.py, ClientGate). A "client" is one IPv4 address,
     # or one IPv6 prefix of client_ipv6_prefix bits. Refusals are 421 4.7.0 and a close.
     per_client_sessions: int = Field(50, ge=0)        # concurrent sessions per client; 0: no cap
     per_client_rate: float = Field(20.0, ge=0)        # new connections per second per client; 0: no limit
@@ -96,7 +96,7 @@ class SmtpSettings(_Frozen):
     # seconds (never past the idle timeout from now), so a large message on a slow link
     # is not cut while a sender dribbling bytes is; 0: DATA must end within the idle timeout.
     min_data_rate: float = Field(500.0, ge=0)         # bytes per second
-    # A message line longer than this gets 451 4.3.0 (transient, see worker/smtp.py);
+    # A message line longer than this gets 451 4.3.0 (transient, see worker/ingress/smtp.py);
     # shorter ones are accepted whatever RFC 5321's 1000 octets say. It is also what one
     # session may buffer of a line (up to twice this before reading pauses).
     max_line_length: int = Field(1024 * 1024, ge=1001)
@@ -223,7 +223,7 @@ class ComplaintSettings(_Frozen):
 
 class TokenSettings(_Frozen):
     """Unsubscribe-link signing keys. With no keys, the embedded (SQLite) mode creates one
-    beside the database file on first start (worker/keys.py); production sets them."""
+    beside the database file on first start (worker/store/keys.py); production sets them."""
 
     keys: dict[str, SecretStr] = {}               # key id -> secret (at least 32 characters)
     active: str | None = None                     # the key that signs new links; default: the only key

@@ -11,16 +11,16 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from handlers.arf import KeyLookup, authenticate_source, decide_complaint, hold_unproven, read_arf
-from handlers.autoreply import decide_auto_reply, read_auto_reply
-from handlers.bounce import decide_text_bounce, read_bounce
-from handlers.bounce_envelope import hold_implausible
-from handlers.click import decide_queue_item
-from handlers.dsn import decide_bounce, read_dsn
-from handlers.message import describe_defects, is_unreadable, parse_message
+from handlers.complaints.arf import KeyLookup, authenticate_source, decide_complaint, hold_unproven, read_arf
+from handlers.replies.autoreply import decide_auto_reply, read_auto_reply
+from handlers.bounces.text import decide_text_bounce, read_bounce
+from handlers.bounces.envelope import hold_implausible
+from handlers.events.click import decide_queue_item
+from handlers.bounces.dsn import decide_bounce, read_dsn
+from handlers.mail.message import describe_defects, is_unreadable, parse_message
 from handlers.model import HIGH, MEDIUM, Decision, Inbound, Kind, confidence_of
-from handlers.reply import decide_optout, read_reply
-from handlers.ses import decide_ses, read_ses
+from handlers.replies.reply import decide_optout, read_reply
+from handlers.bounces.ses import decide_ses, read_ses
 
 # What makes a report suspect (issue 22), as deciders name it in `evidence["suspect"]`;
 # the consumer counts each, and /metrics shows them as unsubd_consumer_suspect_<name>_total.
@@ -48,7 +48,7 @@ READERS: tuple[tuple[Reader, Decider], ...] = (
 
 # Confidence for deciders that do not weigh their own evidence: a report parsed from
 # its RFC 3464 / RFC 5965 structure is surer than a bounce recognised by MTA text.
-# Replies and auto-replies set their own (handlers.reply, handlers.autoreply).
+# Replies and auto-replies set their own (handlers.replies.reply, handlers.replies.autoreply).
 READER_CONFIDENCE: dict[Reader, float] = {read_arf: HIGH, read_ses: HIGH, read_dsn: HIGH, read_bounce: MEDIUM}
 
 
@@ -63,11 +63,11 @@ def classify(item: Inbound, settings: Any, now: datetime, *, dkim_lookup: KeyLoo
     carries `source=item.source`.
 
     Reports are believed in proportion to their proof (issue 22): a complaint is
-    acted on only from a proven feedback-loop source (handlers.arf.hold_unproven;
-    `dkim_lookup` fetches a DKIM public key, see handlers.arf.KeyLookup; without it
+    acted on only from a proven feedback-loop source (handlers.complaints.arf.hold_unproven;
+    `dkim_lookup` fetches a DKIM public key, see handlers.complaints.arf.KeyLookup; without it
     only our own MTA's Authentication-Results can prove the source), and a bounce that
     names more recipients than one message of ours had goes to review
-    (handlers.bounce_envelope.hold_implausible).
+    (handlers.bounces.envelope.hold_implausible).
     """
     try:
         if item.source == "queue":

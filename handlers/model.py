@@ -101,7 +101,7 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Action:
-    """One state change a decision asks for. `address` is normalised (see handlers.addresses)."""
+    """One state change a decision asks for. `address` is normalised (see handlers.mail.addresses)."""
 
     type: ActionType
     address: str

@@ -311,7 +311,7 @@ def _unb32(text: str) -> bytes | None:
 def sign_return_path(contact_id: int, address: str, unit: str, keyring: Keyring) -> str:
     """The return-path token for mail from `unit` (or '*') to `address` of `contact_id`.
 
-    `address` must be the normalised address the message is sent to (handlers.addresses).
+    `address` must be the normalised address the message is sent to (handlers.mail.addresses).
     Raises ValueError for claims no token can carry (programming errors).
     """
     if not isinstance(contact_id, int) or not 1 <= contact_id < 2**63:
@@ -379,7 +379,7 @@ def reply_address(token: str, reply_address_of_unit: str) -> str | None:
     """The Reply-To address `local+TOKEN@domain` for one message, or None when too long.
 
     A reply to it proves that the mail reached the token's contact, so an opt-out
-    written in the reply is verified (handlers.reply). `reply_address_of_unit` is the
+    written in the reply is verified (handlers.replies.reply). `reply_address_of_unit` is the
     unit's own reply address, or the shared `reply@` address. None when the local
     part would exceed RFC 5321's 64 octets; the plain address then still works,
     unverified.
@@ -393,7 +393,7 @@ def keyring_from_settings(settings: Any) -> Keyring | None:
     """The keyring in `settings.tokens.keys`, or None when there are no keys (then no token verifies).
 
     The worker fills these in from the embedded key file before classification
-    (worker.keys.settings_with_keys), so the sandboxed classifier can verify tokens.
+    (worker.store.keys.settings_with_keys), so the sandboxed classifier can verify tokens.
     """
     tokens = getattr(settings, "tokens", None)
     keys = getattr(tokens, "keys", None) or {}

@@ -20,8 +20,52 @@ PG_HOST, PG_PORT = os.environ.get("UNSUBD_TEST_PG_HOST", "127.0.0.1"), 5432
 PG_ADMIN_URL = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/postgres"
 
 
+# The markers of tests that need a service (pyproject.toml registers them; --strict-markers).
+# A test gets its marker from the fixtures it uses (below), or from a `pytestmark` in its
+# module when it reaches the service itself; `service_missing` checks that it has one, so
+# `pytest -m "not rabbitmq"` can be trusted to leave out every test that needs RabbitMQ.
+SERVICE_FIXTURES = {
+    "postgres": {"pg_url"},
+    "rabbitmq": {"rabbit", "names", "rabbit_backend"},
+    "browser": {"served"},
+}
+SERVICE_PARAMS = {"postgres": "postgres", "rabbitmq": "rabbitmq"}   # a parameter id naming the service
+_running: list[pytest.Item] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = " ".join(str(v) for v in callspec.params.values()) if callspec else ""
+        for marker, fixtures in SERVICE_FIXTURES.items():
+            if used & fixtures or (marker in SERVICE_PARAMS and SERVICE_PARAMS[marker] in params):
+                item.add_marker(marker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
+
+
+def _marker_for(what: str) -> str:
+    lowered = what.lower()
+    return "postgres" if "postgres" in lowered else "rabbitmq" if "rabbitmq" in lowered else "browser"
+
+
 def service_missing(what: str) -> None:
-    """A needed service is not there: fail in CI (nothing may pass untested), skip locally."""
+    """A needed service is not there: fail in CI (nothing may pass untested), skip locally.
+
+    A test that reaches a service must carry its marker: one without it fails here, so
+    that `-m "not postgres"` and the like never hide a test that needs the service.
+    """
+    marker = _marker_for(what)
+    if _running and _running[-1].get_closest_marker(marker) is None:
+        pytest.fail(f"{_running[-1].nodeid} needs {what} but is not marked `{marker}`")
     if IN_CI:
         pytest.fail(f"{what} is not reachable, and CI=true: a missing service fails the test")
     pytest.skip(f"{what} is not reachable (start it; in CI this fails)")
@@ -85,8 +129,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh, migrated PostgreSQL database only (production's backend)."""
-    from worker import migrate
-    from worker.db import Database
+    from worker.store import migrate
+    from worker.store.db import Database
 
     if not port_open(PG_HOST, PG_PORT):
         service_missing(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
@@ -111,8 +155,8 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 async def database(db_url: str) -> AsyncIterator[Any]:
     """A migrated Database on each backend."""
-    from worker import migrate
-    from worker.db import Database
+    from worker.store import migrate
+    from worker.store.db import Database
 
     db = Database.connect(db_url)
     await migrate.upgrade(db.engine)

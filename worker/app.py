@@ -9,23 +9,21 @@ import signal
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from config import ConfigError, Settings
 from handlers.model import Inbound
-from worker import migrate
-from worker.amqp import AmqpConsumer, AmqpEnqueue, AmqpPublisher, Broker
-from worker.consumer import Consumer
-from worker.db import Database, redact_url
-from worker.http import HttpServer, build_app
-from worker.keys import settings_with_keys
-from worker.models import Unit
-from worker.dkim_keys import classify_with_dns
-from worker.pool import ClassifyPool
-from worker.queue import EmbeddedQueue
-from worker.relay import FeedPublisher, Handoff, Relay
-from worker.smtp import SmtpIngress, SmtpServer
+from worker.store import migrate
+from worker.queue.amqp import AmqpConsumer, AmqpEnqueue, AmqpPublisher, Broker
+from worker.pipeline.consumer import Consumer
+from worker.store.db import Database, redact_url
+from worker.ingress.http import HttpServer, build_app
+from worker.store.keys import settings_with_keys
+from worker.store.units import sync_units
+from worker.pipeline.dkim_keys import classify_with_dns
+from worker.pipeline.pool import ClassifyPool
+from worker.queue.embedded import EmbeddedQueue
+from worker.outbox.relay import FeedPublisher, Handoff, Relay
+from worker.ingress.smtp import SmtpIngress, SmtpServer
 
 log = logging.getLogger("unsubd")
 
@@ -53,19 +51,6 @@ async def prepare_database(settings: Settings, db: Database, clock: Callable[[],
         raise ConfigError(f"the database {redact_url(settings.database_url)} is not at the newest schema; "
                           "run `unsubd db upgrade` first")
     await sync_units(settings, db, clock())
-
-
-async def sync_units(settings: Settings, db: Database, now: datetime) -> None:
-    """Mirror the configured units into the `unit` table (the settings are the source)."""
-    if not settings.units:
-        return
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    async with db.transaction() as s:
-        for unit in settings.units.values():
-            values = {"key": unit.key, "name_sv": unit.names.sv, "name_nb": unit.names.nb,
-                      "name_en": unit.names.en, "updated_at": now}
-            stmt = insert(Unit).values(**values)
-            await s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=values))
 
 
 class Worker:

@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line, with the `extra` fields of each call.
 
-Addresses never appear in clear: callers pass `handlers.addresses.address_hash(...)`.
+Addresses never appear in clear: callers pass `handlers.mail.addresses.address_hash(...)`.
 """
 
 from __future__ import annotations

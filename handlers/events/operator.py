@@ -58,7 +58,7 @@ def release(address: str, reason: str, operator: str) -> Decision:
 def opt_in(address: str, units: Scope, channels: Scope, reason: str, operator: str) -> Decision:
     """An operator opts `address` back in for `units` x `channels` (the person asked, e.g. by phone).
 
-    Raises ValueError for an empty reason: handlers.rules lets an operator opt someone
+    Raises ValueError for an empty reason: handlers.state.rules lets an operator opt someone
     in only with their identity and a reason.
     """
     why = reason.strip()
@@ -77,7 +77,7 @@ def settle_review(review_id: int, resolution: str, address: str | None, operator
 
     Raises ValueError for an unknown resolution or an opt-out with no address. Whether
     the item exists and is still open is checked by apply inside the transaction
-    (handlers.plan: `refused`), so two operators cannot settle one item twice.
+    (handlers.state.plan: `refused`), so two operators cannot settle one item twice.
     """
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolve as one of {', '.join(RESOLUTIONS)}")

@@ -1,13 +1,13 @@
 """One-click (RFC 8058) and the preference page: what a person sees, and what a save means.
 
 The page shows one box per (unit, channel) and a "Stop all contact" box. A save makes
-the effective state equal what the form says (handlers.plan.effective_state), so
+the effective state equal what the form says (handlers.state.plan.effective_state), so
 what a person sees after saving is what they ticked:
 
 * "Stop all" ticked: (*, *) unsubscribed; the boxes say nothing then.
 * "Stop all" shown ticked and now unticked: the stop is undone, (*, *) subscribed,
   and every box left unticked is unsubscribed in the same decision (a tie between
-  rows of one moment goes to "unsubscribed": handlers.plan.effective_state).
+  rows of one moment goes to "unsubscribed": handlers.state.plan.effective_state).
 * Otherwise each box whose state differs from what it showed is written.
 
 While "Stop all" is in effect the boxes show the choices beneath it (the state
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from handlers.model import ALL, WILDCARD, Action, ActionType, Channel, Decision, Kind, State, item_key
-from handlers.plan import PreferenceRow, effective_state
+from handlers.state.plan import PreferenceRow, effective_state
 
 CHANNELS = tuple(c.value for c in Channel)
 Rows = Mapping[tuple[str, str], PreferenceRow]
@@ -66,7 +66,7 @@ def save(address: str, rows: Rows, shown: list[tuple[str, str]], wanted: set[tup
 
     `shown` are the (unit, channel) boxes the form carried, `wanted` those ticked. The
     signed token and its form proof are the proof that lets a save opt back in
-    (handlers.rules); the caller has checked both. A repeat of the same save (same
+    (handlers.state.rules); the caller has checked both. A repeat of the same save (same
     proof, same changes) has the same item id, so it is applied once.
     """
     actions: list[Action] = []

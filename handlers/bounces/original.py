@@ -1,0 +1,75 @@
+"""The returned original inside a bounce: the headers of the message we sent, as far
+as the bouncing server gave them back (RFC 3464 section 2, RFC 6522 section 3).
+
+Shared by the DSN reader (handlers.bounces.dsn) and the text notice reader
+(handlers.bounces.text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import Message
+
+from handlers.mail.message import content_type, header_text, parse_headers, payload_bytes, payload_parts, undo_iso2022
+
+MAX_VALUE = 1000        # characters kept of any one field value (diagnostics run long)
+
+
+# Content types that carry the machine-readable report (RFC 3464 section 2.1,
+# RFC 6533 section 6.2 for the UTF-8 variant).
+STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+
+
+# Content types that carry the returned message or its headers (RFC 6522 section 3,
+# RFC 3462, RFC 6532/6533 for the global variants).
+ORIGINAL_TYPES = ("message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers")
+
+
+@dataclass(frozen=True)
+class ReturnedOriginal:
+    """Headers of the returned message (RFC 3464 section 2, third part), as plain strings."""
+
+    message_id: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    list_id: str | None = None
+    recipient_id: str | None = None     # X-NV-Recipient-Id, set on everything unsubd's senders send
+    return_path: str | None = None      # our signed VERP return path, when the original kept it
+    list_unsubscribe: str | None = None  # our List-Unsubscribe, whose URIs carry a signed token
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"message_id": self.message_id, "from": self.from_, "to": self.to,
+                "list_id": self.list_id, "recipient_id": self.recipient_id,
+                "return_path": self.return_path, "list_unsubscribe": self.list_unsubscribe}
+
+
+def returned_original(part: Message) -> ReturnedOriginal | None:
+    """The identifying headers of one returned-message part (message/rfc822, or the
+    text/rfc822-headers form), or None when it has none. Shared with handlers.bounces.text."""
+    headers = _original_headers(part)
+    if headers is None:
+        return None
+    original = ReturnedOriginal(
+        message_id=_cut(header_text(headers, "Message-ID")),
+        from_=_cut(header_text(headers, "From")),
+        to=_cut(header_text(headers, "To")),
+        list_id=_cut(header_text(headers, "List-Id")),
+        recipient_id=_cut(header_text(headers, "X-NV-Recipient-Id")),
+        return_path=_cut(header_text(headers, "Return-Path")),
+        list_unsubscribe=_cut(header_text(headers, "List-Unsubscribe")),
+    )
+    return original if any(original.to_json().values()) else None
+
+
+def _original_headers(part: Message) -> Message | None:
+    if content_type(part).endswith("-headers"):
+        return parse_headers(payload_bytes(part))
+    inner = payload_parts(part)
+    return inner[0] if inner else None
+
+
+def _cut(value: str | None, limit: int = MAX_VALUE) -> str | None:
+    if value is None:
+        return None
+    value = undo_iso2022(value.strip())
+    return value if len(value) <= limit else value[:limit]

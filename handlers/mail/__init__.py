@@ -1,0 +1,1 @@
+"""The MIME and header toolkit every reader uses: parsing with limits, addresses, From."""

@@ -1,0 +1,1 @@
+"""Human replies: intent, quoted history, phrase tables, auto-replies, sender trust."""

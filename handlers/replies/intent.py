@@ -1,0 +1,365 @@
+"""What a person asks for in newly written text: opt-out, its scope, or something else.
+
+The text is split into sentences (subject first, when it is the sender's own words),
+and each sentence into clauses at dashes and semicolons. Phrase lists per language
+(handlers/data/phrases/*.toml) decide:
+
+* a sentence with an opt-out phrase counts unless it is negated ("I do NOT want to
+  unsubscribe"), a look-alike ("stop the presses", "remove me from the attendee
+  list"), or a question about how to unsubscribe;
+* channels named in the opt-out clauses narrow the channel ("inga fler sms"); "at
+  all", "ingenting mer" or every channel listed means all channels; channels in a
+  keeping clause ("email is fine", "Mejl går bra") are kept;
+* units named (any configured name or alias) in opt-out clauses narrow the unit;
+  units in keeping clauses or after "except"/"utom" are kept;
+* erasure, access, address-change, re-subscribe and third-party phrases are
+  reported separately so the decider can send the item to review (or, for a
+  re-subscribe request from a verified sender, act on it);
+* an opt-out gets a confidence: high for a clear phrase early in the sender's own
+  words in one language, lower for each doubt (see _confidence).
+
+Words inside quotation marks are mentions, not requests ('I clicked "avregistrera"
+by mistake'), so quoted strings are removed before matching.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from handlers.model import ALL, Channel
+from handlers.replies.phrases import channel_words, phrases
+
+CHANNELS = (Channel.EMAIL.value, Channel.SMS.value, Channel.PHONE.value, Channel.LETTER.value)
+_QUOTED = re.compile(r"\"[^\"\n]{0,200}\"|“[^”\n]{0,200}”|”[^”\n]{0,200}”|«[^»\n]{0,200}»|„[^“\n]{0,200}“")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*[-*•]\s)")
+_CLAUSE = re.compile(r"\s+[–—-]\s+|[;,]\s*|\s*\(\s*|\)\s*")
+# Text read for intent is cut to this many characters per text (the subject, the new
+# text): every phrase list is searched in every sentence, so the cost is the text's
+# length times the number of patterns. The reply reader already keeps at most
+# handlers.replies.quotes.MAX_NEW characters of new text and 500 of the subject; this bound is
+# for any other caller, so that no text costs more than this much.
+MAX_TEXT = 10_000
+# RFC 5321 section 4.5.3.1.1-2: a local part has at most 64 octets and a domain at most
+# 255. A run of address characters longer than that around an "@" is no address, and
+# the scanner below never looks further than this from one "@".
+MAX_LOCAL = 64
+MAX_DOMAIN = 255
+_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+'-")
+_DOMAIN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass
+class Intent:
+    """What the text asks for. `optout` is True only for a clear request."""
+
+    optout: bool = False
+    units: tuple[str, ...] | str = ALL
+    channels: tuple[str, ...] | str = ("email",)
+    languages: tuple[str, ...] = ()
+    matched: list[str] = field(default_factory=list)     # the opt-out phrases that matched, as evidence
+    negated: bool = False
+    lookalike: bool = False
+    question: bool = False
+    resubscribe: bool = False
+    third_party: bool = False
+    address_change: bool = False
+    erasure: bool = False
+    access: bool = False
+    addresses: tuple[str, ...] = ()                       # addresses named in the text
+    kept_units: tuple[str, ...] = ()
+    kept_channels: tuple[str, ...] = ()
+    optin_clear: bool = False                             # asks to come back, with no negation in those sentences
+    optin_units: tuple[str, ...] = ()                     # units named where the text asks to stay or come back
+    optin_channels: tuple[str, ...] = ()
+    confidence: float = 0.0                               # of the opt-out request (0 when there is none)
+    doubts: tuple[str, ...] = ()                          # what lowered it, in words for a reviewer
+
+
+def sentences(text: str) -> list[str]:
+    """Split text into sentences; single newlines inside a paragraph are joined."""
+    out = []
+    for chunk in _SENTENCE.split(text):
+        chunk = " ".join(chunk.split())
+        if chunk:
+            out.append(chunk)
+    return out
+
+
+def addresses_in(text: str) -> list[str]:
+    """The addresses written in `text`, in order: local@domain where the domain ends in a
+    dot and two or more letters; [] for text without one. Never raises.
+
+    What the regex `[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}` finds with
+    findall, in linear time: that regex, searched over a long run of address
+    characters without a usable "@" ("a.a.a.a..."), re-scans the run from every start
+    position, which costs the square of its length. Here each "@" is found with
+    str.find and the address grown left and right from it, never past the previous
+    address, the neighbouring "@" or the RFC 5321 limits (MAX_LOCAL, MAX_DOMAIN): a
+    run longer than those is no address and is skipped.
+    """
+    found: list[str] = []
+    floor = 0
+    size = len(text)
+    at = text.find("@")
+    while at >= 0:
+        start = at
+        while start > floor and at - start <= MAX_LOCAL and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        end = at + 1
+        while end < size and end - at <= MAX_DOMAIN + 1 and text[end] in _DOMAIN_CHARS:
+            end += 1
+        stop = _domain_end(text, at + 1, end)
+        if (start < at and at - start <= MAX_LOCAL and end - at <= MAX_DOMAIN + 1 and stop > 0):
+            found.append(text[start:stop])
+            floor = stop
+        at = text.find("@", max(at + 1, floor))
+    return found
+
+
+def _domain_end(text: str, begin: int, end: int) -> int:
+    """End of the longest text[begin:k] (k <= end) ending in "." and two or more letters
+    with something before that dot, as the greedy regex backtracks to it; -1 if none."""
+    dot = text.rfind(".", begin + 1, end)
+    while dot > begin:
+        after = dot + 1
+        while after < end and text[after] in _LETTERS:
+            after += 1
+        if after - dot - 1 >= 2:
+            return after
+        dot = text.rfind(".", begin + 1, dot)
+    return -1
+
+
+def _clean(sentence: str) -> str:
+    return " ".join(_QUOTED.sub(" ", sentence).split())
+
+
+def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]]) -> Intent:
+    """Read intent from `texts` (the subject when it is the sender's own, then new text).
+
+    `unit_names` maps a unit key to the names and aliases that refer to it. Returns
+    an Intent; empty or unreadable text gives Intent(optout=False). Never raises on
+    odd text (any string is accepted). An opt-out Intent carries a `confidence` and
+    the `doubts` that lowered it (see _confidence).
+    """
+    intent = Intent()
+    optout_sentences: list[str] = []
+    other_sentences: list[str] = []
+    optin_sentences: list[str] = []
+    langs: list[str] = []
+    found: list[_Found] = []
+    conflicts: list[str] = []
+    for text in texts:
+        text_sentences = sentences((text or "")[:MAX_TEXT])
+        for position, raw in enumerate(text_sentences):
+            sentence = _clean(raw)
+            if not sentence:
+                continue
+            intent.addresses += tuple(a.lower() for a in addresses_in(raw))
+            flags = _flags(sentence)
+            for name, value in flags.items():
+                if value:
+                    setattr(intent, name, True)
+            hit = phrases("optout").search(sentence)
+            if hit and not (flags["negated"] or flags["lookalike"] or flags["question"] or flags["resubscribe"]):
+                optout_sentences.append(sentence)
+                intent.matched.append(hit[1].group(0))
+                langs.append(hit[0])
+                found.append(_Found(sentence, position, len(text_sentences)))
+            else:
+                other_sentences.append(sentence)
+                if flags["negated"] or (flags["resubscribe"] and not _names_something(sentence, unit_names)):
+                    conflicts.append(sentence)
+            if flags["resubscribe"]:
+                optin_sentences.append(sentence)
+            if flags["erasure"]:
+                if sentence not in optout_sentences:
+                    optout_sentences.append(sentence)
+                    found.append(_Found(sentence, position, len(text_sentences), erasure=True))
+    intent.addresses = tuple(dict.fromkeys(intent.addresses))
+    intent.languages = tuple(dict.fromkeys(langs))
+    if optin_sentences:
+        # "Please do not add me back" is no opt-in: any negation in such a sentence
+        # leaves it to a person.
+        intent.optin_clear = not any(phrases("negation").any(s) for s in optin_sentences)
+        intent.optin_units = tuple(sorted(set().union(*(units_in(s, unit_names) for s in optin_sentences))))
+        intent.optin_channels = tuple(c for c in CHANNELS
+                                      if any(c in channels_in(s) for s in optin_sentences))
+    if not optout_sentences:
+        return intent
+    intent.optout = True
+    _scope(intent, optout_sentences, other_sentences, unit_names)
+    intent.confidence, intent.doubts = _confidence(found, conflicts, unit_names)
+    return intent
+
+
+@dataclass(frozen=True)
+class _Found:
+    """One sentence read as a request: where it stood in its text (subject or new text)."""
+
+    sentence: str
+    position: int                 # 0-based sentence index within its text
+    of: int                       # how many sentences that text has
+    erasure: bool = False         # an erasure request (no opt-out phrase needed)
+
+
+# How the confidence of an opt-out request is lowered (handlers.model: high >= 0.85,
+# review below 0.6). Two doubts together always reach review; one lowers to medium.
+BASE = 0.95
+EARLY = 3              # a request within the first sentences of a text is where people put it
+LONG = 6               # ... a text longer than this with the request only later is a doubt
+DOUBT_LATE = 0.15
+DOUBT_LANGUAGES = 0.15
+DOUBT_WEAK = 0.3
+DOUBT_CONFLICT = 0.3
+
+
+def _confidence(found: list[_Found], conflicts: list[str],
+                unit_names: Mapping[str, tuple[str, ...]]) -> tuple[float, tuple[str, ...]]:
+    """(confidence, doubts) of an opt-out read from `found` request sentences.
+
+    A clear phrase early in the sender's own words (Subject or the first sentences),
+    in one language, with nothing pointing the other way, is BASE. Doubts:
+    the request stands only late in a long text; no one language has phrases for
+    every request sentence (a Norwegian "ikke flere sms" also reads as Danish, so
+    one language matching all is enough); every request uses only a weak phrase
+    ("remove me", "stop") naming no list, channel or unit; another sentence is
+    negated or asks to stay subscribed.
+    """
+    doubts: list[str] = []
+    value = BASE
+    if not any(f.position < EARLY or f.of <= LONG for f in found):
+        value -= DOUBT_LATE
+        doubts.append("request only late in a long text")
+    phrased = [f for f in found if not f.erasure]
+    if phrased:
+        common = set.intersection(*(_languages_of(f.sentence) for f in phrased))
+        if not common:
+            value -= DOUBT_LANGUAGES
+            doubts.append("request phrases in more than one language")
+        if all(_weak(f.sentence, unit_names) for f in phrased) and not any(f.erasure for f in found):
+            value -= DOUBT_WEAK
+            doubts.append("only a weak phrase, naming no list, channel or unit")
+    if conflicts:
+        value -= DOUBT_CONFLICT
+        doubts.append("another sentence says not to, or asks to stay")
+    return round(max(value, 0.05), 2), tuple(doubts)
+
+
+def _languages_of(sentence: str) -> set[str]:
+    return {lang for lang, _match in phrases("optout").all_matches(sentence)}
+
+
+def _weak(sentence: str, unit_names: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether every opt-out phrase in `sentence` is a weak one and the sentence names
+    nothing to be taken off (no list or mailing word, no channel, no unit)."""
+    weak = phrases("optout_weak")
+    for _lang, match in phrases("optout").all_matches(sentence):
+        text = match.group(0).strip()
+        if not any(pattern.fullmatch(text) for _l, pattern in weak.items):
+            return False
+    return not _names_something(sentence, unit_names) and not phrases("optout_object").any(sentence)
+
+
+def _names_something(sentence: str, unit_names: Mapping[str, tuple[str, ...]]) -> bool:
+    return bool(channels_in(sentence) or units_in(sentence, unit_names))
+
+
+def _flags(sentence: str) -> dict[str, bool]:
+    return {
+        "negated": phrases("negated").any(sentence),
+        "lookalike": phrases("lookalike").any(sentence),
+        "question": phrases("question").any(sentence),
+        "resubscribe": phrases("resubscribe").any(sentence),
+        "third_party": phrases("third_party").any(sentence),
+        "address_change": phrases("address_change").any(sentence),
+        "erasure": phrases("erasure").any(sentence),
+        "access": phrases("access").any(sentence),
+    }
+
+
+def channels_in(text: str) -> set[str]:
+    words = channel_words()
+    return {name for name, patterns in words.items() if patterns.any(text)}
+
+
+def units_in(text: str, unit_names: Mapping[str, tuple[str, ...]]) -> set[str]:
+    found = set()
+    for key, names in unit_names.items():
+        for name in names:
+            if name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE):
+                found.add(key)
+                break
+    return found
+
+
+def _split_keep(sentence: str) -> tuple[list[str], list[str]]:
+    """(request clauses, keeping clauses) of one sentence.
+
+    A clause that keeps something ("email is fine") is a keeping clause; in a
+    clause with "except"/"utom", what follows that word is kept.
+    """
+    request, keeping = [], []
+    for clause in _CLAUSE.split(sentence):
+        if not clause.strip():
+            continue
+        hit = phrases("except_words").search(clause)
+        if hit is not None:
+            request.append(clause[:hit[1].start()])
+            keeping.append(clause[hit[1].end():])
+        elif phrases("keep").any(clause) and not phrases("optout").any(clause):
+            keeping.append(clause)
+        else:
+            request.append(clause)
+    return request, keeping
+
+
+def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[str],
+           unit_names: Mapping[str, tuple[str, ...]]) -> None:
+    named_channels: set[str] = set()
+    kept_channels: set[str] = set()
+    named_units: set[str] = set()
+    kept_units: set[str] = set()
+    everything = False
+    for sentence in optout_sentences:
+        request, keeping = _split_keep(sentence)
+        for clause in request:
+            named_channels |= channels_in(clause)
+            named_units |= units_in(clause, unit_names)
+            everything = everything or phrases("all_contact").any(clause)
+        for clause in keeping:
+            kept_channels |= channels_in(clause)
+            kept_units |= units_in(clause, unit_names)
+        if phrases("erasure").any(sentence):
+            everything = True
+    # A separate sentence may keep something ("Mejl går bra.", "He would still like
+    # to receive alumni event invitations.").
+    for sentence in other_sentences:
+        _request, keeping = _split_keep(sentence)
+        if phrases("keep").any(sentence):
+            keeping = keeping or [sentence]
+        for clause in keeping:
+            kept_channels |= channels_in(clause)
+            kept_units |= units_in(clause, unit_names)
+    if set(CHANNELS) <= named_channels:
+        everything = True
+    kept_channels -= named_channels
+    kept_units -= named_units
+    intent.kept_channels = tuple(sorted(kept_channels))
+    intent.kept_units = tuple(sorted(kept_units))
+    if everything:
+        remaining = [c for c in CHANNELS if c not in kept_channels]
+        intent.channels = ALL if not kept_channels else tuple(remaining)
+    elif named_channels:
+        intent.channels = tuple(c for c in CHANNELS if c in named_channels)
+    else:
+        intent.channels = ("email",)
+    if named_units:
+        intent.units = tuple(sorted(named_units))
+    elif kept_units:
+        intent.units = tuple(sorted(k for k in unit_names if k not in kept_units)) or ALL
+    else:
+        intent.units = ALL

@@ -1,0 +1,437 @@
+"""From a decision and the current state to the changes to write: pure, no I/O.
+
+The precedence rule (DESIGN.md): for (contact, unit, channel), among the preference
+rows for (unit, channel), (unit, *), (*, channel) and (*, *), the most recently
+changed one wins; with none, the contact is subscribed. A suppression beats consent.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping
+
+from handlers.model import ALL, WILDCARD, Action, ActionType, Channel, Decision, Kind, State
+from handlers.state.rules import may_subscribe
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    unit: str
+    channel: str
+    state: State
+    changed_at: datetime
+
+
+@dataclass
+class ContactState:
+    """What apply needs to know about one contact before planning."""
+
+    contact_id: int | None                      # None: not known yet, plan creates it
+    seq: int = 0
+    preferences: dict[tuple[str, str], PreferenceRow] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SoftBounceRow:
+    ref: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class BouncePolicy:
+    """`threshold` soft bounces within `window`, with no sign of life since, suppress."""
+
+    threshold: int = 3
+    window: timedelta = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What an import may change about a contact: name, the sending system's id, its units."""
+
+    name: str | None = None
+    recipient_id: str | None = None
+    units: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    """A review item an operator's decision settles, as read inside the transaction."""
+
+    review_id: int
+    resolved: str | None               # its resolution, None while open
+
+
+@dataclass
+class CurrentState:
+    """The state of every address a decision touches, read inside the transaction."""
+
+    contacts: dict[str, ContactState] = field(default_factory=dict)   # by address
+    suppressed: dict[str, str] = field(default_factory=dict)          # address -> active reason
+    soft_bounces: dict[str, list[SoftBounceRow]] = field(default_factory=dict)  # open, within the window
+    # Read only for decisions that need them (JOIN actions; a review settled):
+    profiles: dict[str, Profile] = field(default_factory=dict)        # by address, for known contacts
+    recipient_ids: dict[str, int] = field(default_factory=dict)       # recipient id -> the contact holding it
+    review: ReviewState | None = None
+
+    def contact_for(self, address: str) -> ContactState:
+        return self.contacts.setdefault(address, ContactState(contact_id=None))
+
+
+@dataclass(frozen=True)
+class SuppressionChange:
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PreferenceChange:
+    address: str
+    unit: str
+    channel: str
+    state: State
+    reason: str
+
+
+@dataclass(frozen=True)
+class Update:
+    """One message for marketing systems; contact_id is filled in when written."""
+
+    address: str
+    routing_key: str
+    sequence: int
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SoftBounceChange:
+    address: str
+    ref: str
+    status: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class MembershipChange:
+    address: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class ProfileChange:
+    address: str
+    name: str | None
+    recipient_id: str | None
+
+
+@dataclass(frozen=True)
+class ReviewOpened:
+    kind: str                          # decision, rights_request
+    due_at: datetime | None
+    address: str | None
+
+
+@dataclass
+class Plan:
+    new_contacts: list[str] = field(default_factory=list)             # addresses needing a contact
+    suppressions: list[SuppressionChange] = field(default_factory=list)
+    preferences: list[PreferenceChange] = field(default_factory=list)
+    soft_bounces: list[SoftBounceChange] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)                   # addresses whose soft bounces stop counting
+    releases: list[str] = field(default_factory=list)                  # suppressions an operator lifts
+    memberships: list[MembershipChange] = field(default_factory=list)  # units a contact joins (import)
+    profiles: list[ProfileChange] = field(default_factory=list)        # name / recipient id set (import)
+    reviews: list[ReviewOpened] = field(default_factory=list)          # review items the decision opens
+    settles: tuple[int, str] | None = None                             # (review id, resolution) it closes
+    updates: list[Update] = field(default_factory=list)
+    # Why the decision cannot be written at all (an import naming a recipient id that
+    # belongs to another contact, a review item already settled): apply writes nothing.
+    refused: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)               # for the command's summary
+    dropped: list[str] = field(default_factory=list)                   # actions the rules did not allow, and why
+
+    @property
+    def empty(self) -> bool:
+        return not (self.suppressions or self.preferences or self.soft_bounces or self.cleared or self.releases
+                    or self.memberships or self.profiles)
+
+
+def effective_state(preferences: Mapping[tuple[str, str], PreferenceRow], unit: str, channel: str) -> State:
+    """The consent state for (unit, channel) under the precedence rule.
+
+    `unit` or `channel` may themselves be '*': then only rows at least that broad count,
+    which is what deciding whether a wildcard row is still needed requires.
+    """
+    candidates = [(unit, channel), (unit, WILDCARD), (WILDCARD, channel), (WILDCARD, WILDCARD)]
+    rows = [preferences[c] for c in dict.fromkeys(candidates) if c in preferences]
+    if not rows:
+        return State.SUBSCRIBED
+    # Ties (rows of one moment, e.g. one page save that lifts "Stop all" and keeps some
+    # boxes unticked) go to unsubscribed, the safe side, then to the broader row.
+    newest = max(rows, key=lambda r: (r.changed_at, r.state == State.UNSUBSCRIBED, r.unit == WILDCARD,
+                                      r.channel == WILDCARD))
+    return newest.state
+
+
+def _scope(values: Any) -> tuple[str, ...]:
+    return (WILDCARD,) if values == ALL else tuple(values)
+
+
+def suppression_reason(decision: Decision, action: Action) -> str:
+    if decision.kind is Kind.COMPLAINT:
+        return "complaint"
+    return "hard_bounce"
+
+
+def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
+         policy: BouncePolicy = BouncePolicy()) -> Plan:
+    """Turn a decision into the changes to write, given the current state.
+
+    Idempotent: an action whose effect is already in place (address already
+    suppressed, consent already in that state, a soft bounce already counted for
+    the same message) plans nothing. A decision marked for review plans nothing: a
+    person confirms first. Soft bounces are counted per address and bounced message;
+    `policy.threshold` of them within `policy.window` suppress the address (reason
+    soft_bounce_threshold). A consent action from the address, or a report that mail
+    was delivered to it, shows it is alive and clears its count; an operator's
+    release lifts a suppression and clears it too.
+    """
+    result = Plan(reviews=review_items(decision))
+    settles = decision.evidence.get("settles_review") if isinstance(decision.evidence, Mapping) else None
+    if isinstance(settles, Mapping):
+        review_id, resolution = int(settles["id"]), str(settles["resolution"])
+        if state.review is None or state.review.review_id != review_id:
+            result.refused.append(f"no review item {review_id}")
+        elif state.review.resolved is not None:
+            result.refused.append(f"review item {review_id} was already resolved as {state.review.resolved}")
+        result.settles = (review_id, resolution)
+        if result.refused:
+            return result
+    if decision.review:
+        return result
+    state = copy.deepcopy(state)    # planning updates sequences and rows as it goes; the caller's stay as read
+    for action in decision.actions:
+        if action.type is ActionType.SUPPRESS:
+            _suppress(decision, action.address, suppression_reason(decision, action), state, event_id, now, result)
+        elif action.type is ActionType.SOFT_BOUNCE:
+            _plan_soft_bounce(decision, action, state, event_id, now, policy, result)
+        elif action.type in (ActionType.UNSUBSCRIBE, ActionType.SUBSCRIBE):
+            _plan_consent(decision, action, state, event_id, now, result)
+            _clear(action.address, state, result)
+        elif action.type is ActionType.RELEASE:
+            _plan_release(decision, action, state, event_id, now, result)
+        elif action.type is ActionType.DELIVERED:
+            _clear(action.address, state, result)
+        elif action.type is ActionType.JOIN:
+            _plan_join(decision, action, state, event_id, now, result)
+    return result
+
+
+def review_items(decision: Decision) -> list[ReviewOpened]:
+    """The review items a decision opens: one when it is for review, one per rights request.
+
+    A rights request's deadline comes from its evidence (`rights_request.deadline`, an
+    ISO date); one that does not parse opens the item without a deadline.
+    """
+    evidence = decision.evidence if isinstance(decision.evidence, Mapping) else {}
+    address = next((a.address for a in decision.actions if a.address), None)
+    if address is None and isinstance(evidence.get("from"), str) and "@" in evidence["from"]:
+        address = evidence["from"]
+    items: list[ReviewOpened] = []
+    if decision.review:
+        items.append(ReviewOpened("decision", None, address))
+    rights = evidence.get("rights_request")
+    if isinstance(rights, Mapping):
+        due = None
+        try:
+            due = datetime.fromisoformat(str(rights.get("deadline"))).replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+        items.append(ReviewOpened("rights_request", due, address))
+    return items
+
+
+def _plan_join(decision: Decision, action: Action, state: CurrentState, event_id: str, now: datetime,
+               result: Plan) -> None:
+    """An import row: the contact exists, with its name and recipient id, and is on `action.units`.
+
+    Membership never touches consent: an opt-out stands whatever the import says (DESIGN
+    promise 6), and is counted as `kept_opt_out`. A recipient id held by another contact
+    refuses the whole import.
+    """
+    address = action.address
+    contact = state.contact_for(address)
+    known = contact.contact_id is not None or address in result.new_contacts
+    profile = state.profiles.get(address, Profile())
+    counts = result.counts
+    if action.recipient_id is not None:
+        holder = state.recipient_ids.get(action.recipient_id)
+        if holder is not None and holder != contact.contact_id:
+            result.refused.append(f"recipient_id {action.recipient_id!r} belongs to another contact ({address})")
+            return
+    _ensure_contact(address, state, result)
+    name = action.name if action.name and action.name != profile.name else None
+    rid = action.recipient_id if action.recipient_id and action.recipient_id != profile.recipient_id else None
+    changed = name is not None or rid is not None
+    if changed:
+        result.profiles.append(ProfileChange(address, name, rid))
+        if rid is not None:
+            state.recipient_ids[rid] = contact.contact_id if contact.contact_id is not None else -1
+    units = action.units if action.units != ALL else ()
+    for unit in units:
+        if any(effective_state(contact.preferences, unit, channel.value) is State.UNSUBSCRIBED
+               for channel in Channel):
+            counts["kept_opt_out"] = counts.get("kept_opt_out", 0) + 1   # it stands: consent is apart
+        if unit in profile.units:
+            continue
+        profile = replace(profile, units=profile.units | {unit})
+        changed = True
+        seq = _next_sequence(contact)
+        result.memberships.append(MembershipChange(address, unit))
+        payload = _payload(decision, event_id, address, unit, WILDCARD, State.JOINED, "import", seq, now)
+        result.updates.append(Update(address=address, routing_key=f"membership.{unit}", sequence=seq,
+                                     payload=payload))
+    state.profiles[address] = profile
+    outcome = "created" if not known else ("updated" if changed else "unchanged")
+    counts[outcome] = counts.get(outcome, 0) + 1
+
+
+def _ensure_contact(address: str, state: CurrentState, result: Plan) -> ContactState:
+    contact = state.contact_for(address)
+    if contact.contact_id is None and address not in result.new_contacts:
+        result.new_contacts.append(address)
+    return contact
+
+
+def _next_sequence(contact: ContactState) -> int:
+    contact.seq += 1
+    return contact.seq
+
+
+def _payload(decision: Decision, event_id: str, address: str, unit: str | None, channel: str,
+             state: State, reason: str, sequence: int, now: datetime) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id,
+        "contact_id": None,          # filled in when written
+        "address": address,
+        "unit": unit,
+        "channel": channel,
+        "state": state.value,
+        "reason": reason,
+        "source": decision.source if decision.kind is not Kind.BOUNCE else "bounce",
+        **({"operator": decision.operator} if decision.operator else {}),
+        "verified": decision.verified,
+        "occurred_at": now.isoformat(),
+        "sequence": sequence,
+    }
+
+
+def _suppress(decision: Decision, address: str, reason: str, state: CurrentState, event_id: str,
+              now: datetime, result: Plan) -> None:
+    if address in state.suppressed or any(s.address == address for s in result.suppressions):
+        return
+    contact = _ensure_contact(address, state, result)
+    seq = _next_sequence(contact)
+    result.suppressions.append(SuppressionChange(address=address, reason=reason))
+    payload = _payload(decision, event_id, address, None, "email", State.SUPPRESSED, reason, seq, now)
+    result.updates.append(Update(address=address, routing_key=f"suppression.{reason}", sequence=seq,
+                                 payload=payload))
+
+
+def _plan_soft_bounce(decision: Decision, action: Action, state: CurrentState, event_id: str, now: datetime,
+                      policy: BouncePolicy, result: Plan) -> None:
+    address = action.address
+    if address in state.suppressed or any(s.address == address for s in result.suppressions):
+        return
+    ref = action.ref or f"event:{event_id}"
+    counted = state.soft_bounces.setdefault(address, [])
+    if any(row.ref == ref for row in counted):
+        return                                  # the same message reported again: counts once
+    counted.append(SoftBounceRow(ref, now))
+    result.soft_bounces.append(SoftBounceChange(address, ref, action.status, action.reason))
+    if len(counted) >= policy.threshold:
+        _suppress(decision, address, "soft_bounce_threshold", state, event_id, now, result)
+
+
+def _clear(address: str, state: CurrentState, result: Plan) -> None:
+    if state.soft_bounces.get(address) and address not in result.cleared:
+        state.soft_bounces[address] = []
+        result.cleared.append(address)
+
+
+def _plan_release(decision: Decision, action: Action, state: CurrentState, event_id: str, now: datetime,
+                  result: Plan) -> None:
+    address = action.address
+    _clear(address, state, result)
+    if address not in state.suppressed or address in result.releases:
+        return
+    del state.suppressed[address]
+    result.releases.append(address)
+    contact = _ensure_contact(address, state, result)
+    seq = _next_sequence(contact)
+    reason = action.reason or "released"
+    payload = _payload(decision, event_id, address, None, "email", State.RELEASED, reason, seq, now)
+    result.updates.append(Update(address=address, routing_key="suppression.released", sequence=seq,
+                                 payload=payload))
+
+
+def _plan_consent(decision: Decision, action: Action, state: CurrentState, event_id: str,
+                  now: datetime, result: Plan) -> None:
+    target = State.UNSUBSCRIBED if action.type is ActionType.UNSUBSCRIBE else State.SUBSCRIBED
+    if target is State.SUBSCRIBED and (why := may_subscribe(decision)) is not None:
+        result.dropped.append(f"subscribe {action.address}: {why}")
+        return
+    reason = action.reason or decision.kind.value
+    contact = _ensure_contact(action.address, state, result)
+    for unit in _scope(action.units):
+        for channel in _scope(action.channels):
+            if _in_effect(contact.preferences, unit, channel, target):
+                continue    # already in effect: writing it again would publish a no-op update
+            contact.preferences[(unit, channel)] = PreferenceRow(unit, channel, target, now)
+            seq = _next_sequence(contact)
+            result.preferences.append(PreferenceChange(action.address, unit, channel, target, reason))
+            key_unit = "all" if unit == WILDCARD else unit
+            key_channel = "all" if channel == WILDCARD else channel
+            payload = _payload(decision, event_id, action.address, unit, channel, target, reason, seq, now)
+            result.updates.append(Update(address=action.address,
+                                         routing_key=f"preference.{key_unit}.{key_channel}",
+                                         sequence=seq, payload=payload))
+
+
+def _in_effect(preferences: Mapping[tuple[str, str], PreferenceRow], unit: str, channel: str,
+               target: State) -> bool:
+    """True when every cell that a (unit, channel) row covers is already in `target`.
+
+    A wildcard row covers the cells of narrower rows too: an opt-in for (*, *) after an
+    opt-out of (alumni, *) is not in effect, although no (*, *) row says otherwise. The
+    cells worth asking about are the scope itself and every unit and channel the rows
+    name beneath it; any other cell is decided by the same rows as the scope.
+    """
+    units = {unit} | ({u for u, _ in preferences} if unit == WILDCARD else set())
+    channels = {channel} | ({c for _, c in preferences} if channel == WILDCARD else set())
+    return all(effective_state(preferences, u, c) is target for u in units for c in channels)
+
+
+def hold_unverified(decision: Decision, recent: int, limit: int) -> Decision:
+    """Hold an unverified emailed opt-out for review once `recent` such opt-outs in the last
+    hour reach `limit` (0: never): a guard against mass spoofing (issue 4, item 6).
+
+    Verified decisions, decisions already for review and anything but OPTOUT pass
+    unchanged. A held decision keeps its proposed actions in evidence for the reviewer.
+    """
+    if (limit <= 0 or recent < limit or decision.verified or decision.review
+            or decision.kind is not Kind.OPTOUT or not decision.actions):
+        return decision
+    return replace(decision, actions=(), review=True,
+                   reason=f"{decision.reason}; held for review: {recent} unverified opt-outs in the last hour "
+                          f"(limit {limit})",
+                   evidence={**decision.evidence, "held_actions": [a.to_json() for a in decision.actions]})
+
+
+def addresses_of(actions: Iterable[Action]) -> list[str]:
+    return list(dict.fromkeys(a.address for a in actions))

@@ -1,0 +1,1 @@
+"""`unsubd serve` as a subprocess, and a real browser."""

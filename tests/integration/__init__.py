@@ -1,0 +1,1 @@
+"""Real aiosmtpd, RabbitMQ, PostgreSQL and SQLite, in-process."""

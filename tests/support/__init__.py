@@ -1,0 +1,1 @@
+"""Helpers the tests share: corpus location, hostile inputs, message builders, pool stand-ins."""

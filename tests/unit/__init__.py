@@ -1,0 +1,1 @@
+"""Pure tests: parsers, classify on the corpus, plan and rules. No services."""

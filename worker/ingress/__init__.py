@@ -1,0 +1,1 @@
+"""The listeners: SMTP, HTTP (API, unsubscribe links, preference page)."""

@@ -1,0 +1,1 @@
+"""Operators' actions: contacts import and show, review, suppressions."""

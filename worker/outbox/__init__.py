@@ -1,0 +1,1 @@
+"""The relay that publishes committed updates from the outbox."""

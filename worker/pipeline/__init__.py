@@ -1,0 +1,1 @@
+"""The consumer: the sandboxed parser pool, classify, apply, ack."""

@@ -1,0 +1,1 @@
+"""The inbound queue: embedded (SQLite/PostgreSQL table) and RabbitMQ, and parked items."""

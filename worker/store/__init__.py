@@ -1,0 +1,1 @@
+"""The database: engine, unit of work, models and migrations, token keys on disk. The only writer of rows."""
