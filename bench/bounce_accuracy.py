@@ -53,6 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 import config
+from handlers.context import Context
 from handlers import Inbound, Kind, classify
 from handlers.bounces import dsn
 from handlers.mail.addresses import normalise
@@ -76,8 +77,8 @@ def folder_of(file: str) -> str:
 # Each returns {address: {"status", "permanent", "hard", "suppress"}}, plus complaints.
 
 
-def run_unsubd(raw: bytes, settings: Any) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    decision = classify(Inbound.from_file(raw, "bench", NOW), settings, NOW)
+def run_unsubd(raw: bytes, ctx: Context) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    decision = classify(Inbound.from_file(raw, "bench", NOW), ctx, NOW)
     found: dict[str, dict[str, Any]] = {}
     complaints: set[str] = set()
     if decision.kind is Kind.COMPLAINT:
@@ -244,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             if line.strip():
                 row = json.loads(line)
                 by_file[row["file"]].append(row)
-    settings = config.load({}, ROOT / "config" / "example.toml")
+    ctx = Context.from_settings(config.load({}, ROOT / "config" / "example.toml"))
     raws = {file: (root / file).read_bytes() for file in sorted(by_file)}
-    detectors = {"unsubd": lambda raw: run_unsubd(raw, settings), "flufl.bounce": run_flufl}
+    detectors = {"unsubd": lambda raw: run_unsubd(raw, ctx), "flufl.bounce": run_flufl}
     scores: dict[str, dict[str, Score]] = {name: defaultdict(Score) for name in detectors}
     errors: dict[str, int] = defaultdict(int)
     # folder -> detector -> seconds of each round

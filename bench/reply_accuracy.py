@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import config
 from handlers import ActionType, Inbound, classify
+from handlers.context import Context
 from handlers.model import ALL, confidence_level, confidence_of
 
 NOW = datetime(2026, 4, 30, 12, 0, tzinfo=timezone.utc)
@@ -53,7 +53,7 @@ def _as_set(value: Any, everything: set[str]) -> set[str]:
 
 def run() -> dict[str, Any]:
     root = corpus_root() / "mail"
-    settings = config.load({}, ROOT / "config" / "example.toml")
+    ctx = Context.from_settings(config.load({}, ROOT / "config" / "example.toml"))
     labels = [json.loads(line) for line in (root / "labels.jsonl").read_text(encoding="utf-8").splitlines()
               if line.strip()]
     counts: dict[str, int] = defaultdict(int)
@@ -64,7 +64,7 @@ def run() -> dict[str, Any]:
     for label in labels:
         path = root / label["file"]
         try:
-            decision = classify(Inbound.from_file(path.read_bytes(), path.name, NOW), settings, NOW)
+            decision = classify(Inbound.from_file(path.read_bytes(), path.name, NOW), ctx, NOW)
             crashed = "classifier error" in decision.reason
         except Exception as exc:  # noqa: BLE001 - counted, never hidden
             counts["exceptions"] += 1

@@ -21,6 +21,7 @@ from handlers.mail.message import describe_defects, is_unreadable, parse_message
 from handlers.model import HIGH, MEDIUM, Decision, Inbound, Kind, confidence_of
 from handlers.replies.reply import decide_optout, read_reply
 from handlers.bounces.ses import decide_ses, read_ses
+from handlers.context import Context
 
 # What makes a report suspect (issue 22), as deciders name it in `evidence["suspect"]`;
 # the consumer counts each, and /metrics shows them as unsubd_consumer_suspect_<name>_total.
@@ -52,7 +53,7 @@ READERS: tuple[tuple[Reader, Decider], ...] = (
 READER_CONFIDENCE: dict[Reader, float] = {read_arf: HIGH, read_ses: HIGH, read_dsn: HIGH, read_bounce: MEDIUM}
 
 
-def classify(item: Inbound, settings: Any, now: datetime, *, dkim_lookup: KeyLookup | None = None) -> Decision:
+def classify(item: Inbound, ctx: Context, now: datetime, *, dkim_lookup: KeyLookup | None = None) -> Decision:
     """Decide what one inbound item means; never raises.
 
     Returns the first reader's decision; if no reader recognises the message, an
@@ -69,17 +70,20 @@ def classify(item: Inbound, settings: Any, now: datetime, *, dkim_lookup: KeyLoo
     names more recipients than one message of ours had goes to review
     (handlers.bounces.envelope.hold_implausible).
     """
+    if not isinstance(ctx, Context):     # a programming error, not a message's: loud
+        raise TypeError(f"classify needs a handlers.context.Context, not {type(ctx).__name__} "
+                        "(build one with Context.from_settings)")
     try:
         if item.source == "queue":
-            return _with_confidence(hold_implausible(decide_queue_item(item, settings, now)), None)
+            return _with_confidence(hold_implausible(decide_queue_item(item, ctx, now)), None)
         msg = parse_message(item.raw)
         for read, decide in READERS:
             report = read(msg)
             if report is not None:
-                decision = decide(item, report, settings, now)
+                decision = decide(item, report, ctx, now)
                 if read is read_arf:
                     decision = hold_unproven(decision, report,
-                                             authenticate_source(item.raw, msg, settings, dkim_lookup))
+                                             authenticate_source(item.raw, msg, ctx, dkim_lookup))
                 decision = hold_implausible(decision)
                 return _with_confidence(_with_source(decision, item), read)
         if not item.raw.strip():

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Mapping, Protocol
 
-from config import Settings
+from config.settings import Unit
+
+
+class OurAddresses(Protocol):
+    """Where our mail lives: the Settings at start, or a handlers.context.Context."""
+
+    mail_domain: str
+    effective_bounce_domain: str
+    bounce_local: str
+    reply_local: str
+    fbl_local: str
+    unsubscribe_local: str
+    units: Mapping[str, Unit]
 
 
 class Mailbox(enum.StrEnum):
@@ -24,16 +37,16 @@ class Route:
     tag: str | None = None       # what followed '+' in the local part (VERP token, unsubscribe token)
 
 
-def _table(settings: Settings) -> dict[tuple[str, str], Route]:
+def _table(ours: OurAddresses) -> dict[tuple[str, str], Route]:
     table: dict[tuple[str, str], Route] = {}
-    for domain in {settings.mail_domain, settings.effective_bounce_domain}:
-        table[(settings.bounce_local, domain)] = Route(Mailbox.BOUNCE)
+    for domain in {ours.mail_domain, ours.effective_bounce_domain}:
+        table[(ours.bounce_local, domain)] = Route(Mailbox.BOUNCE)
         table[("postmaster", domain)] = Route(Mailbox.POSTMASTER)
-    md = settings.mail_domain
-    table[(settings.reply_local, md)] = Route(Mailbox.REPLY)
-    table[(settings.fbl_local, md)] = Route(Mailbox.FBL)
-    table[(settings.unsubscribe_local, md)] = Route(Mailbox.UNSUBSCRIBE)
-    for unit in settings.units.values():
+    md = ours.mail_domain
+    table[(ours.reply_local, md)] = Route(Mailbox.REPLY)
+    table[(ours.fbl_local, md)] = Route(Mailbox.FBL)
+    table[(ours.unsubscribe_local, md)] = Route(Mailbox.UNSUBSCRIBE)
+    for unit in ours.units.values():
         for address in unit.from_addresses + unit.reply_addresses:
             local, _, domain = address.rpartition("@")
             table.setdefault((local, domain), Route(Mailbox.UNIT, unit=unit.key))
@@ -41,18 +54,13 @@ def _table(settings: Settings) -> dict[tuple[str, str], Route]:
 
 
 class Router:
-    """Routes recipients against one Settings; build it once, call it per RCPT."""
+    """Routes recipients against our addresses; build it once, call it per RCPT."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._table = _table(settings)
+    def __init__(self, ours: OurAddresses) -> None:
+        self._table = _table(ours)
 
     def __call__(self, address: str | None) -> Route | None:
         return _lookup(self._table, address)
-
-
-def route(address: str | None, settings: Settings) -> Route | None:
-    """The mailbox `address` reaches under `settings`; see Router for repeated use."""
-    return _lookup(_table(settings), address)
 
 
 def _lookup(table: dict[tuple[str, str], Route], address: str | None) -> Route | None:

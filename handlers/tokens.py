@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from config.settings import Settings
 from handlers.model import WILDCARD, Channel
 
 VERSION = 1
@@ -389,20 +390,20 @@ def reply_address(token: str, reply_address_of_unit: str) -> str | None:
     return f"{tagged}@{domain}" if local and domain and len(tagged) <= MAX_LOCAL_PART else None
 
 
-def keyring_from_settings(settings: Any) -> Keyring | None:
+def keyring_from_settings(settings: Settings) -> Keyring | None:
     """The keyring in `settings.tokens.keys`, or None when there are no keys (then no token verifies).
 
     The worker fills these in from the embedded key file before classification
     (worker.store.keys.settings_with_keys), so the sandboxed classifier can verify tokens.
+    Handlers read it from their Context (handlers.context), built once.
     """
-    tokens = getattr(settings, "tokens", None)
-    keys = getattr(tokens, "keys", None) or {}
-    if not keys:
+    tokens = settings.tokens
+    if not tokens.keys:
         return None
     try:
-        return Keyring({k: v.get_secret_value().encode("utf-8") for k, v in keys.items()},
+        return Keyring({k: v.get_secret_value().encode("utf-8") for k, v in tokens.keys.items()},
                        tokens.active_key_id)
-    except (ValueError, AttributeError):
+    except ValueError:
         return None
 
 

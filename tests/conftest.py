@@ -25,7 +25,7 @@ PG_ADMIN_URL = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/postgres"
 # module when it reaches the service itself; `service_missing` checks that it has one, so
 # `pytest -m "not rabbitmq"` can be trusted to leave out every test that needs RabbitMQ.
 SERVICE_FIXTURES = {
-    "postgres": {"pg_url"},
+    "postgres": {"pg_url", "rabbit_backend"},
     "rabbitmq": {"rabbit", "names", "rabbit_backend"},
     "browser": {"served"},
 }
@@ -71,7 +71,15 @@ def service_missing(what: str) -> None:
     pytest.skip(f"{what} is not reachable (start it; in CI this fails)")
 
 
+SERVICE_PORTS = {PG_PORT: "postgres", 5672: "rabbitmq"}
+
+
 def port_open(host: str, port: int) -> bool:
+    """Whether a service listens there. Every test asks this before it uses PostgreSQL or
+    RabbitMQ, so a test that asks without the service's marker fails here, service up or not."""
+    marker = SERVICE_PORTS.get(port)
+    if marker and _running and _running[-1].get_closest_marker(marker) is None:
+        pytest.fail(f"{_running[-1].nodeid} uses {marker} but is not marked `{marker}`")
     try:
         with socket.create_connection((host, port), timeout=1):
             return True

@@ -42,6 +42,7 @@ from handlers.bounces.reasons import explain, notice_context
 from handlers.bounces.status import BounceReason
 from handlers.bounces.text import decide_text_bounce, read_bounce
 from handlers.model import ActionType, Decision, Inbound, Kind
+from handlers.context import Context
 
 
 # Fields that begin or belong to a per-recipient group (RFC 3464 section 2.3).
@@ -658,7 +659,7 @@ def _action_word(value: str | None) -> str | None:
     return word if word in ACTIONS else None
 
 
-def decide_bounce(item: Inbound, report: DsnReport, settings: Any, now: datetime) -> Decision:
+def decide_bounce(item: Inbound, report: DsnReport, ctx: Context, now: datetime) -> Decision:
     """Turn a delivery-status report into a BOUNCE decision (RFC 3464, RFC 3463).
 
     One action per distinct failed address (see `assess`): SUPPRESS with hard=True or
@@ -677,10 +678,10 @@ def decide_bounce(item: Inbound, report: DsnReport, settings: Any, now: datetime
         # Recorded, never acted on: the report's own groups name someone else (a local
         # mailbox, an X.400 or pipe address), so the notice's address is a guess
         # (flufl dsn_01, lhost-messagingserver-02).
-        return decide_text_bounce(item, report.text_notice, settings, now, act=False)
+        return decide_text_bounce(item, report.text_notice, ctx, now, act=False)
     del now  # part of every decide_* signature
     original = report.original.to_json() if report.original else None
-    rows, envelope, certain = apply_envelope(item, [a.to_json() for a in assessments], original, settings)
+    rows, envelope, certain = apply_envelope(item, [a.to_json() for a in assessments], original, ctx)
     actions = actions_from_rows(rows, ref=original_ref(original, report.original_envelope_id))
     evidence: dict[str, Any] = {
         "report_type": report.report_type,
@@ -695,7 +696,7 @@ def decide_bounce(item: Inbound, report: DsnReport, settings: Any, now: datetime
     }
     reason, review = _summary(assessments), False
     # A signed return path that names the address outweighs the look of the original.
-    if not certain and (forged := forged_original(evidence["original"], settings)):
+    if not certain and (forged := forged_original(evidence["original"], ctx)):
         # Evidence only, and a person looks: see bounce_envelope.forged_original.
         actions, review, reason = (), True, f"{reason}; not acted on: {forged}"
         evidence["forged"] = forged

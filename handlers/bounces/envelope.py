@@ -26,34 +26,38 @@ acts on none of them and goes to review (`limit_recipients`, `hold_implausible`)
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, replace
 from typing import Any
 
 from handlers.mail.addresses import normalise
 from handlers.model import WILDCARD, Action, ActionType, Decision, Inbound, Kind
-from handlers.routing import Mailbox, Router
-from handlers.tokens import ReturnPathClaims, keyring_from_settings, verify, verify_return_path
+from handlers.routing import Mailbox
+from handlers.tokens import ReturnPathClaims, verify, verify_return_path
+from handlers.context import Context
+
+
+class EnvelopeForm(enum.StrEnum):
+    """The form of a bounce's envelope recipient (its return path)."""
+
+    SIGNED = "signed"       # a return path whose token verifies: `claims` names contact, unit, address
+    FORGED = "forged"       # a `bounces+TAG@` return path whose TAG is neither a valid token nor an address
+    UNSIGNED = "unsigned"   # the classic `bounces+local=domain@` form: `hint` is that address
+    PLAIN = "plain"         # our bounce address without a tag
+    NONE = "none"           # no envelope (a file) or no recipient at our bounce address
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """What the envelope recipient says about a bounce.
+    """What the envelope recipient says about a bounce (see EnvelopeForm)."""
 
-    `form` is one of:
-      "signed"    a return path whose token verifies: `claims` names contact, unit, address;
-      "forged"    a `bounces+TAG@` return path whose TAG is neither a valid token nor an address;
-      "unsigned"  the classic `bounces+local=domain@` form: `hint` is that address;
-      "plain"     our bounce address without a tag;
-      "none"      no envelope (a file) or no recipient at our bounce address.
-    """
-
-    form: str
+    form: EnvelopeForm
     claims: ReturnPathClaims | None = None
     hint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"form": self.form}
+        out: dict[str, Any] = {"form": self.form.value}
         if self.claims is not None:
             out.update(contact_id=self.claims.contact_id, unit=self.claims.unit, key_id=self.claims.key_id)
         if self.hint is not None:
@@ -61,18 +65,18 @@ class Envelope:
         return out
 
 
-def bounce_tag(value: str | None, settings: Any) -> str | None:
+def bounce_tag(value: str | None, ctx: Context) -> str | None:
     """What follows `+` when `value` is our bounce address (`bounces+TAG@` at the bounce or
     mail domain, where the SMTP listener accepts it): "" for the plain address, None
     when `value` is not our bounce address."""
     if not value:
         return None
     local, at, domain = str(value).strip().strip("<>").strip().rpartition("@")
-    domains = {getattr(settings, "effective_bounce_domain", None), getattr(settings, "mail_domain", None)}
+    domains = {ctx.effective_bounce_domain, ctx.mail_domain}
     if not at or domain.lower().rstrip(".") not in {str(d).lower() for d in domains if d}:
         return None
     base, plus, tag = local.partition("+")
-    return tag if base.lower() == str(getattr(settings, "bounce_local", "bounces")).lower() else None
+    return tag if base.lower() == ctx.bounce_local.lower() else None
 
 
 @dataclass(frozen=True)
@@ -85,15 +89,15 @@ class TokenMark:
     names: Any = None        # ReturnPathClaims.names for a return path; None for a link token
 
 
-def find_token(return_paths: Any, list_unsubscribe: str | None, settings: Any) -> TokenMark | None:
+def find_token(return_paths: Any, list_unsubscribe: str | None, ctx: Context) -> TokenMark | None:
     """The first signed return path among `return_paths` ((value, where) pairs), else the
     signed token in a `List-Unsubscribe` value; None when there is neither or no key."""
-    keyring = keyring_from_settings(settings)
+    keyring = ctx.keyring
     if keyring is None:
         return None
-    units = tuple(getattr(settings, "units", {}) or {})
+    units = tuple(ctx.units)
     for value, where in return_paths:
-        tag = bounce_tag(value, settings)
+        tag = bounce_tag(value, ctx)
         claims = verify_return_path(tag, keyring, units) if tag else None
         if claims is not None:
             return TokenMark(claims.contact_id, claims.unit, where, claims.names)
@@ -104,27 +108,21 @@ def find_token(return_paths: Any, list_unsubscribe: str | None, settings: Any) -
     return None
 
 
-def read_envelope(item: Inbound, settings: Any) -> Envelope:
+def read_envelope(item: Inbound, ctx: Context) -> Envelope:
     """Read the envelope recipient of a bounce (see Envelope). Never raises."""
-    if settings is None:
-        return Envelope("none")
-    try:
-        tags = [tag or None for tag in (bounce_tag(r, settings) for r in item.rcpt_tos or ()) if tag is not None]
-        keyring = keyring_from_settings(settings)
-        units = tuple(getattr(settings, "units", {}) or {})
-    except Exception:  # noqa: BLE001 - settings of another shape: no envelope reading
-        return Envelope("none")
+    tags = [tag or None for tag in (bounce_tag(r, ctx) for r in item.rcpt_tos or ()) if tag is not None]
+    keyring, units = ctx.keyring, tuple(ctx.units)
     if not tags:
-        return Envelope("none")
+        return Envelope(EnvelopeForm.NONE)
     for tag in tags:
         if tag and keyring is not None and (claims := verify_return_path(tag, keyring, units)) is not None:
-            return Envelope("signed", claims=claims)
+            return Envelope(EnvelopeForm.SIGNED, claims=claims)
     for tag in tags:
         if tag and (hint := unsigned_verp(tag)) is not None:
-            return Envelope("unsigned", hint=hint)
+            return Envelope(EnvelopeForm.UNSIGNED, hint=hint)
     if any(tags):
-        return Envelope("forged")
-    return Envelope("plain")
+        return Envelope(EnvelopeForm.FORGED)
+    return Envelope(EnvelopeForm.PLAIN)
 
 
 def unsigned_verp(tag: str) -> str | None:
@@ -135,9 +133,9 @@ def unsigned_verp(tag: str) -> str | None:
     return normalise(f"{user}@{user_domain}")
 
 
-def verp_recipient(item: Inbound, settings: Any) -> str | None:
+def verp_recipient(item: Inbound, ctx: Context) -> str | None:
     """The address named by an unsigned VERP envelope recipient, or None. Never raises."""
-    return read_envelope(item, settings).hint
+    return read_envelope(item, ctx).hint
 
 
 def null_sender(item: Inbound) -> bool | None:
@@ -147,7 +145,7 @@ def null_sender(item: Inbound) -> bool | None:
     return item.mail_from.strip() in ("", "<>")
 
 
-def guard_rows(rows: list[dict[str, Any]], envelope: Envelope, settings: Any = None) -> list[dict[str, Any]]:
+def guard_rows(rows: list[dict[str, Any]], envelope: Envelope, ctx: Context | None = None) -> list[dict[str, Any]]:
     """Apply the rule of the module docstring to evidence rows, in place, and return them.
 
     A row that would suppress becomes SOFT_BOUNCE (counted) with `why_not_suppressed`
@@ -156,30 +154,30 @@ def guard_rows(rows: list[dict[str, Any]], envelope: Envelope, settings: Any = N
     was issued for gets `sent_to: true`. Under a forged return path no row keeps an
     outcome: what it would have been is kept as `proposed`, with `why_none`.
     """
-    require_signed = bool(getattr(getattr(settings, "bounces", None), "require_signed_return_path", False))
+    require_signed = ctx is not None and ctx.bounces.require_signed_return_path
     for row in rows:
         address = row.get("address")
         why = None
-        if envelope.form == "signed" and envelope.claims is not None:
+        if envelope.form is EnvelopeForm.SIGNED and envelope.claims is not None:
             if envelope.claims.names(address):
                 row["sent_to"] = True
             else:
                 why = "names an address other than the one the signed return path was issued for"
-        elif envelope.form == "unsigned":
+        elif envelope.form is EnvelopeForm.UNSIGNED:
             why = ("names an address other than the VERP recipient" if address != envelope.hint
                    else "unsigned VERP return path: counted, never suppresses on its own")
-        elif envelope.form == "forged":
+        elif envelope.form is EnvelopeForm.FORGED:
             if row.get("outcome") in (ActionType.SUPPRESS.value, ActionType.SOFT_BOUNCE.value):
                 row["proposed"], row["outcome"] = row["outcome"], None
                 row["why_none"] = FORGED_TAG
             continue
-        elif envelope.form == "plain" and require_signed:
+        elif envelope.form is EnvelopeForm.PLAIN and require_signed:
             why = "no signed return path (bounces.require_signed_return_path): counted, never suppresses on its own"
         if why and address and row.get("outcome") == ActionType.SUPPRESS.value:
             row["outcome"] = ActionType.SOFT_BOUNCE.value
             row["why_not_suppressed"] = why
         elif (address and row.get("action") == "delivered" and not row.get("outcome")
-              and envelope.form != "forged" and not (why and "other than" in why)):
+              and envelope.form is not EnvelopeForm.FORGED and not (why and "other than" in why)):
             # A delivery report (RFC 3464 Action: delivered) is a sign of life: the
             # address's soft bounces stop counting. Not from a forged return path, and
             # not for an address other than the one we sent to.
@@ -192,7 +190,7 @@ FORGED_TAG = ("return path tag that does not verify: evidence of forgery, record
               "never counted toward the soft-bounce threshold")
 
 
-def limit_recipients(rows: list[dict[str, Any]], settings: Any = None) -> str | None:
+def limit_recipients(rows: list[dict[str, Any]], ctx: Context | None = None) -> str | None:
     """Keep a bounce from acting on more addresses than one message of ours had.
 
     Counts the distinct addresses of rows with an outcome (suppress, soft bounce,
@@ -201,7 +199,7 @@ def limit_recipients(rows: list[dict[str, Any]], settings: Any = None) -> str | 
     place: it is kept as `proposed`, with `why_none`. Returns the reason in words, or
     None when the count is plausible. Settings of another shape give the default.
     """
-    limit = getattr(getattr(settings, "bounces", None), "max_recipients_per_report", DEFAULT_MAX_RECIPIENTS)
+    limit = ctx.bounces.max_recipients_per_report if ctx is not None else DEFAULT_MAX_RECIPIENTS
     limit = limit if isinstance(limit, int) and limit >= 1 else DEFAULT_MAX_RECIPIENTS
     loose = [row for row in rows if row.get("address") and row.get("outcome") and not row.get("sent_to")]
     count = len({row["address"] for row in loose})
@@ -242,7 +240,7 @@ LINK_TOKEN = re.compile(r"/u/([A-Za-z0-9_-]{20,256})|[+]([A-Za-z0-9_-]{20,64})@"
 
 
 def attribute_unit(envelope: Envelope, original: dict[str, Any] | None, item: Inbound | None,
-                   settings: Any) -> tuple[str | None, str | None]:
+                   ctx: Context) -> tuple[str | None, str | None]:
     """(unit key, how it was found) for the message a bounce or complaint answers.
 
     In order: the signed return path's unit; the returned original's List-Id (RFC 2919)
@@ -251,14 +249,14 @@ def attribute_unit(envelope: Envelope, original: dict[str, Any] | None, item: In
     is a unit's own address. (None, None) when nothing names a configured unit.
     """
     try:
-        return _attribute_unit(envelope, original or {}, item, settings)
+        return _attribute_unit(envelope, original or {}, item, ctx)
     except Exception:  # noqa: BLE001 - attribution is evidence; odd input gives none
         return None, None
 
 
 def _attribute_unit(envelope: Envelope, original: dict[str, Any], item: Inbound | None,
-                    settings: Any) -> tuple[str | None, str | None]:
-    units = getattr(settings, "units", {}) or {}
+                    ctx: Context) -> tuple[str | None, str | None]:
+    units = ctx.units
     if envelope.claims is not None and envelope.claims.unit not in (None, WILDCARD):
         return envelope.claims.unit, "signed return path"
     if list_id := original.get("list_id"):
@@ -272,13 +270,12 @@ def _attribute_unit(envelope: Envelope, original: dict[str, Any], item: Inbound 
         if sender and sender in unit.from_addresses:
             return key, "From of the original"
     mark = find_token([(original.get("return_path"), "signed Return-Path of the original")],
-                      original.get("list_unsubscribe"), settings)
+                      original.get("list_unsubscribe"), ctx)
     if mark is not None and mark.unit in units:
         return mark.unit, mark.where
-    if item is not None and settings is not None and hasattr(settings, "mail_domain"):
-        router = _router(settings)
+    if item is not None:
         for rcpt in item.rcpt_tos or ():
-            route = router(rcpt)
+            route = ctx.router(rcpt)
             if route is not None and route.mailbox is Mailbox.UNIT and route.unit:
                 return route.unit, "envelope recipient"
     return None, None
@@ -332,7 +329,7 @@ def _under(domain: str | None, ours: set[str]) -> bool:
     return domain is not None and any(domain == d or domain.endswith("." + d) for d in ours)
 
 
-def forged_original(original: dict[str, Any] | None, settings: Any) -> str | None:
+def forged_original(original: dict[str, Any] | None, ctx: Context) -> str | None:
     """Why a returned original that claims to be ours cannot be ours, or None.
 
     A bounce answers a message; when it returns that message's headers (RFC 3464
@@ -346,9 +343,9 @@ def forged_original(original: dict[str, Any] | None, settings: Any) -> str | Non
     """
     if not original:
         return None
-    ours = {d for d in (getattr(settings, "mail_domain", None), getattr(settings, "effective_bounce_domain", None)) if d}
+    ours = {d for d in (ctx.mail_domain, ctx.effective_bounce_domain) if d}
     unit_addresses: set[str] = set()
-    for unit in getattr(settings, "units", {}).values():
+    for unit in ctx.units.values():
         unit_addresses.update(unit.from_addresses)
     ours |= {a.rsplit("@", 1)[1] for a in unit_addresses}
     sender = normalise(_mailbox(original.get("from")))
@@ -371,21 +368,8 @@ def _mailbox(raw_from: str | None) -> str | None:
     return raw_from.strip()
 
 
-_ROUTERS: dict[int, tuple[Any, Router]] = {}
-
-
-def _router(settings: Any) -> Router:
-    """One Router per settings object (settings are frozen; building the table per bounce costs)."""
-    cached = _ROUTERS.get(id(settings))
-    if cached is None or cached[0] is not settings:
-        if len(_ROUTERS) > 16:
-            _ROUTERS.clear()
-        cached = _ROUTERS[id(settings)] = (settings, Router(settings))
-    return cached[1]
-
-
 def apply_envelope(item: Inbound, rows: list[dict[str, Any]], original: dict[str, Any] | None,
-                   settings: Any) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
+                   ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
     """Read the envelope, guard the rows and attribute the unit, for a bounce decider.
 
     Returns (rows, evidence fields, attributed with certainty). The evidence fields are
@@ -393,13 +377,13 @@ def apply_envelope(item: Inbound, rows: list[dict[str, Any]], original: dict[str
     `unit_source`; with `implausible` (see `limit_recipients`) and `suspect` (names of
     what makes the bounce suspect, counted in the metrics) when they apply.
     """
-    envelope = read_envelope(item, settings)
-    rows = guard_rows(rows, envelope, settings)
-    implausible = limit_recipients(rows, settings)
-    unit, how = attribute_unit(envelope, original, item, settings)
+    envelope = read_envelope(item, ctx)
+    rows = guard_rows(rows, envelope, ctx)
+    implausible = limit_recipients(rows, ctx)
+    unit, how = attribute_unit(envelope, original, item, ctx)
     evidence: dict[str, Any] = {"return_path": envelope.to_json(), "verp_recipient": envelope.hint, "unit": unit,
                                 "unit_source": how}
-    suspect = (["bounce_forged_return_path"] if envelope.form == "forged" else []) + (
+    suspect = (["bounce_forged_return_path"] if envelope.form is EnvelopeForm.FORGED else []) + (
         ["bounce_implausible_recipients"] if implausible else [])
     if implausible:
         evidence["implausible"] = implausible

@@ -29,6 +29,7 @@ from handlers.bounces.envelope import actions_from_rows, apply_envelope, null_se
 from handlers.bounces.dsn import structured_row
 from handlers.mail.message import content_type, decode_bytes, payload_bytes
 from handlers.model import Decision, Inbound, Kind
+from handlers.context import Context
 
 MAX_TEXT = 256 * 1024
 MAX_RECIPIENTS = 100
@@ -145,10 +146,10 @@ def _original(mail: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def decide_ses(item: Inbound, report: SesReport, settings: Any, now: datetime) -> Decision:
+def decide_ses(item: Inbound, report: SesReport, ctx: Context, now: datetime) -> Decision:
     """A BOUNCE decision: hard failures suppress, others count, deliveries are a sign of life."""
     del now
-    rows, envelope, certain = apply_envelope(item, [dict(r) for r in report.rows], report.original, settings)
+    rows, envelope, certain = apply_envelope(item, [dict(r) for r in report.rows], report.original, ctx)
     ref = f"ses:{report.message_id}" if report.message_id else None
     actions = actions_from_rows(rows, ref=ref)
     failed = [r for r in rows if r["action"] == "failed"]

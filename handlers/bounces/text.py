@@ -37,6 +37,7 @@ from handlers.mail.message import (
 )
 from handlers.model import ActionType, Decision, Inbound, Kind
 from handlers.replies.quotes import strip_tags
+from handlers.context import Context
 
 MAX_NOTICE = 64_000      # characters of notice text searched; notices are short, originals are not
 MAX_RECIPIENTS = 100     # a text notice naming more is a list explosion, not one of ours
@@ -432,7 +433,7 @@ def _has_reason(text: str) -> bool:
     return text_reason(text) is not None
 
 
-def decide_text_bounce(item: Inbound, bounce: TextBounce, settings: Any, now: datetime, *,
+def decide_text_bounce(item: Inbound, bounce: TextBounce, ctx: Context, now: datetime, *,
                        act: bool = True) -> Decision:
     """Turn a text bounce notice into a BOUNCE decision (see `assess_text`).
 
@@ -447,7 +448,7 @@ def decide_text_bounce(item: Inbound, bounce: TextBounce, settings: Any, now: da
     del now
     original = bounce.original.to_json() if bounce.original else None
     rows, envelope, certain = apply_envelope(item, [assess_text(r, bounce) for r in bounce.recipients],
-                                             original, settings)
+                                             original, ctx)
     if not act:
         for row in rows:
             if row["outcome"] is not None and not row.get("sent_to"):
@@ -469,7 +470,7 @@ def decide_text_bounce(item: Inbound, bounce: TextBounce, settings: Any, now: da
         "subject": bounce.subject,
     }
     review = False
-    if not certain and (forged := forged_original(evidence["original"], settings)):
+    if not certain and (forged := forged_original(evidence["original"], ctx)):
         actions, review, reason = (), True, f"{reason}; not acted on: {forged}"
         evidence["forged"] = forged
     return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=actions, reason=reason, review=review,

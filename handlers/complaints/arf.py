@@ -49,7 +49,7 @@ from email.message import Message
 from typing import Any
 
 from handlers.mail.addresses import normalise
-from handlers.bounces.envelope import Envelope, TokenMark, bounce_tag, find_token, unsigned_verp
+from handlers.bounces.envelope import Envelope, EnvelopeForm, TokenMark, bounce_tag, find_token, unsigned_verp
 from handlers.bounces.envelope import attribute_unit as attribute_original_unit
 from handlers.mail.from_header import parse_mailbox, read_sender
 from handlers.mail.message import (
@@ -68,6 +68,7 @@ from handlers.mail.message import (
 from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind
 from handlers.bounces.ses import notification
 from handlers.replies.trust import passing_domains
+from handlers.context import ComplaintScope, Context
 
 FEEDBACK_TYPES = ("message/feedback-report",)
 # Where the reported message (or its headers) is attached: RFC 5965 section 2 (c);
@@ -305,35 +306,35 @@ def _clip(value: str | None) -> str | None:
     return value[:MAX_VALUE * 2] if value else value
 
 
-def verp_address(value: str | None, settings: Any) -> str | None:
+def verp_address(value: str | None, ctx: Context) -> str | None:
     """The recipient encoded in our unsigned VERP return path, or None.
 
     `bounces+local=domain@<bounce domain>` (DESIGN.md interfaces) decodes to
     `local@domain`. Only our own bounce local part and domain count: someone else's
     VERP says nothing about our recipients.
     """
-    tag = bounce_tag(value, settings)
+    tag = bounce_tag(value, ctx)
     return unsigned_verp(tag) if tag else None
 
 
-def token_mark(report: ArfReport, settings: Any) -> TokenMark | None:
+def token_mark(report: ArfReport, ctx: Context) -> TokenMark | None:
     """Our signed return path (Original-Mail-From, the original's Return-Path), else the
     signed token of the original's List-Unsubscribe; or None."""
     original = report.original
     return find_token(((report.original_mail_from, "signed return path in Original-Mail-From"),
                        (original.return_path if original else None, "signed return path of the original")),
-                      original.list_unsubscribe if original else None, settings)
+                      original.list_unsubscribe if original else None, ctx)
 
 
-def attribute_unit(original: Original | None, settings: Any, mark: TokenMark | None = None) -> str | None:
+def attribute_unit(original: Original | None, ctx: Context, mark: TokenMark | None = None) -> str | None:
     """The unit that sent the original: a signed token's unit, else List-Id, else From,
     else Feedback-ID; or None."""
-    units = getattr(settings, "units", {}) or {}
+    units = ctx.units
     if mark is not None and mark.unit in units:
         return mark.unit
     if original is None:
         return None
-    unit, _how = attribute_original_unit(Envelope("none"), original.to_json(), None, settings)
+    unit, _how = attribute_original_unit(Envelope(EnvelopeForm.NONE), original.to_json(), None, ctx)
     if unit is not None:
         return unit
     if original.feedback_id:
@@ -343,7 +344,7 @@ def attribute_unit(original: Original | None, settings: Any, mark: TokenMark | N
     return None
 
 
-def complained_recipients(report: ArfReport, settings: Any,
+def complained_recipients(report: ArfReport, ctx: Context,
                           mark: TokenMark | None = None) -> tuple[list[str], str]:
     """(addresses, where they came from), in the order of preference in the module docstring.
 
@@ -369,7 +370,7 @@ def complained_recipients(report: ArfReport, settings: Any,
     candidates: list[tuple[str, str]] = []
     for value, where in ((report.original_mail_from, "VERP in Original-Mail-From"),
                          (original.return_path if original else None, "VERP in the original's Return-Path")):
-        if (address := verp_address(value, settings)) is not None:
+        if (address := verp_address(value, ctx)) is not None:
             candidates.append((address, where))
     if original is not None and original.jmrp_recipient:
         candidates += [(a, "X-HmXmrOriginalRecipient") for a in clean([original.jmrp_recipient])]
@@ -384,7 +385,7 @@ def complained_recipients(report: ArfReport, settings: Any,
     return [], "none"
 
 
-def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datetime) -> Decision:
+def decide_complaint(item: Inbound, report: ArfReport, ctx: Context, now: datetime) -> Decision:
     """Turn a feedback report into a COMPLAINT decision; see the module docstring.
 
     Odd input: a report with `problem` set, or one whose recipient cannot be
@@ -392,9 +393,9 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
     evidence. Never raises.
     """
     original = report.original
-    mark = token_mark(report, settings) if report.form != "apple-unsubscribe" else None
-    recipients, where = complained_recipients(report, settings, mark)
-    unit = report.unit or attribute_unit(original, settings, mark)
+    mark = token_mark(report, ctx) if report.form != "apple-unsubscribe" else None
+    recipients, where = complained_recipients(report, ctx, mark)
+    unit = report.unit or attribute_unit(original, ctx, mark)
     contact_id = None
     if not recipients and mark is not None:
         # Redacted, but our signed token names the contact: act on the contact's address.
@@ -430,7 +431,7 @@ def decide_complaint(item: Inbound, report: ArfReport, settings: Any, now: datet
                         **base)
     if not recipients and contact_id is None and not by_recipient_id:
         return Decision(reason="feedback report names no recipient we can identify", review=True, **base)
-    narrow = getattr(settings, "complaint_scope", "unit") == "unit"
+    narrow = ctx.complaint_scope is ComplaintScope.UNIT
     units = (unit,) if unit and narrow else ALL
     actions: list[Action] = []
     targets = [(address, None) for address in recipients] or [("", contact_id)]
@@ -514,12 +515,11 @@ def _source_entry(domain: str, sender: str | None, sources: tuple[str, ...]) -> 
     return None
 
 
-def _sources(settings: Any) -> tuple[str, ...]:
-    complaints = getattr(settings, "complaints", None)
-    return tuple(getattr(complaints, "fbl_sources", ()) or ())
+def _sources(ctx: Context) -> tuple[str, ...]:
+    return tuple(ctx.complaints.fbl_sources)
 
 
-def authenticate_source(raw: bytes, msg: Message, settings: Any, lookup: KeyLookup | None) -> SourceProof:
+def authenticate_source(raw: bytes, msg: Message, ctx: Context, lookup: KeyLookup | None) -> SourceProof:
     """Whether the report `raw` (parsed as `msg`) comes from a configured feedback loop.
 
     First our own MTA's Authentication-Results (RFC 8601; only `trusted_authserv_ids`):
@@ -535,12 +535,12 @@ def authenticate_source(raw: bytes, msg: Message, settings: Any, lookup: KeyLook
     RFC 5322 section 2.1.1 allows (dkimpy's canonicalisation would cost more than
     linear time on it), or headers dkimpy cannot parse.
     """
-    sources = _sources(settings)
+    sources = _sources(ctx)
     if not sources:
         return SourceProof(None, "none", "no feedback-loop sources configured (complaints.fbl_sources)")
     sender = read_sender(msg).address
     values = [v for k, v in raw_items(msg) if k.lower() == "authentication-results"]
-    for method, domain, authserv in passing_domains(values, getattr(settings, "trusted_authserv_ids", ())):
+    for method, domain, authserv in passing_domains(values, ctx.trusted_authserv_ids):
         if (entry := _source_entry(domain, sender, sources)) is not None:
             return SourceProof(entry, "authentication-results", f"{method}=pass for {domain} by {authserv}")
     claimed = [_tag(v, "d") for k, v in raw_items(msg) if k.lower() == "dkim-signature"]

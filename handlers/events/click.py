@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
 from handlers.model import Action, ActionType, Decision, Inbound, Kind
-from handlers.tokens import keyring_from_settings, scope, verify
+from handlers.tokens import scope, verify
 from handlers.events.upstream import decide_bounce_event, decide_complaint_event
+from handlers.context import Context
 
 MAX_ITEM = 64 * 1024
 
 
-def decide_queue_item(item: Inbound, settings: Any, now: datetime) -> Decision:
+def decide_queue_item(item: Inbound, ctx: Context, now: datetime) -> Decision:
     """Decide one JSON item. Never raises.
 
     A click with a valid token unsubscribes exactly the token's contact, unit and
@@ -35,15 +35,15 @@ def decide_queue_item(item: Inbound, settings: Any, now: datetime) -> Decision:
         return Decision.unreadable(item.id, reason="queue item is not a JSON object", source="queue")
     kind = data.get("type")
     if kind == "bounce":
-        return decide_bounce_event(item, data, settings, now)
+        return decide_bounce_event(item, data, ctx, now)
     if kind == "complaint":
-        return decide_complaint_event(item, data, settings, now)
+        return decide_complaint_event(item, data, ctx, now)
     if kind != "click":
         return Decision.unreadable(item.id, reason=f"queue item of unknown type {str(kind)[:40]!r}",
                                    source="queue")
     token, at = data.get("token"), data.get("at")
     evidence = {"type": "click", "at": str(at)[:40] if at is not None else None}
-    keyring = keyring_from_settings(settings)
+    keyring = ctx.keyring
     claims = verify(token, keyring) if isinstance(token, str) and keyring is not None else None
     if claims is None:
         return Decision.ignore(item.id, Kind.CLICK, reason="link click with a token that does not verify",

@@ -27,6 +27,7 @@ from handlers.complaints.arf import ArfReport, Original, decide_complaint
 from handlers.bounces.envelope import actions_from_rows, apply_envelope
 from handlers.bounces.dsn import structured_row
 from handlers.model import Decision, Inbound, Kind
+from handlers.context import Context
 
 MAX_TEXT = 1000
 ACTIONS = ("failed", "delayed", "delivered")
@@ -42,7 +43,7 @@ def _problem(item: Inbound, kind: Kind, why: str, evidence: dict[str, Any]) -> D
                     source="queue", evidence=evidence)
 
 
-def decide_bounce_event(item: Inbound, data: dict[str, Any], settings: Any, now: datetime) -> Decision:
+def decide_bounce_event(item: Inbound, data: dict[str, Any], ctx: Context, now: datetime) -> Decision:
     """A BOUNCE decision for `{"type": "bounce", ...}`; review with the reason when unreadable."""
     del now
     evidence: dict[str, Any] = {"type": "bounce", "at": _text(data, "at", 40)}
@@ -58,7 +59,7 @@ def decide_bounce_event(item: Inbound, data: dict[str, Any], settings: Any, now:
     status, reason = row["status"], row["reason"]
     return_path = _text(data, "return_path", 320)
     envelope_item = replace(item, rcpt_tos=(return_path,) if return_path else ())
-    rows, envelope, certain = apply_envelope(envelope_item, [row], None, settings)
+    rows, envelope, certain = apply_envelope(envelope_item, [row], None, ctx)
     if not return_path:
         envelope["return_path"] = {"form": "upstream"}
     actions = actions_from_rows(rows, ref=_text(data, "message_id", 300))
@@ -68,7 +69,7 @@ def decide_bounce_event(item: Inbound, data: dict[str, Any], settings: Any, now:
                     source="queue", evidence=evidence)
 
 
-def decide_complaint_event(item: Inbound, data: dict[str, Any], settings: Any, now: datetime) -> Decision:
+def decide_complaint_event(item: Inbound, data: dict[str, Any], ctx: Context, now: datetime) -> Decision:
     """A COMPLAINT decision for `{"type": "complaint", ...}`, decided as an ARF report would be."""
     evidence: dict[str, Any] = {"type": "complaint", "at": _text(data, "at", 40)}
     address = _text(data, "address", 320)
@@ -76,12 +77,12 @@ def decide_complaint_event(item: Inbound, data: dict[str, Any], settings: Any, n
         return _problem(item, Kind.COMPLAINT, "address is not a valid address", evidence)
     feedback_type = (_text(data, "feedback_type", 40) or "abuse").lower()
     unit = _text(data, "unit", 64)
-    if unit is not None and unit not in (getattr(settings, "units", {}) or {}):
+    if unit is not None and unit not in ctx.units:
         return _problem(item, Kind.COMPLAINT, f"unknown unit {unit!r}", evidence)
     original = Original(return_path=_text(data, "return_path", 320),
                         list_unsubscribe=_text(data, "list_unsubscribe"),
                         list_id=_text(data, "list_id", 300), message_id=_text(data, "message_id", 300))
     report = ArfReport(form="upstream", feedback_type=feedback_type,
                        original_rcpt_to=(address,) if address else (), original=original, unit=unit)
-    decision = decide_complaint(item, report, settings, now)
+    decision = decide_complaint(item, report, ctx, now)
     return replace(decision, source="queue", evidence={**evidence, **decision.evidence})

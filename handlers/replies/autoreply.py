@@ -23,13 +23,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
-from typing import Any
 
 from handlers.replies.intent import read_intent
 from handlers.mail.message import header_text, is_unreadable, raw_items
 from handlers.model import HIGH, MEDIUM, Decision, Inbound, Kind
 from handlers.replies.phrases import autoreply_patterns
-from handlers.replies.reply import REPLY_PREFIX, ReplyReport, decide_optout, read_reply
+from handlers.replies.reply import REPLY_PREFIX, ReplyReport, decide_optout, read_reply, reply_route
+from handlers.routing import Mailbox
+from handlers.context import Context
 
 PRECEDENCE = frozenset({"auto_reply", "bulk", "junk", "list"})
 TEXT_SIGNS = ("vacation", "challenge", "ticket")
@@ -94,17 +95,16 @@ def _at_start(subject: str) -> bool:
     return found is not None and found[1].start() == 0
 
 
-def decide_auto_reply(item: Inbound, report: AutoReplyReport, settings: Any, now: datetime) -> Decision:
+def decide_auto_reply(item: Inbound, report: AutoReplyReport, ctx: Context, now: datetime) -> Decision:
     """An AUTOREPLY decision with no actions, the markers as evidence.
 
     Mail to our List-Unsubscribe mailto address is decided by handlers.replies.reply instead.
     """
     reply = report.reply
     if reply is not None:
-        from handlers.replies.reply import _route
-        route = _route(item, reply, settings)
-        if getattr(getattr(route, "mailbox", None), "value", None) == "unsubscribe":
-            return decide_optout(item, reply, settings, now)
+        route = reply_route(item, reply, ctx)
+        if route is not None and route.mailbox is Mailbox.UNSUBSCRIBE:
+            return decide_optout(item, reply, ctx, now)
     sender = reply.sender.address if reply else None
     return Decision(item_id=item.id, kind=Kind.AUTOREPLY, reason="automatic reply: " + ", ".join(report.markers[:4]),
                     evidence={"markers": list(report.markers), "from": sender}, source=item.source,

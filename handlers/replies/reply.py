@@ -45,9 +45,11 @@ from handlers.replies.intent import Intent, read_intent
 from handlers.mail.message import content_type, header_text, is_unreadable, raw_items
 from handlers.model import ALL, CERTAIN, HIGH, LOW, MEDIUM, REVIEW_BELOW, Action, ActionType, Decision, Inbound, Kind
 from handlers.replies.quotes import body_text, new_text
-from handlers.tokens import Claims, keyring_from_settings, verify
+from handlers.routing import Route
+from handlers.tokens import Claims, verify
 from handlers.tokens import scope as token_scope
 from handlers.replies.trust import verify_sender
+from handlers.context import Context
 
 # Subject prefixes of replies and forwards in the languages we read (and Outlook's
 # localised ones): what follows is the subject of the message replied to, not the
@@ -102,36 +104,23 @@ def read_reply(msg: Message) -> ReplyReport | None:
         return None
 
 
-def unit_names(settings: Any) -> dict[str, tuple[str, ...]]:
-    """Unit key -> every name people use for it (configured names, aliases, the key)."""
-    out: dict[str, tuple[str, ...]] = {}
-    for key, unit in (getattr(settings, "units", {}) or {}).items():
-        names = [unit.names.sv, unit.names.nb, unit.names.en, *unit.aliases, key, key.replace("-", " ")]
-        out[key] = tuple(dict.fromkeys(n for n in names if n and len(n) >= 3))
-    return out
-
-
-def _route(item: Inbound, report: ReplyReport, settings: Any) -> Any:
-    try:
-        from handlers.routing import Router
-        router = Router(settings)
-    except Exception:  # noqa: BLE001 - settings without routing info: no route
-        return None
+def reply_route(item: Inbound, report: ReplyReport, ctx: Context) -> Route | None:
+    """Which of our mailboxes the reply reached: an envelope recipient, else a To address."""
     for address in (*item.rcpt_tos, *report.to):
-        found = router(address)
+        found = ctx.router(address)
         if found is not None:
             return found
     return None
 
 
-def decide_optout(item: Inbound, report: ReplyReport, settings: Any, now: datetime) -> Decision:
+def decide_optout(item: Inbound, report: ReplyReport, ctx: Context, now: datetime) -> Decision:
     """Decide a human message; see the module docstring. Never raises on odd input.
 
     A decision that acts on the sender's own address is `verified` when our own MTA's
     Authentication-Results prove the sender (handlers.replies.trust, RFC 8601); unverified
     opt-outs are still honoured (the safe direction), and flagged as such.
     """
-    decision = _decide(item, report, settings, now)
+    decision = _decide(item, report, ctx, now)
     if decision.verified or not decision.actions or report.sender.address is None:
         return decision
     if any(a.type is not ActionType.UNSUBSCRIBE for a in decision.actions):
@@ -139,17 +128,17 @@ def decide_optout(item: Inbound, report: ReplyReport, settings: Any, now: dateti
     if any(a.address != report.sender.address for a in decision.actions):
         return decision
     verdict = verify_sender(report.auth_results, report.sender.address,
-                            getattr(settings, "trusted_authserv_ids", ()))
+                            ctx.trusted_authserv_ids)
     evidence = {**decision.evidence, "sender_verified": verdict.why}
     return replace(decision, verified=verdict.verified, evidence=evidence)
 
 
-def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) -> Decision:
-    route = _route(item, report, settings)
+def _decide(item: Inbound, report: ReplyReport, ctx: Context, now: datetime) -> Decision:
+    route = reply_route(item, report, ctx)
     mailbox = getattr(getattr(route, "mailbox", None), "value", None)
     sender = report.sender
     texts = [t for t in (report.own_subject, report.text) if t]
-    intent = read_intent(texts, unit_names(settings))
+    intent = read_intent(texts, ctx.unit_names)
     evidence: dict[str, Any] = {
         "from": sender.address, "from_problem": sender.problem, "mailbox": mailbox,
         "unit_mailbox": getattr(route, "unit", None), "subject": report.subject[:200],
@@ -158,11 +147,11 @@ def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) ->
         "kept_channels": list(intent.kept_channels),
     }
     base = dict(item_id=item.id, evidence=evidence, source=item.source)
-    reply_claims = _reply_claims(route, mailbox, settings, evidence)
+    reply_claims = _reply_claims(route, mailbox, ctx, evidence)
 
     if mailbox == "unsubscribe":
         tag = getattr(route, "tag", None)
-        claims = _token_claims(tag, settings)
+        claims = _token_claims(tag, ctx)
         # A valid token is a bearer credential: only its claims are kept (below). A tag
         # that does not verify is kept as evidence of what was tried.
         evidence["token"] = None if claims is not None else (tag[:80] if tag else None)
@@ -198,7 +187,7 @@ def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) ->
                                       "deadline": (now + RIGHTS_DEADLINE).date().isoformat()}
 
     if not intent.optout:
-        optin = _optin(intent, report, route, reply_claims, settings, base)
+        optin = _optin(intent, report, route, reply_claims, ctx, base)
         return optin if optin is not None else _not_optout(intent, base)
 
     evidence["confidence_doubts"] = list(intent.doubts)
@@ -211,7 +200,7 @@ def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) ->
 
     # Our own addresses (a unit's, reply@) named in the text say nothing about whose
     # opt-out it is.
-    others = [a for a in intent.addresses if a != sender.address and not _ours(a, settings)]
+    others = [a for a in intent.addresses if a != sender.address and not _ours(a, ctx)]
     target = sender.address
     reasons = []
     if intent.third_party:
@@ -251,16 +240,12 @@ def _decide(item: Inbound, report: ReplyReport, settings: Any, now: datetime) ->
                     confidence=intent.confidence, reason=why, **base)
 
 
-def _ours(address: str, settings: Any) -> bool:
-    try:
-        from handlers.routing import route
-        return route(address, settings) is not None
-    except Exception:  # noqa: BLE001
-        return False
+def _ours(address: str, ctx: Context) -> bool:
+    return ctx.router(address) is not None
 
 
-def _token_claims(token: str | None, settings: Any) -> Claims | None:
-    keyring = keyring_from_settings(settings)
+def _token_claims(token: str | None, ctx: Context) -> Claims | None:
+    keyring = ctx.keyring
     if not token or keyring is None:
         return None
     return verify(token, keyring)
@@ -275,7 +260,7 @@ def _unsubscribe_contact(claims: Claims, intent: Intent) -> Action:
                   contact_id=claims.contact_id)
 
 
-def _reply_claims(route: Any, mailbox: str | None, settings: Any, evidence: dict[str, Any]) -> Claims | None:
+def _reply_claims(route: Any, mailbox: str | None, ctx: Context, evidence: dict[str, Any]) -> Claims | None:
     """The claims of a signed token in the tag of our reply address (reply+TOKEN@, unit+TOKEN@), or None.
 
     Only the claims go into evidence: the token itself would let anyone who reads the
@@ -284,7 +269,7 @@ def _reply_claims(route: Any, mailbox: str | None, settings: Any, evidence: dict
     tag = getattr(route, "tag", None)
     if mailbox not in ("reply", "unit") or not tag:
         return None
-    claims = _token_claims(tag, settings)
+    claims = _token_claims(tag, ctx)
     evidence["reply_token"] = (_claims_json(claims) if claims is not None
                                else {"valid": False, "why": "the reply address's tag does not verify"})
     return claims
@@ -295,7 +280,7 @@ def _claims_json(claims: Claims) -> dict[str, Any]:
             "key_id": claims.key_id}
 
 
-def _optin(intent: Intent, report: ReplyReport, route: Any, claims: Claims | None, settings: Any,
+def _optin(intent: Intent, report: ReplyReport, route: Any, claims: Claims | None, ctx: Context,
            base: dict[str, Any]) -> Decision | None:
     """A SUBSCRIBE decision for a clear request to be subscribed again from a verified sender, else None.
 
@@ -311,11 +296,11 @@ def _optin(intent: Intent, report: ReplyReport, route: Any, claims: Claims | Non
     if (sender is None or not intent.resubscribe or not intent.optin_clear or intent.access or intent.erasure
             or intent.third_party or intent.address_change or intent.question):
         return None
-    if any(a != sender and not _ours(a, settings) for a in intent.addresses):
+    if any(a != sender and not _ours(a, ctx) for a in intent.addresses):
         return None
     evidence = base["evidence"]
     if claims is None:
-        verdict = verify_sender(report.auth_results, sender, getattr(settings, "trusted_authserv_ids", ()))
+        verdict = verify_sender(report.auth_results, sender, ctx.trusted_authserv_ids)
         evidence["sender_verified"] = verdict.why
         if not verdict.verified:
             return None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from handlers.context import Context
 from handlers.mail.addresses import normalise
 from tests.support import corpus
 from tests.conftest import EXAMPLE_TOML, REPO
@@ -180,7 +181,7 @@ def test_suppressions_export_and_release(tmp_path: Path):
         database = Database.connect(settings.database_url)
         await prepare_database(settings, database)
         now = datetime.now(timezone.utc)
-        await apply(classify(Inbound.from_file(f.read_bytes(), "b", now), settings, now), database.unit_of_work(), now)
+        await apply(classify(Inbound.from_file(f.read_bytes(), "b", now), Context.from_settings(settings), now), database.unit_of_work(), now)
         await database.close()
 
     asyncio.run(seed())

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 
+from handlers.context import Context
 from handlers.state.apply import apply
 from handlers.model import ALL, Action, ActionType, Decision, Kind
 from worker.ops.contacts import import_rows, parse_csv
@@ -305,7 +306,7 @@ async def test_one_batch_keeps_the_order_of_changes_to_one_address(database):
 
     def decision(action, status, n):
         item = Inbound.from_smtp(report(action, status, n), "", ["bounces@mail.example.org"], T0)
-        return classify(item, settings, T0)
+        return classify(item, Context.from_settings(settings), T0)
 
     batch = [decision("failed", "4.2.2", 1), decision("failed", "4.2.2", 2), decision("delivered", "2.0.0", 3),
              decision("failed", "4.2.2", 4), decision("failed", "4.2.2", 5)]

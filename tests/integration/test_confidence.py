@@ -8,6 +8,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
+from handlers.context import Context
 from handlers.state.apply import apply
 from handlers.classify import classify
 from handlers.model import (REVIEW_BELOW, Decision, Inbound, Kind, confidence_level, confidence_of)
@@ -89,8 +90,8 @@ def test_structured_reports_are_surer_than_bounces_read_from_text():
              b"I'm afraid I wasn't able to deliver your message to the following addresses.\r\n"
              b"This is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n"
              b"<olle@example.se>:\r\nSorry, no mailbox here by that name. (#5.1.1)\r\n")
-    text = classify(Inbound.from_smtp(qmail, "", ["bounces@mail.example.org"], NOW), SETTINGS, NOW)
-    report = classify(Inbound.from_smtp(dsn("olle@example.se"), "", ["bounces@mail.example.org"], NOW), SETTINGS, NOW)
+    text = classify(Inbound.from_smtp(qmail, "", ["bounces@mail.example.org"], NOW), Context.from_settings(SETTINGS), NOW)
+    report = classify(Inbound.from_smtp(dsn("olle@example.se"), "", ["bounces@mail.example.org"], NOW), Context.from_settings(SETTINGS), NOW)
     assert text.kind is report.kind is Kind.BOUNCE and text.actions and report.actions
     assert confidence_level(report.confidence) == "high" and confidence_level(text.confidence) == "medium"
 

@@ -18,6 +18,7 @@ import dkim
 import pytest
 from sqlalchemy import func, select
 
+from handlers.context import Context
 from handlers.state.apply import apply
 from handlers.complaints.arf import authenticate_source
 from handlers.classify import SUSPECT, classify
@@ -35,6 +36,7 @@ KEYS = f'{{"k1": "{SECRET}"}}'
 K1 = Keyring({"k1": SECRET.encode()}, "k1")
 FBL = make_settings(UNSUBD_COMPLAINTS__FBL_SOURCES=f'["{SOURCE}"]',
                     UNSUBD_TRUSTED_AUTHSERV_IDS='["mx.mail.example.org"]', UNSUBD_TOKENS__KEYS=KEYS)
+FBL_CTX = Context.from_settings(FBL)
 PLAIN = "bounces@mail.example.org"
 
 
@@ -158,7 +160,7 @@ async def count(database, model, *where) -> int:
 
 async def test_a_dsn_to_the_plain_address_naming_10000_recipients_suppresses_nobody(database):
     victims = [f"victim{i}@example.se" for i in range(10_000)]
-    d = classify(smtp(dsn(victims), PLAIN), FBL, NOW)
+    d = classify(smtp(dsn(victims), PLAIN), FBL_CTX, NOW)
     assert d.kind is Kind.BOUNCE and d.review and d.actions == ()
     assert "names 1000 recipients" in d.reason and "of 10000 recipient groups" in d.reason
     rows = d.evidence["recipients"]
@@ -171,14 +173,14 @@ async def test_a_dsn_to_the_plain_address_naming_10000_recipients_suppresses_nob
 
 @pytest.mark.parametrize("n, acts", [(1, True), (5, True), (6, False), (50, False)])
 def test_the_limit_is_what_one_message_plausibly_had(n, acts):
-    d = classify(smtp(dsn([f"r{i}@example.se" for i in range(n)]), PLAIN), FBL, NOW)
+    d = classify(smtp(dsn([f"r{i}@example.se" for i in range(n)]), PLAIN), FBL_CTX, NOW)
     assert (len(d.actions) == n and not d.review) if acts else (d.actions == () and d.review)
     assert (f"names {n} recipients" in d.reason) is not acts
 
 
 def test_the_limit_is_a_setting():
     wide = make_settings(UNSUBD_BOUNCES__MAX_RECIPIENTS_PER_REPORT="10")
-    d = classify(smtp(dsn([f"r{i}@example.se" for i in range(8)]), PLAIN), wide, NOW)
+    d = classify(smtp(dsn([f"r{i}@example.se" for i in range(8)]), PLAIN), Context.from_settings(wide), NOW)
     assert len(d.actions) == 8 and not d.review
 
 
@@ -188,13 +190,13 @@ def test_a_text_bounce_naming_many_goes_to_review_too():
               "I'm afraid I wasn't able to deliver your message to the following addresses.\r\n"
               "This is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n"
               + "".join(f"<v{i}@example.se>:\r\n550 5.1.1 mailbox does not exist\r\n\r\n" for i in range(40)))
-    d = classify(smtp(notice.encode(), PLAIN), FBL, NOW)
+    d = classify(smtp(notice.encode(), PLAIN), FBL_CTX, NOW)
     assert d.kind is Kind.BOUNCE and d.review and d.actions == () and "names 40 recipients" in d.reason
 
 
 def test_with_a_signed_return_path_only_the_named_address_is_acted_on():
     signed = return_path(sign_return_path(42, "anna@example.se", "alumni", K1), "bounces", "mail.example.org")
-    d = classify(smtp(dsn(["anna@example.se"] + [f"x{i}@example.se" for i in range(30)]), signed), FBL, NOW)
+    d = classify(smtp(dsn(["anna@example.se"] + [f"x{i}@example.se" for i in range(30)]), signed), FBL_CTX, NOW)
     assert [(a.type, a.address) for a in d.actions] == [(ActionType.SUPPRESS, "anna@example.se")]
     assert not d.review and d.verified and "bounce_implausible_recipients" in d.evidence["suspect"]
 
@@ -207,7 +209,7 @@ def _complaint_state(database):
 
 async def test_an_arf_from_an_unknown_sender_is_held_for_review(database):
     raw = arf(sender="abuse@somewhere.example")
-    d = classify(smtp(raw, "fbl@mail.example.org", "abuse@somewhere.example"), FBL, NOW, dkim_lookup=lookup)
+    d = classify(smtp(raw, "fbl@mail.example.org", "abuse@somewhere.example"), FBL_CTX, NOW, dkim_lookup=lookup)
     assert d.kind is Kind.COMPLAINT and d.review and d.actions == ()
     held = {(a["type"], a["address"]) for a in d.evidence["held_actions"]}
     assert held == {("suppress", "kari@example.no"), ("unsubscribe", "kari@example.no")}
@@ -217,12 +219,13 @@ async def test_an_arf_from_an_unknown_sender_is_held_for_review(database):
 
 
 def test_with_no_sources_configured_every_complaint_is_held():
-    d = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), make_settings(), NOW, dkim_lookup=lookup)
+    d = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), Context.from_settings(make_settings()), NOW,
+                 dkim_lookup=lookup)
     assert d.review and d.actions == () and "complaints.fbl_sources" in d.reason
 
 
 async def test_a_dkim_signed_arf_from_a_configured_source_is_acted_on(database):
-    d = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), FBL, NOW, dkim_lookup=lookup)
+    d = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), FBL_CTX, NOW, dkim_lookup=lookup)
     assert d.kind is Kind.COMPLAINT and not d.review
     assert {(a.type, a.address) for a in d.actions} == {(ActionType.SUPPRESS, "kari@example.no"),
                                                         (ActionType.UNSUBSCRIBE, "kari@example.no")}
@@ -239,7 +242,7 @@ async def test_a_forged_dkim_signature_is_held_for_review(database, forgery):
         raw = dkim_signed(arf("kari@example.no")).replace(b"kari@example.no", b"ceo@victim.example")
     else:
         raw = dkim_signed(arf()).replace(b"A user marked this message as spam.", b"A user marked this as spam.")
-    d = classify(smtp(raw, "fbl@mail.example.org"), FBL, NOW, dkim_lookup=lookup)
+    d = classify(smtp(raw, "fbl@mail.example.org"), FBL_CTX, NOW, dkim_lookup=lookup)
     assert d.kind is Kind.COMPLAINT and d.review and d.actions == ()
     assert d.evidence["source_proof"]["bad_signature"] is True
     assert d.evidence["suspect"] == ["complaint_unauthenticated", "complaint_bad_signature"]
@@ -249,17 +252,17 @@ async def test_a_forged_dkim_signature_is_held_for_review(database, forgery):
 
 def test_a_signature_of_another_domain_proves_nothing():
     raw = dkim_signed(arf(), domain="lookalike-mailbox.example")
-    d = classify(smtp(raw, "fbl@mail.example.org"), FBL, NOW, dkim_lookup=lookup)
+    d = classify(smtp(raw, "fbl@mail.example.org"), FBL_CTX, NOW, dkim_lookup=lookup)
     assert d.review and d.actions == () and not d.evidence["source_proof"]["bad_signature"]
 
 
 def test_offline_a_signed_report_cannot_be_verified_and_is_held():
-    d = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), FBL, NOW)      # no lookup: unsubd classify
+    d = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), FBL_CTX, NOW)      # no lookup: unsubd classify
     assert d.review and "no key lookup" in d.reason
 
 
 def test_no_published_key_is_not_taken_for_a_forgery():
-    d = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), FBL, NOW, dkim_lookup=lambda name: None)
+    d = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), FBL_CTX, NOW, dkim_lookup=lambda name: None)
     assert d.review and "no public key" in d.reason and not d.evidence["source_proof"]["bad_signature"]
 
 
@@ -271,25 +274,25 @@ def test_no_published_key_is_not_taken_for_a_forgery():
     ("Authentication-Results: mx.mail.example.org; dkim=pass header.d=example-mailbox.com\r\n", False),
 ])
 def test_our_own_mtas_authentication_results_prove_the_source(header, acted):
-    d = classify(smtp(arf(extra=header), "fbl@mail.example.org"), FBL, NOW)
+    d = classify(smtp(arf(extra=header), "fbl@mail.example.org"), FBL_CTX, NOW)
     assert (bool(d.actions) and not d.review) is acted
     assert d.evidence["source_proof"]["how"] == ("authentication-results" if acted else "none")
 
 
 def test_an_address_entry_also_needs_the_reports_from():
     by_address = make_settings(UNSUBD_COMPLAINTS__FBL_SOURCES=f'["reports@{SOURCE}"]')
-    ok = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), by_address, NOW, dkim_lookup=lookup)
+    ok = classify(smtp(dkim_signed(arf()), "fbl@mail.example.org"), Context.from_settings(by_address), NOW, dkim_lookup=lookup)
     assert ok.actions and not ok.review
     # A user of the same domain signs with it too, but cannot send as the loop's address.
     other = dkim_signed(arf(sender=f"someone@{SOURCE}"))
-    held = classify(smtp(other, "fbl@mail.example.org"), by_address, NOW, dkim_lookup=lookup)
+    held = classify(smtp(other, "fbl@mail.example.org"), Context.from_settings(by_address), NOW, dkim_lookup=lookup)
     assert held.review and held.actions == ()
 
 
 def test_apples_unsubscribe_message_is_the_persons_own_and_not_held():
     raw = (b"From: Kari <kari@example.no>\r\nTo: unsubscribe@mail.example.org\r\nSubject: unsubscribe\r\n"
            b"X-Apple-Unsubscribe: true\r\n\r\nunsubscribe\r\n")
-    d = classify(smtp(raw, "unsubscribe@mail.example.org", "kari@example.no"), FBL, NOW)
+    d = classify(smtp(raw, "unsubscribe@mail.example.org", "kari@example.no"), FBL_CTX, NOW)
     assert d.kind is Kind.COMPLAINT and not d.review and d.actions
 
 
@@ -299,14 +302,14 @@ def test_hostile_signed_reports_never_raise_and_stay_linear():
     def run(spaces: int) -> tuple[Decision, float]:
         raw = dkim_signed(arf()).replace(b"A user marked", b"A user" + b" " * spaces + b"marked")
         started = time.perf_counter()
-        d = classify(smtp(raw, "fbl@mail.example.org"), FBL, NOW, dkim_lookup=lookup)
+        d = classify(smtp(raw, "fbl@mail.example.org"), FBL_CTX, NOW, dkim_lookup=lookup)
         return d, time.perf_counter() - started
     small, base = run(500)
     big, slow = run(2_000_000)
     assert small.review and big.review and "longer than RFC 5322" in big.reason
     assert slow < base * 1000                   # 4000 times the whitespace: linear, not quadratic
     broken = b"DKIM-Signature: v=1; d=" + SOURCE.encode() + b"; s=fbl; b=\xff\xfe;;=\r\n" + arf()
-    d = classify(smtp(broken, "fbl@mail.example.org"), FBL, NOW, dkim_lookup=lookup)
+    d = classify(smtp(broken, "fbl@mail.example.org"), FBL_CTX, NOW, dkim_lookup=lookup)
     assert d.review and d.actions == ()
     proof = authenticate_source(b"", parse_message(b""), FBL, lookup)
     assert not proof.proven
@@ -319,7 +322,7 @@ async def test_three_soft_bounces_to_a_tampered_tag_suppress_nobody(database):
     tampered = "bounces+" + "a" * 34 + "@mail.example.org"
     for i in range(3):
         d = classify(smtp(dsn(["bo@example.se"], status="4.2.2", message_id=f"<t{i}@mail.example.org>"),
-                          tampered), FBL, NOW)
+                          tampered), FBL_CTX, NOW)
         assert d.actions == () and d.evidence["suspect"] == ["bounce_forged_return_path"]
         assert d.evidence["recipients"][0]["proposed"] == "soft_bounce"
         await apply(d, database.unit_of_work(), NOW + timedelta(hours=i), policy)
@@ -328,7 +331,7 @@ async def test_three_soft_bounces_to_a_tampered_tag_suppress_nobody(database):
     # The classic unsigned VERP tag is a hint, not a forgery: it still counts, and three suppress.
     for i in range(3):
         d = classify(smtp(dsn(["cy@example.se"], status="4.2.2", message_id=f"<u{i}@mail.example.org>"),
-                          "bounces+cy=example.se@mail.example.org"), FBL, NOW)
+                          "bounces+cy=example.se@mail.example.org"), FBL_CTX, NOW)
         assert [a.type for a in d.actions] == [ActionType.SOFT_BOUNCE]
         await apply(d, database.unit_of_work(), NOW + timedelta(hours=i), policy)
     async with database.sessions() as s:
@@ -342,7 +345,7 @@ async def test_the_consumer_counts_each_suspect_report(database):
     from worker.pipeline.consumer import Consumer
 
     async def run_classify(item: Inbound, now: datetime) -> Decision:
-        return classify(item, FBL, now, dkim_lookup=lookup)
+        return classify(item, FBL_CTX, now, dkim_lookup=lookup)
 
     consumer = Consumer(FBL, None, run_classify, database.unit_of_work, lambda: NOW)
     assert consumer.counters.suspect_reports == dict.fromkeys(SUSPECT, 0)       # shown as 0 before any

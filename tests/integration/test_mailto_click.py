@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
+from handlers.context import Context
 from handlers.state.apply import apply
 from handlers.classify import classify
 from handlers.model import ALL, Action, ActionType, Decision, Inbound, Kind, item_key
@@ -39,7 +40,7 @@ def mailto(tok: str, sender: str = "someone.else@example.se") -> Inbound:
 
 
 def test_a_valid_mailto_token_acts_on_exactly_its_contact_and_scope(settings):
-    d = classify(mailto(token(settings, 7, "research-news", "email")), settings, NOW)
+    d = classify(mailto(token(settings, 7, "research-news", "email")), Context.from_settings(settings), NOW)
     assert d.kind is Kind.OPTOUT and d.verified and d.source == "mailto"
     (a,) = d.actions
     assert (a.type, a.contact_id, a.units, a.channels) == (ActionType.UNSUBSCRIBE, 7, ("research-news",), ("email",))
@@ -50,14 +51,14 @@ def test_a_valid_mailto_token_acts_on_exactly_its_contact_and_scope(settings):
 
 
 def test_an_all_units_token_means_all(settings):
-    (a,) = classify(mailto(token(settings, 7, "*", "*")), settings, NOW).actions
+    (a,) = classify(mailto(token(settings, 7, "*", "*")), Context.from_settings(settings), NOW).actions
     assert a.units == ALL and a.channels == ALL
 
 
 def test_a_tampered_mailto_token_falls_back_to_the_sender_and_is_not_verified(settings):
     tok = token(settings)
     bad = tok[:-2] + ("A" if tok[-2] != "A" else "B") + tok[-1]
-    d = classify(mailto(bad, sender="per@example.se"), settings, NOW)
+    d = classify(mailto(bad, sender="per@example.se"), Context.from_settings(settings), NOW)
     assert not d.verified and [(a.address, a.contact_id) for a in d.actions] == [("per@example.se", None)]
 
 
@@ -68,7 +69,7 @@ def click(body: dict | bytes) -> Inbound:
 
 def test_a_queue_click_has_the_effect_of_one_click(settings):
     d = classify(click({"type": "click", "token": token(settings, 9, "events", "sms"), "at": "2026-03-01T11:59:00Z"}),
-                 settings, NOW)
+                 Context.from_settings(settings), NOW)
     assert d.kind is Kind.CLICK and d.verified and d.source == "queue"
     (a,) = d.actions
     assert (a.contact_id, a.units, a.channels) == (9, ("events",), ("sms",))
@@ -84,7 +85,7 @@ def test_a_queue_click_has_the_effect_of_one_click(settings):
     (b"{" * 100_000, True),
 ])
 def test_queue_items_that_are_not_valid_clicks_change_nothing(settings, body, review):
-    d = classify(click(body), settings, NOW)
+    d = classify(click(body), Context.from_settings(settings), NOW)
     assert d.actions == () and d.review is review and d.reason
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from handlers.context import Context
 from handlers.classify import classify as real_classify
 from handlers.model import Decision, Inbound, Kind
 from tests.support.hostile import pathological_message
@@ -183,10 +184,10 @@ async def test_real_classifier_reads_the_old_pathological_message_quickly(settin
     ordinary = (b"From: Anna <anna@example.net>\r\nTo: reply@example.org\r\nSubject: hello\r\n"
                 b"Message-ID: <n1@example.net>\r\n\r\n" + b"Just saying hello.\r\n" * 16_000)
     started = time.process_time()
-    real_classify(inbound(ordinary), settings, NOW)
+    real_classify(inbound(ordinary), Context.from_settings(settings), NOW)
     baseline = time.process_time() - started
     started = time.process_time()
-    decision = real_classify(inbound(pathological_message()), settings, NOW)
+    decision = real_classify(inbound(pathological_message()), Context.from_settings(settings), NOW)
     took = time.process_time() - started
     assert "classifier error" not in decision.reason
     assert took < 10 * max(baseline, 0.01), (took, baseline)
@@ -204,7 +205,7 @@ async def test_the_pool_stops_a_classifier_that_spins_while_others_flow(settings
         async with ClassifyPool(settings, classify_fn=poisoned, workers=2, cpu_seconds=1, wall_seconds=20) as pool:
             hostile = asyncio.create_task(run(pool, poison_message()))
             decision = await run(pool, normal)
-            assert decision == real_classify(inbound(normal), settings, NOW)
+            assert decision == real_classify(inbound(normal), Context.from_settings(settings), NOW)
             with pytest.raises(ClassifyTimeout, match="cpu time limit"):
                 await hostile
             assert await run(pool, normal) == decision

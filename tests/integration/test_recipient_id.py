@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
+from handlers.context import Context
 from handlers.state.apply import apply
 from handlers.classify import classify
 from handlers.model import Inbound, Kind
@@ -57,7 +58,7 @@ async def test_an_import_never_moves_a_recipient_id_to_another_contact(database)
 async def test_a_redacted_complaint_is_applied_to_the_contact_with_that_recipient_id(database):
     csv = "address,units,recipient_id\nolga@example.se,alumni,79e3b0d0\npia@example.se,alumni,a25b5241\n"
     await import_rows(database, parse_csv(csv, SETTINGS), NOW, "c.csv")
-    decision = classify(complaint("79e3b0d0"), SETTINGS, NOW)
+    decision = classify(complaint("79e3b0d0"), Context.from_settings(SETTINGS), NOW)
     assert decision.kind is Kind.COMPLAINT and not decision.review
     applied = await apply(decision, database.unit_of_work(), NOW)
     assert applied.updates == 2
@@ -73,7 +74,7 @@ async def test_a_redacted_complaint_is_applied_to_the_contact_with_that_recipien
 async def test_an_unknown_recipient_id_changes_nothing(database):
     await import_rows(database, parse_csv("address\nolga@example.se\n", SETTINGS), NOW, "c.csv")
     redacted = complaint("ffffffff", 2, to="Undisclosed recipients:;")
-    applied = await apply(classify(redacted, SETTINGS, NOW), database.unit_of_work(), NOW)
+    applied = await apply(classify(redacted, Context.from_settings(SETTINGS), NOW), database.unit_of_work(), NOW)
     assert applied.updates == 0 and not applied.duplicate
     async with database.sessions() as s:
         assert (await s.scalars(select(Suppression))).all() == []
@@ -81,7 +82,7 @@ async def test_an_unknown_recipient_id_changes_nothing(database):
 
 async def test_with_an_unknown_recipient_id_the_original_to_stands(database):
     await import_rows(database, parse_csv("address\nolga@example.se\n", SETTINGS), NOW, "c.csv")
-    applied = await apply(classify(complaint("ffffffff", 3, to="olga@example.se"), SETTINGS, NOW),
+    applied = await apply(classify(complaint("ffffffff", 3, to="olga@example.se"), Context.from_settings(SETTINGS), NOW),
                           database.unit_of_work(), NOW)
     assert applied.updates == 2
     async with database.sessions() as s:

@@ -10,6 +10,7 @@ import json
 import pytest
 from sqlalchemy import select
 
+from handlers.context import Context
 from handlers.state.apply import apply
 from handlers.classify import classify
 from handlers.model import ALL, ActionType, Inbound, Kind
@@ -38,7 +39,7 @@ def tampered(tok: str) -> str:
 def reply(settings, body: str, rcpt: str, subject: str = "Re: Alumninytt",
           sender: str = "Anna Berg <anna.berg@example.se>", extra: str = ""):
     raw = mail(body, subject=subject, sender=sender, to=rcpt, extra=extra)
-    return classify(Inbound.from_smtp(raw, "anna.berg@example.se", [rcpt], NOW), settings, NOW)
+    return classify(Inbound.from_smtp(raw, "anna.berg@example.se", [rcpt], NOW), Context.from_settings(settings), NOW)
 
 
 def test_valid_token_in_the_reply_address_verifies_the_opt_out_for_its_contact(settings):

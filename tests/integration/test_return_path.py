@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import assume, given, settings as hyp_settings, strategies as st
 
+from handlers.context import Context
 from handlers.complaints.arf import decide_complaint, read_arf
 from handlers.bounces.envelope import read_envelope
 from handlers.classify import classify
@@ -118,7 +119,7 @@ def dsn(recipient: str, status: str = "5.1.1", original_headers: str = "") -> by
 
 
 def bounce_to(rcpt: str, raw: bytes, settings=SETTINGS):
-    return classify(Inbound.from_smtp(raw, "", [rcpt], NOW), settings, NOW)
+    return classify(Inbound.from_smtp(raw, "", [rcpt], NOW), Context.from_settings(settings), NOW)
 
 
 def test_a_signed_return_path_naming_the_address_suppresses_with_certainty():
@@ -213,13 +214,13 @@ def test_text_bounces_follow_the_same_rules():
 
 def test_envelope_forms():
     def form(rcpt: str) -> str:
-        return read_envelope(Inbound.from_smtp(b"", "", [rcpt], NOW), SETTINGS).form
+        return read_envelope(Inbound.from_smtp(b"", "", [rcpt], NOW), Context.from_settings(SETTINGS)).form
     assert form(verp(1, "a@b.se")) == "signed"
     assert form("bounces+anna=example.se@mail.example.org") == "unsigned"
     assert form("bounces+zzzz@mail.example.org") == "forged"
     assert form("bounces@mail.example.org") == "plain"
     assert form("alumni@mail.example.org") == "none"
-    assert read_envelope(Inbound.from_file(b"", "x.eml", NOW), SETTINGS).form == "none"
+    assert read_envelope(Inbound.from_file(b"", "x.eml", NOW), Context.from_settings(SETTINGS)).form == "none"
 
 
 # --------------------------------------------------------------------------- unit attribution
@@ -266,7 +267,7 @@ def complaint(raw: bytes):
     report = read_arf(parse_message(raw))
     assert report is not None
     return decide_complaint(Inbound.from_smtp(raw, "fbl@isp.example", ["fbl@mail.example.org"], NOW), report,
-                            SETTINGS, NOW)
+                            Context.from_settings(SETTINGS), NOW)
 
 
 def test_a_redacted_complaint_is_attributed_by_the_signed_return_path():
@@ -361,7 +362,8 @@ async def test_a_redacted_complaint_reaches_the_token_contact_in_the_database(da
     fbl = make_settings(UNSUBD_TOKENS__KEYS=f'{{"k1": "{SECRET_1}"}}',
                         UNSUBD_TRUSTED_AUTHSERV_IDS='["mx.mail.example.org"]',
                         UNSUBD_COMPLAINTS__FBL_SOURCES='["isp.example"]')
-    d = classify(Inbound.from_smtp(raw, "fbl@isp.example", ["fbl@mail.example.org"], NOW), fbl, NOW)
+    d = classify(Inbound.from_smtp(raw, "fbl@isp.example", ["fbl@mail.example.org"], NOW), Context.from_settings(fbl),
+                 NOW)
     assert d.kind is Kind.COMPLAINT and d.verified
     await apply(d, database.unit_of_work(), NOW)
     async with database.sessions() as s:

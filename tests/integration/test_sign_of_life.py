@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
+from handlers.context import Context
 from handlers.state.apply import apply
 from handlers.classify import classify
 from handlers.model import ActionType, Inbound
@@ -31,7 +32,7 @@ def report(action: str, status: str, n: int) -> bytes:
 
 async def feed(database, action: str, status: str, n: int):
     item = Inbound.from_smtp(report(action, status, n), "", ["bounces@mail.example.org"], T0 + timedelta(days=n))
-    decision = classify(item, SETTINGS, item.received_at)
+    decision = classify(item, Context.from_settings(SETTINGS), item.received_at)
     await apply(decision, database.unit_of_work(), item.received_at, POLICY)
     return decision
 

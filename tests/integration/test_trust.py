@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
+from handlers.context import Context
 from handlers.state.apply import apply
 from handlers.classify import classify
 from handlers.model import Action, ActionType, Decision, Inbound, Kind
@@ -50,9 +51,9 @@ def optout_mail(auth: str | None) -> Inbound:
 
 def test_an_emailed_opt_out_is_verified_by_our_mta_and_honoured_either_way():
     settings = make_settings(UNSUBD_TRUSTED_AUTHSERV_IDS='["mx1.mail.example.org"]')
-    proven = classify(optout_mail("mx1.mail.example.org; dmarc=pass header.from=example.se"), settings, T0)
+    proven = classify(optout_mail("mx1.mail.example.org; dmarc=pass header.from=example.se"), Context.from_settings(settings), T0)
     assert proven.kind is Kind.OPTOUT and proven.actions and proven.verified
-    forged = classify(optout_mail("mx1.evil.example; dmarc=pass header.from=example.se"), settings, T0)
+    forged = classify(optout_mail("mx1.evil.example; dmarc=pass header.from=example.se"), Context.from_settings(settings), T0)
     assert forged.kind is Kind.OPTOUT and forged.actions and not forged.verified     # still honoured
 
 

@@ -10,6 +10,7 @@ import aio_pika
 import jsonschema
 import pytest
 
+from handlers.context import Context
 from handlers.classify import classify
 from handlers.model import ALL, ActionType, Inbound, Kind, item_key
 from handlers.tokens import Keyring, link_headers, return_path, sign, sign_return_path
@@ -28,7 +29,7 @@ K1 = Keyring({"k1": SECRET.encode()}, "k1")
 def event(body: dict | bytes):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     item = Inbound(id=item_key("event", raw), raw=raw, mail_from=None, rcpt_tos=(), received_at=NOW, source="queue")
-    return classify(item, SETTINGS, NOW)
+    return classify(item, Context.from_settings(SETTINGS), NOW)
 
 
 # --------------------------------------------------------------------------- bounces

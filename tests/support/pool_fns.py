@@ -16,7 +16,7 @@ from typing import Any
 from handlers.model import Decision, Inbound, Kind
 
 
-def act(item: Inbound, settings: Any, now: datetime) -> Decision:
+def act(item: Inbound, ctx: Any, now: datetime) -> Decision:
     command = item.raw.split(b" ", 1)[0]
     if command == b"busy":                  # CPU-bound forever
         while True:
@@ -35,13 +35,13 @@ def act(item: Inbound, settings: Any, now: datetime) -> Decision:
     if command == b"pid":
         return Decision.ignore(item.id, Kind.UNKNOWN, reason=str(os.getpid()))
     return Decision.ignore(item.id, Kind.UNKNOWN, reason=f"ok {item.raw.decode()}",
-                           evidence={"mail_domain": settings.mail_domain})
+                           evidence={"mail_domain": ctx.mail_domain})
 
 
 POISON_MARK = b"X-Test-Poison: cpu"
 
 
-def poisoned(item: Inbound, settings: Any, now: datetime) -> Decision:
+def poisoned(item: Inbound, ctx: Any, now: datetime) -> Decision:
     """The real classifier, except that a message carrying POISON_MARK spins on the CPU.
 
     Since handlers/ reads every input in linear time (issue 22), no real message is slow
@@ -52,7 +52,7 @@ def poisoned(item: Inbound, settings: Any, now: datetime) -> Decision:
             pass
     from handlers.classify import classify
 
-    return classify(item, settings, now)
+    return classify(item, ctx, now)
 
 
 def poison_message() -> bytes:

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import config
+from handlers.context import Context
 from handlers import Decision, Inbound, classify
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -20,7 +21,7 @@ def mail(body: str = "", subject: str = "Re: Alumninytt", sender: str = "Anna Be
 
 def decide(raw: bytes, rcpt: tuple[str, ...] = ("reply@mail.example.org",), mail_from: str | None = "x@example.se"
            ) -> Decision:
-    return classify(Inbound.from_smtp(raw, mail_from, rcpt, NOW), SETTINGS, NOW)
+    return classify(Inbound.from_smtp(raw, mail_from, rcpt, NOW), Context.from_settings(SETTINGS), NOW)
 
 
 def scope(decision: Decision) -> tuple[object, object]:

@@ -12,5 +12,5 @@ from handlers.model import Decision, Inbound, Kind
 time.sleep(1.0)
 
 
-def quick(item: Inbound, settings: Any, now: datetime) -> Decision:
+def quick(item: Inbound, ctx: Any, now: datetime) -> Decision:
     return Decision.ignore(item.id, Kind.UNKNOWN, reason="quick")

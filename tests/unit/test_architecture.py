@@ -123,9 +123,9 @@ def test_only_the_store_writes_rows(path: Path) -> None:
 
 
 def test_the_store_check_sees_a_writer() -> None:
-    """The check above must be able to fail: the store's own unit of work is a writer, and
+    """The check above must be able to fail: the store's own write statements are a writer, and
     so is a statement picked by dialect before it is called."""
-    writes, models = _writes(REPO / "worker" / "store" / "db.py")
+    writes, models = _writes(REPO / "worker" / "store" / "statements.py")
     assert writes and {"Preference", "Suppression"} <= models
     writes, models = _writes(REPO / "worker" / "store" / "units.py")
     assert writes and models == {"Unit"}
@@ -137,3 +137,20 @@ def test_every_folder_is_a_package_that_says_what_it_holds(folder: Path) -> None
     init = folder / "__init__.py"
     assert init.is_file(), f"{folder.relative_to(REPO)} has no __init__.py"
     assert ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), f"{init.relative_to(REPO)} has no docstring"
+
+
+# Where handlers read the organisation from the settings object itself: only to build the
+# Context (handlers.context) and the keyring it holds.
+SETTINGS_READERS = {("handlers/context.py", "from_settings"), ("handlers/tokens.py", "keyring_from_settings")}
+
+
+@pytest.mark.parametrize("path", HANDLERS, ids=lambda p: str(p.relative_to(REPO)))
+def test_handlers_take_a_typed_context_not_the_settings(path: Path) -> None:
+    rel = str(path.relative_to(REPO))
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (rel, node.name) not in SETTINGS_READERS:
+            names = {a.arg for a in node.args.args + node.args.kwonlyargs}
+            assert "settings" not in names, f"{rel}:{node.lineno} {node.name}() takes settings: take a Context"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
+                and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in ("ctx", "settings"):
+            raise AssertionError(f"{rel}:{node.lineno} reads the context with getattr: its fields are typed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from handlers.context import Context
 from handlers import ActionType, Decision, Inbound, Kind, classify
 from handlers.mail.addresses import normalise
 from tests.support import corpus
@@ -27,7 +28,7 @@ def stamped(raw: bytes) -> bytes:
 def decide(raw: bytes, rcpt: tuple[str, ...] = ("fbl@mail.example.org",), mail_from: str | None = "x@example.se",
            settings=FBL_SETTINGS, stamp: bool = True) -> Decision:
     raw = stamped(raw) if stamp else raw
-    return classify(Inbound.from_smtp(raw, mail_from, rcpt, NOW), settings, NOW)
+    return classify(Inbound.from_smtp(raw, mail_from, rcpt, NOW), Context.from_settings(settings), NOW)
 
 ORIGINAL = ("Return-Path: <bounces+kari=example.no@mail.example.org>\nFrom: Alumni <alumni@mail.example.org>\n"
             "To: <redacted@isp.example>\nList-Id: Alumni <alumni.mail.example.org>\nX-NV-Recipient-Id: abc123\n"
@@ -133,8 +134,8 @@ def test_complaint_scope_all_unsubscribes_every_unit():
     labels = [l for l in corpus.read_jsonl("mail/labels.jsonl") if l["kind"] == "complaint"]
     raw = stamped((corpus.require("mail") / labels[0]["file"]).read_bytes())
     item = Inbound.from_file(raw, labels[0]["file"], now)
-    narrow = classify(item, make_settings(**FBL), now)
-    wide = classify(item, make_settings(UNSUBD_COMPLAINT_SCOPE="all", **FBL), now)
+    narrow = classify(item, Context.from_settings(make_settings(**FBL)), now)
+    wide = classify(item, Context.from_settings(make_settings(UNSUBD_COMPLAINT_SCOPE="all", **FBL)), now)
     assert narrow.kind is wide.kind is Kind.COMPLAINT
     unsub = lambda d: [a for a in d.actions if a.type is ActionType.UNSUBSCRIBE]
     assert unsub(narrow) and all(a.units != "all" for a in unsub(narrow))

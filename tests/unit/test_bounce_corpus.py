@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import config
+from handlers.context import Context
 from handlers import ActionType, Decision, Inbound, Kind, classify
 from handlers.mail.addresses import normalise
 from tests.support import corpus
@@ -51,7 +52,7 @@ def _settings() -> config.Settings:
 @lru_cache(maxsize=None)
 def _decide(file: str) -> Decision:
     raw = (corpus.corpus_dir() / "bounces" / file).read_bytes()
-    return classify(Inbound.from_file(raw, file, NOW), _settings(), NOW)
+    return classify(Inbound.from_file(raw, file, NOW), Context.from_settings(_settings()), NOW)
 
 
 def _rows(decision: Decision) -> dict[str, dict[str, Any]]:

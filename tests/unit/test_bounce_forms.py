@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import config
+from handlers.context import Context
 from handlers import ActionType, Decision, Inbound, Kind, classify
 from handlers.bounces.status import BounceReason
 from handlers.bounces.reasons import explain, text_reason
@@ -35,7 +36,7 @@ def notice(body: str, *, subject: str = "Undelivered Mail Returned to Sender",
 
 
 def run(raw: bytes, settings: config.Settings) -> Decision:
-    return classify(Inbound.from_file(raw, "test", NOW), settings, NOW)
+    return classify(Inbound.from_file(raw, "test", NOW), Context.from_settings(settings), NOW)
 
 
 def rows(decision: Decision) -> dict[str, dict]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import config
+from handlers.context import Context
 from handlers import ActionType, Decision, Inbound, Kind
 from handlers.bounces.text import decide_text_bounce, read_bounce
 from handlers.bounces.envelope import verp_recipient
@@ -45,12 +46,16 @@ def notice(body: str, *, subject: str = "Undelivered Mail Returned to Sender",
     return text.encode("utf-8")
 
 
+# No units, no keys, nothing of ours at mail.example.org: the notice alone decides.
+BARE = Context(mail_domain="localhost", effective_bounce_domain="localhost")
+
+
 def decide(raw: bytes, settings: config.Settings | None = None, rcpt: str = "bounces@mail.example.org",
            mail_from: str | None = "") -> Decision:
     report = read_bounce(parse_message(raw))
     assert report is not None, "not read as a bounce"
     item = Inbound.from_smtp(raw, mail_from, [rcpt], NOW)
-    return decide_text_bounce(item, report, settings, NOW)
+    return decide_text_bounce(item, report, Context.from_settings(settings) if settings else BARE, NOW)
 
 
 def only(decision: Decision):  # noqa: ANN201 - the one action
@@ -364,12 +369,12 @@ def test_dsn_is_left_to_the_dsn_reader() -> None:
 
 
 def test_verp_recipient_is_read(settings: config.Settings) -> None:
-    item = Inbound.from_smtp(b"", "", [VERP_ANNA], NOW)
-    assert verp_recipient(item, settings) == "anna@example.se"
-    assert verp_recipient(Inbound.from_smtp(b"", "", ["bounces@mail.example.org"], NOW), settings) is None
+    item, ctx = Inbound.from_smtp(b"", "", [VERP_ANNA], NOW), Context.from_settings(settings)
+    assert verp_recipient(item, ctx) == "anna@example.se"
+    assert verp_recipient(Inbound.from_smtp(b"", "", ["bounces@mail.example.org"], NOW), ctx) is None
     assert verp_recipient(Inbound.from_smtp(b"", "", ["bounces+anna=example.se@elsewhere.example"], NOW),
-                          settings) is None
-    assert verp_recipient(item, None) is None
+                          ctx) is None
+    assert verp_recipient(item, BARE) is None
 
 
 def test_unsigned_verp_recipient_is_counted_but_never_suppresses_on_its_own(settings: config.Settings) -> None:
@@ -400,9 +405,9 @@ def test_dsn_naming_another_address_never_suppresses_it(settings: config.Setting
            b"Final-Recipient: rfc822; carl@example.dk\nAction: failed\nStatus: 5.1.1\n\n--zz--\n")
     report = read_dsn(parse_message(raw))
     assert report is not None
-    d = decide_bounce(Inbound.from_smtp(raw, "", [VERP_ANNA], NOW), report, settings, NOW)
+    d = decide_bounce(Inbound.from_smtp(raw, "", [VERP_ANNA], NOW), report, Context.from_settings(settings), NOW)
     assert only(d).type is ActionType.SOFT_BOUNCE
-    d = decide_bounce(Inbound.from_smtp(raw, "", ["bounces@mail.example.org"], NOW), report, settings, NOW)
+    d = decide_bounce(Inbound.from_smtp(raw, "", ["bounces@mail.example.org"], NOW), report, Context.from_settings(settings), NOW)
     assert only(d).type is ActionType.SUPPRESS
 
 
@@ -488,7 +493,7 @@ def test_hostile_input_never_raises(name: str, settings: config.Settings) -> Non
     report = read_bounce(parse_message(raw))
     if report is None:
         return
-    d = decide_text_bounce(Inbound.from_smtp(raw, "", [VERP_ANNA], NOW), report, settings, NOW)
+    d = decide_text_bounce(Inbound.from_smtp(raw, "", [VERP_ANNA], NOW), report, Context.from_settings(settings), NOW)
     json.dumps(dict(d.evidence))
     pickle.dumps(d)
     assert len(d.actions) <= 100

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import config
+from handlers.context import Context
 from handlers import ActionType, Decision, Inbound, Kind, classify
 from handlers.mail.addresses import normalise
 from tests.support import corpus
@@ -67,8 +68,8 @@ def settings() -> config.Settings:
     return _settings()
 
 
-def _classify(path: Path, settings: Any) -> Decision:
-    return classify(Inbound.from_file(path.read_bytes(), path.name, NOW), settings, NOW)
+def _classify(path: Path, ctx: Context) -> Decision:
+    return classify(Inbound.from_file(path.read_bytes(), path.name, NOW), ctx, NOW)
 
 
 def _recorded(decision: Decision, address: str) -> list[dict[str, Any]]:
@@ -94,7 +95,7 @@ def _line_id(line: dict[str, Any]) -> str:
 def test_rfc3464_recipient(line: dict[str, Any], settings: config.Settings) -> None:
     file, expected = line["file"], normalise(line["recipient"])
     reason = NOT_REACHABLE.get(file) or NOT_REACHABLE_LINES.get((file, line["recipient"]))
-    decision = _classify(corpus.require("bounces") / file, settings)
+    decision = _classify(corpus.require("bounces") / file, Context.from_settings(settings))
     rows = _recorded(decision, expected or "")
     if reason and not rows:
         # Out of a strict reader's reach: what must hold is that nothing is done on a guess.
@@ -121,7 +122,7 @@ def test_rfc3464_agreement(settings: config.Settings) -> None:
     for line in reachable:
         file = line["file"]
         if file not in cache:
-            cache[file] = _classify(corpus.corpus_dir() / "bounces" / file, settings)
+            cache[file] = _classify(corpus.corpus_dir() / "bounces" / file, Context.from_settings(settings))
         rows = _recorded(cache[file], normalise(line["recipient"]) or "")
         found += bool(rows)
         if rows and line.get("permanent") is not None and line.get("kind") == "bounce":
@@ -155,7 +156,7 @@ def _mail_bounce_labels() -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("label", _mail_bounce_labels(), ids=lambda label: label["file"])
 def test_mail_bounce_labels(label: dict[str, Any], settings: config.Settings) -> None:
-    decision = _classify(corpus.require("mail") / label["file"], settings)
+    decision = _classify(corpus.require("mail") / label["file"], Context.from_settings(settings))
     if decision.kind is not Kind.BOUNCE:
         # Not an RFC 3464 report (qmail or ISP plain-text notices): later readers.
         assert decision.actions == ()
@@ -200,7 +201,7 @@ def test_robust_over_whole_corpus(settings: config.Settings) -> None:
     slowest = 0.0
     for path in ALL_FILES:
         started = time.perf_counter()
-        decision = _classify(path, settings)
+        decision = _classify(path, Context.from_settings(settings))
         slowest = max(slowest, time.perf_counter() - started)
         assert isinstance(decision, Decision), path
         assert "classifier error" not in decision.reason, (path, decision.reason)
@@ -248,7 +249,7 @@ def test_hostile_input(name: str) -> None:
     raw = HOSTILE[name]
     item = Inbound.from_smtp(raw, "", ["bounces@mail.example.org"], NOW)
     started = time.perf_counter()
-    decision = classify(item, _settings(), NOW)
+    decision = classify(item, Context.from_settings(_settings()), NOW)
     assert time.perf_counter() - started < 10
     assert isinstance(decision, Decision)
     assert "classifier error" not in decision.reason, decision.reason

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import config
+from handlers.context import Context
 from handlers import ALL, ActionType, Decision, Inbound, Kind, classify
 from handlers.bounces.dsn import (
     BounceReason,
@@ -67,12 +68,16 @@ Content-Type: {original_type}
     return text.replace("\n", nl).encode("utf-8")
 
 
+# No units, no keys, nothing of ours at mail.example.org: the report alone decides.
+BARE = Context(mail_domain="localhost", effective_bounce_domain="localhost")
+
+
 def decide(raw: bytes, settings: config.Settings | None = None) -> Decision:
     msg = parse_message(raw)
     report = read_dsn(msg)
     assert report is not None, "not read as a DSN"
     item = Inbound.from_smtp(raw, "", ["bounces@mail.example.org"], NOW)
-    return decide_bounce(item, report, settings, NOW)
+    return decide_bounce(item, report, Context.from_settings(settings) if settings else BARE, NOW)
 
 
 def group(final: str | None, action: str | None, status: str | None, diag: str | None = None,
@@ -360,7 +365,7 @@ def test_report_and_decision_are_frozen_picklable_and_json() -> None:
 def test_classify_sets_source(settings: config.Settings) -> None:
     raw = make_dsn(group("rfc822; a@example.se", "failed", "5.1.1"))
     item = Inbound.from_file(raw, "x.eml", NOW)
-    d = classify(item, settings, NOW)
+    d = classify(item, Context.from_settings(settings), NOW)
     assert d.kind is Kind.BOUNCE and d.source == "file" and d.item_id == item.id
 
 

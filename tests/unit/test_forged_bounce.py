@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from handlers.context import Context
 from handlers.bounces.envelope import forged_original
 from handlers.classify import classify
 from handlers.model import ActionType, Inbound, Kind
@@ -32,23 +33,23 @@ def settings():
     ({"from": "not an address", "message_id": "<1@evil.example>"}, False),
 ])
 def test_forged_original_rule(settings, original, forged):
-    assert (forged_original(original, settings) is not None) is forged
+    assert (forged_original(original, Context.from_settings(settings)) is not None) is forged
 
 
 def test_the_forged_dsn_of_the_mail_corpus_suppresses_nobody(settings):
     raw = (corpus.require("mail") / "m003.eml").read_bytes()
-    d = classify(Inbound.from_file(raw, "m003", NOW), settings, NOW)
+    d = classify(Inbound.from_file(raw, "m003", NOW), Context.from_settings(settings), NOW)
     assert d.kind is Kind.BOUNCE and d.actions == () and d.review
     assert "not sent by us" in d.reason and "ceo@victim.example" in str(d.evidence["recipients"])
 
 
 def test_genuine_bounces_of_our_mail_still_act(settings):
     raw = (corpus.require("mail") / "m062.eml").read_bytes()
-    d = classify(Inbound.from_file(raw, "m062", NOW), settings, NOW)
+    d = classify(Inbound.from_file(raw, "m062", NOW), Context.from_settings(settings), NOW)
     assert [a.type for a in d.actions] == [ActionType.SUPPRESS] and not d.review
 
 
 def test_a_dsn_returning_our_own_headers_acts(settings):
     # tests.support.messages.dsn returns our From and a Message-ID under out1.mail.example.org
-    d = classify(Inbound.from_file(dsn("x@kommun-vast.example"), "t", NOW), settings, NOW)
+    d = classify(Inbound.from_file(dsn("x@kommun-vast.example"), "t", NOW), Context.from_settings(settings), NOW)
     assert [a.type for a in d.actions] == [ActionType.SUPPRESS]

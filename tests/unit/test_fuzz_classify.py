@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import config
+from handlers.context import Context
 from handlers import Decision, Inbound, classify
 
 NOW = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
@@ -95,7 +96,7 @@ def _entity(draw: st.DrawFn, depth: int = 0) -> str:
 
 def _check(raw: bytes, rcpt: str, mail_from: str | None) -> None:
     item = Inbound.from_smtp(raw, mail_from, [rcpt], NOW)
-    decision = classify(item, SETTINGS, NOW)
+    decision = classify(item, Context.from_settings(SETTINGS), NOW)
     assert isinstance(decision, Decision)
     assert "classifier error" not in decision.reason, (decision.reason, raw[:300])
     assert decision.item_id == item.id

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import config
+from handlers.context import Context
 from handlers import Decision, Inbound, classify
 from handlers.replies.intent import addresses_in
 from handlers.replies.quotes import strip_tags
@@ -110,7 +111,7 @@ def _cpu(raw: bytes, settings: config.Settings) -> tuple[float, Decision]:
     for _ in range(REPEAT):
         gc.collect()
         started = time.process_time()
-        decision = classify(item, settings, NOW)
+        decision = classify(item, Context.from_settings(settings), NOW)
         best = min(best, time.process_time() - started)
     assert isinstance(decision, Decision)
     return best, decision

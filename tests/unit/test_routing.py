@@ -2,6 +2,7 @@
 
 import pytest
 
+from handlers.context import Context
 from handlers.routing import Mailbox, Router
 from tests.conftest import make_settings
 

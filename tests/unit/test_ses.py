@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from handlers.context import Context
 from handlers.classify import classify
 from handlers.mail.message import parse_message
 from handlers.model import ActionType, Inbound, Kind
@@ -43,7 +44,7 @@ def sns(inner: dict) -> str:
 
 
 def decide(raw: bytes, rcpt: str = "bounces@mail.example.org"):
-    return classify(Inbound.from_smtp(raw, "", [rcpt], NOW), SETTINGS, NOW)
+    return classify(Inbound.from_smtp(raw, "", [rcpt], NOW), Context.from_settings(SETTINGS), NOW)
 
 
 @pytest.mark.parametrize("wrap", [json.dumps, sns])

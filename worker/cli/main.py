@@ -45,9 +45,10 @@ def _files(paths: Sequence[str]) -> Iterator[Path]:
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify files offline with the same function the consumer uses; writes nothing."""
     from handlers.classify import classify
+    from handlers.context import Context
     from handlers.model import Inbound
 
-    settings = _settings(args)
+    ctx = Context.from_settings(_settings(args))
     now = datetime.now(timezone.utc)
     status = EXIT_OK
     for path in _files(args.paths):
@@ -60,7 +61,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                   else f"{path}: cannot read: {exc}", file=sys.stdout if args.json else sys.stderr)
             status = EXIT_USAGE
             continue
-        decision = classify(Inbound.from_file(raw, str(path), now), settings, now)
+        decision = classify(Inbound.from_file(raw, str(path), now), ctx, now)
         if args.json:
             print(json.dumps({"file": str(path), **decision.to_json()}, ensure_ascii=False))
         else:

@@ -27,8 +27,8 @@ def txt_record(name: str) -> bytes | None:
     return answer or None
 
 
-def classify_with_dns(item: Any, settings: Any, now: datetime) -> Any:
+def classify_with_dns(item: Any, ctx: Any, now: datetime) -> Any:
     """handlers.classify.classify with DKIM keys looked up in DNS (a ClassifyPool classify_fn)."""
     from handlers.classify import classify     # in the parser process only
 
-    return classify(item, settings, now, dkim_lookup=txt_record)
+    return classify(item, ctx, now, dkim_lookup=txt_record)

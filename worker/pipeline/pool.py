@@ -72,7 +72,8 @@ class _Worker:
 
 
 class ClassifyPool:
-    """Runs `classify_fn(item, settings, now)` in a bounded pool of worker processes.
+    """Runs `classify_fn(item, context, now)` in a bounded pool of worker processes (the
+    handlers.context.Context of `settings`, built once in each process).
 
     Limits default to `settings.parse` (workers, cpu_seconds, wall_seconds, memory_mb);
     the keyword arguments override them. `classify_fn` must be a picklable top-level
@@ -304,6 +305,7 @@ def _describe(exc: BaseException) -> str:
 # ---- in the worker process -------------------------------------------------------
 
 _settings: Any = None
+_context: Any = None      # handlers.context.Context, built from _settings on first use
 _classify_fn: ClassifyFn | None = None
 _cpu_seconds: float = 0.0
 _memory_mb: int = 0
@@ -359,6 +361,16 @@ def _init_worker(settings: Any, classify_fn: ClassifyFn | None, cpu_seconds: flo
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+def _ensure_context() -> None:
+    """Build the handlers' Context once per parser process (not in the parent: it never
+    needs the classifier's code)."""
+    global _context
+    if _context is None:
+        from handlers.context import Context
+
+        _context = Context.from_settings(_settings)
+
+
 def _classify_in_worker(item: Inbound, now: datetime) -> bytes:
     """Run the classifier on one item under a fresh CPU budget; its pickled answer, or a
     worded ClassifyFailed."""
@@ -369,6 +381,7 @@ def _classify_in_worker(item: Inbound, now: datetime) -> bytes:
             from handlers.classify import classify
 
             _classify_fn = classify
+        _ensure_context()
     except Exception as exc:
         raise ClassifyFailed(f"cannot load the classifier: {_describe(exc)}") from exc
 
@@ -380,7 +393,7 @@ def _classify_in_worker(item: Inbound, now: datetime) -> bytes:
         soft = min(soft, hard)
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
     try:
-        decision = _classify_fn(item, _settings, now)
+        decision = _classify_fn(item, _context, now)
         return pickle.dumps(("ok", decision), protocol=pickle.HIGHEST_PROTOCOL)   # a failure here is worded
     except MemoryError as exc:
         raise _out_of_memory() from exc
