@@ -101,7 +101,7 @@ async def test_a_database_restart_costs_at_most_one_attempt() -> None:
 
 async def test_a_database_restart_costs_a_consumers_write_at_most_one_attempt() -> None:
     """The same for Database.write, which runs on the asyncpg connection itself, where
-    SQLAlchemy does not see the failure unless it is shown it (worker.store.db._write_driven)."""
+    SQLAlchemy does not see the failure unless it is shown it (worker.store.connection.write_driven)."""
     need_restartable_postgres()
     name = await _create_pg_database()
     db = Database.connect(f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}")

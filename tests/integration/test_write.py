@@ -1,7 +1,7 @@
 """Database.write, the transaction a consumer applies decisions in, on both backends.
 
 On PostgreSQL it runs on the asyncpg connection itself, with statements compiled once by
-SQLAlchemy (worker.store.db._Driven), not through SQLAlchemy's execution. These tests hold it
+SQLAlchemy (worker.store.connection._Driven), not through SQLAlchemy's execution. These tests hold it
 to what SQLAlchemy's own path gives: the same values read back (types processed the same
 way), the same kind of errors, and a connection that is fit for the next transaction
 after a failure or a cancellation.
