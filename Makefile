@@ -42,10 +42,13 @@ browser:
 test: $(STAMP) browser
 	UNSUBD_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## make proof: the ledger state machine at length, on SQLite and PostgreSQL (prints hypothesis statistics)
+## make proof: the ledger state machine at length, on SQLite and PostgreSQL (prints hypothesis statistics),
+## then issue 22's attacks at length against `unsubd serve` on loopback (bench/attack_proof.py --long:
+## 15 SIGKILLs, 500 hostile messages, 10,000 forged reports, 300 slow connections; prints the counters)
 proof: $(STAMP)
 	UNSUBD_LEDGER_EXAMPLES=$${UNSUBD_LEDGER_EXAMPLES:-500} UNSUBD_LEDGER_STEPS=$${UNSUBD_LEDGER_STEPS:-50} \
 	  $(BIN)/python -m pytest -p no:timeout tests/integration/test_ledger_machine.py --hypothesis-show-statistics -q
+	$(BIN)/python -m bench.attack_proof --long
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

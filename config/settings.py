@@ -289,6 +289,12 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8025, ge=0, le=65535)
     api_keys: tuple[str, ...] = ()                # bearer keys for /v1/; none: /v1/ only on loopback
+    # /metrics: served without a key only to clients in these networks (a request that
+    # came through a proxy, with Forwarded or X-Forwarded-For, is never one of them);
+    # from anywhere else it needs `Authorization: Bearer K` with K one of metrics_keys
+    # or api_keys. Empty networks: a key always.
+    metrics_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    metrics_keys: tuple[str, ...] = ()
     log_level: str = "INFO"
 
     organisation: str = "Example organisation"
@@ -361,6 +367,16 @@ class Settings(BaseSettings):
         if v is not None and not (v.startswith("amqp://") or v.startswith("amqps://")):
             raise ValueError("use amqp://USER:PASSWORD@HOST:5672/VHOST (or amqps://), or leave it unset")
         return v or None
+
+    @field_validator("metrics_networks")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"not a network: {net!r} (use 127.0.0.0/8, 10.1.2.3/32, ::1/128)") from None
+        return v
 
     @field_validator("log_level")
     @classmethod

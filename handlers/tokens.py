@@ -203,22 +203,39 @@ def verify(token: str, keyring: Keyring) -> Claims | None:
         return None
 
 
-def form_proof(token: str, issued_at: int, keyring: Keyring) -> str:
-    """The anti-forgery value for a preference-page form: `issued_at.mac` (unix seconds).
+def form_proof(token: str, issued_at: int, keyring: Keyring, nonce: str = "") -> str:
+    """The anti-forgery value for a preference-page form: `issued_at.nonce.mac` (unix
+    seconds, then the caller's random nonce), or `issued_at.mac` without a nonce.
 
     It binds the form to the token it was rendered for and to the time it was
-    rendered, under the active key and a purpose label of its own.
+    rendered, under the active key and a purpose label of its own. The nonce (letters,
+    digits, '-' and '_', at most 32) makes every rendering's proof distinct, so that a
+    save can be made single-use by its proof (handlers.events.page.save keys the save
+    by it), even for two renderings in one second.
     """
-    body = f"{issued_at}:{token}".encode("utf-8")
-    return f"{issued_at}.{_b64(_mac(keyring.secrets[keyring.active], FORM_PURPOSE, body))}"
+    if nonce and not _NONCE.match(nonce):
+        raise ValueError("a form nonce is 1 to 32 URL-safe characters")
+    body = f"{issued_at}:{nonce}:{token}" if nonce else f"{issued_at}:{token}"
+    mac = _b64(_mac(keyring.secrets[keyring.active], FORM_PURPOSE, body.encode("utf-8")))
+    return f"{issued_at}.{nonce}.{mac}" if nonce else f"{issued_at}.{mac}"
+
+
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 def check_form_proof(proof: str, token: str, keyring: Keyring, now: int, max_age: int) -> bool:
     """Whether `proof` was made by form_proof for `token`, by any configured key, at most
     `max_age` seconds before `now` (and not in the future beyond a minute of clock skew).
-    Never raises."""
+    Never raises. Whether it was used before is not its business (that is state: the
+    save's item id, handlers.events.page.save)."""
     try:
-        stamp, _, mac_text = proof.partition(".")
+        parts = proof.split(".")
+        if len(parts) == 2:
+            (stamp, mac_text), nonce = parts, ""
+        elif len(parts) == 3 and _NONCE.match(parts[1]):
+            stamp, nonce, mac_text = parts
+        else:
+            return False
         if not stamp.isdigit() or len(stamp) > 12:
             return False
         issued_at = int(stamp)
@@ -227,7 +244,7 @@ def check_form_proof(proof: str, token: str, keyring: Keyring, now: int, max_age
         mac = _unb64(mac_text)
         if mac is None or len(mac) != MAC_BYTES:
             return False
-        body = f"{issued_at}:{token}".encode("utf-8")
+        body = (f"{issued_at}:{nonce}:{token}" if nonce else f"{issued_at}:{token}").encode("utf-8")
         return any(hmac.compare_digest(mac, _mac(secret, FORM_PURPOSE, body)) for secret in keyring.secrets.values())
     except (AttributeError, TypeError, ValueError, UnicodeEncodeError):
         return False

@@ -66,8 +66,11 @@ def save(address: str, rows: Rows, shown: list[tuple[str, str]], wanted: set[tup
 
     `shown` are the (unit, channel) boxes the form carried, `wanted` those ticked. The
     signed token and its form proof are the proof that lets a save opt back in
-    (handlers.state.rules); the caller has checked both. A repeat of the same save (same
-    proof, same changes) has the same item id, so it is applied once.
+    (handlers.state.rules); the caller has checked both. The item id is the token and
+    the proof alone, so a proof is single-use: any second save with it (a resubmitted
+    form, a replayed request, other changes under the same proof) is a duplicate that
+    apply writes nothing for. A form proof carries a nonce per rendering
+    (handlers.tokens.form_proof), so every fresh page can be saved once.
     """
     actions: list[Action] = []
     if stop_all:
@@ -85,7 +88,7 @@ def save(address: str, rows: Rows, shown: list[tuple[str, str]], wanted: set[tup
                                   reason="optin" if want else "optout", units=(unit,), channels=(channel,)))
     if not actions:
         return None
-    key = item_key("page", token, proof, *(f"{a.type.value}:{a.units}:{a.channels}" for a in actions))
+    key = item_key("page", token, proof)
     return Decision(item_id=key, kind=Kind.CLICK, actions=tuple(actions), verified=True, source="page",
                     reason=f"preference page: {len(actions)} change(s)", evidence=dict(evidence))
 

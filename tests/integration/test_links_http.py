@@ -244,7 +244,7 @@ async def test_the_page_speaks_the_visitors_language_and_is_accessible(database,
     for i in ids:
         assert f'<label for="{i}">' in page
     assert ":focus-visible" in page and 'name="viewport"' in page and "<script" not in page
-    assert r.headers["Referrer-Policy"] == "no-referrer" and r.headers["Cache-Control"] == "no-store"
+    assert r.headers["Referrer-Policy"] == "same-origin" and r.headers["Cache-Control"] == "no-store"
     assert "script-src" not in r.headers["Content-Security-Policy"]
 
 

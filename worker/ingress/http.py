@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
+import secrets
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
@@ -48,10 +51,14 @@ FORM_MAX_AGE = 2 * 24 * 3600          # seconds a rendered preference form can b
 _UNSET: Any = object()
 
 # The /u/ pages carry a bearer token in their URL: never cache them, never send them
-# on as a Referer, never index them, and allow no script at all.
+# on as a Referer to anyone else, never index them, and allow no script at all.
+# `same-origin`, not `no-referrer`: under `no-referrer` a browser sends `Origin: null`
+# with the page's own form POST (Fetch, "append a request Origin header"), which is
+# what a sandboxed cross-site frame sends too, so the save could not be told from a
+# forged one (see _Links._cross_site).
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Robots-Tag": "noindex, nofollow",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -68,6 +75,40 @@ def _problem(status: int, title: str) -> web.Response:
     return web.json_response({"error": title, "status": status}, status=status)
 
 
+def bearer(request: web.Request) -> str | None:
+    """The credentials of `Authorization: Bearer X`, or None. The scheme is matched
+    without regard to case (RFC 9110 section 11.1, RFC 6750 section 2.1)."""
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def _key_matches(given: str | None, keys: list[bytes]) -> bool:
+    if given is None:
+        return False
+    data = given.encode("utf-8", "surrogateescape")
+    return any(hmac.compare_digest(data, k) for k in keys)
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]` of an absolute http(s) URL, lower-cased, without the
+    default port (RFC 6454 section 6.1); None for anything else (including `null`)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -80,16 +121,36 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
     `keyring` defaults to worker.store.keys.keyring_for(settings). `feed_changed` (the
     relay's, when one runs in this process) wakes waiting /v1/updates calls."""
     keys = [k.encode() for k in settings.api_keys]
+    metrics_keys = [k.encode() for k in settings.metrics_keys] + keys
+    metrics_networks = [ipaddress.ip_network(n, strict=False) for n in settings.metrics_networks]
     if keyring is _UNSET:
         keyring = token_keys.keyring_for(settings)
 
     @web.middleware
     async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/v1/") and keys:
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
-            if not any(hmac.compare_digest(given, k) for k in keys):
+            if not _key_matches(bearer(request), keys):
                 return _problem(401, "missing or wrong API key (Authorization: Bearer KEY)")
         return await handler(request)
+
+    def metrics_allowed(request: web.Request) -> bool:
+        """A key (metrics_keys or api_keys) from anywhere; without one, only a direct
+        client in metrics_networks. A proxy in front (it says so with Forwarded or
+        X-Forwarded-For) makes every client look local, so such a request needs a key."""
+        if _key_matches(bearer(request), metrics_keys):
+            return True
+        if "Forwarded" in request.headers or "X-Forwarded-For" in request.headers:
+            return False
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        try:
+            address = ipaddress.ip_address(peer[0]) if peer else None
+        except (ValueError, TypeError, IndexError):
+            address = None
+        if address is None:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in metrics_networks)
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -110,6 +171,9 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
         return web.json_response({"status": "ready"})
 
     async def metrics_text(request: web.Request) -> web.Response:
+        if not metrics_allowed(request):
+            return _problem(403, "/metrics: only from metrics_networks, or with Authorization: Bearer KEY "
+                                 "(metrics_keys or api_keys)")
         lines = []
         for name, value in sorted((await metrics()).items()):
             lines.append(f"unsubd_{name} {value}")
@@ -197,6 +261,28 @@ class _Links:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], db: Database | None,
                  keyring: Keyring | None, clock: Callable[[], datetime]) -> None:
         self.settings, self.sessions, self.db, self.keyring, self.clock = settings, sessions, db, keyring, clock
+        self.origin = origin_of(settings.tokens.base_url)
+
+    def _cross_site(self, request: web.Request) -> str | None:
+        """The foreign origin a POST came from, or None when it is ours or not stated.
+
+        A browser states where a form was posted from in `Origin` (or, lacking it, in
+        `Referer`). Ours is the origin of tokens.base_url, or the origin the request
+        itself was addressed to (its scheme and Host: a cross-site page cannot make a
+        browser send a matching pair). `Origin: null` (a sandboxed frame, a data: URL)
+        is foreign. Neither header (a mail client's server doing RFC 8058 one-click, a
+        browser that sends neither) is not evidence of anything, so it passes: the
+        signed token and the form proof are still required.
+        """
+        stated = request.headers.get("Origin")
+        if stated is None:
+            stated = request.headers.get("Referer")
+            if stated is None or not stated.strip():
+                return None
+        found = origin_of(stated)
+        if found is not None and found in (self.origin, origin_of(f"{request.scheme}://{request.host}")):
+            return None
+        return stated.strip()[:200] or "null"
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -280,7 +366,8 @@ class _Links:
                             address=prefs.address, units=units, stop_all=shown.stop_all,
                             stop_all_in_effect=page.stop_all_in_effect(prefs.rows, on),
                             not_on=[self._unit_name(u, lang) for u in not_on],
-                            proof=form_proof(token, now, self.keyring) if self.keyring else "",
+                            proof=form_proof(token, now, self.keyring, secrets.token_urlsafe(12))
+                            if self.keyring else "",
                             action=f"/u/{token}?lang={lang}")
 
     # -- POST: one-click, or a page save ----------------------------------------------------------
@@ -299,8 +386,16 @@ class _Links:
             raise web.HTTPServiceUnavailable(text="this process cannot write (no database given)")
         claims, prefs = found
         if form.get("List-Unsubscribe") == "One-Click":
+            # Not checked for its origin: a webmail in a browser may send it from its own
+            # page, and a one-click can only opt out of what the signed token names.
             return await self._one_click(token, claims, prefs, lang)
         if "proof" in form:
+            foreign = self._cross_site(request)
+            if foreign is not None:
+                log.warning("page save refused: posted from another site")
+                lang = form.get("lang") if form.get("lang") in LANGUAGES else lang
+                again = f"/u/{token}?lang={lang}"
+                return self._notice(lang, 403, "cross_site_title", "cross_site", again=again)
             return await self._save(request, token, claims, prefs, form)
         return web.Response(status=400, text="one-click needs the body List-Unsubscribe=One-Click (RFC 8058)\n",
                             headers=PAGE_HEADERS)
@@ -333,7 +428,11 @@ class _Links:
                              stop_all_shown=form.get("stop_all_shown") == "1", token=token, proof=proof,
                              evidence=self._evidence(claims))
         if decision is not None:
-            await apply(decision, self.db.unit_of_work(), now)
+            applied = await apply(decision, self.db.unit_of_work(), now)
+            if applied.duplicate:
+                # This form's proof was used already (a second submit, a replay): it
+                # changes nothing now; a fresh page has a fresh proof.
+                return self._notice(lang, 409, "used_title", "used", again=f"/u/{token}?lang={lang}")
         raise web.HTTPSeeOther(f"/u/{token}?lang={lang}&saved=1", headers=PAGE_HEADERS)
 
     # -- the API ------------------------------------------------------------------------------
