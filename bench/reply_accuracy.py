@@ -4,6 +4,21 @@ Prints the figures and writes bench/results/reply_accuracy.json. Not a pass/fail
 test: the targets (issue 4) are printed beside the figures.
 
     .venv/bin/python -m bench.reply_accuracy        # UNSUBD_CORPUS overrides ../shared/corpus
+    .venv/bin/python -m bench.reply_accuracy --holdout   # also the held-aside part: ONLY for the final measurement
+
+It also prints the figures on the reply development set (tests/data/replies, built by
+tests/support/devset.py; issue 21) and, only with --holdout, on the part kept aside.
+Each message is sent as over SMTP: envelope sender the From address, recipient
+reply@mail.example.org. On the development set:
+* requests acted on: opt-outs and erasure requests (languages unsubd reads) acted on
+  (review=False) with an UNSUBSCRIBE for the label's address whose scope covers the
+  label's; "review" are those queued for a person; "silent" neither (the failure
+  issue 21 is about);
+* other requests (opt-ins, and any request in a language unsubd does not read): acted
+  on or in review, never silent;
+* false opt-outs: an UNSUBSCRIBE acted on for a non-request, or for another address;
+* ordinary replies to review: replies (label reply) queued for review;
+* erasure marked: erasure requests whose decision carries evidence["erasure"] = True.
 
 Definitions:
 * false opt-out: an UNSUBSCRIBE action (acted on, review=False) on a message whose
@@ -23,6 +38,7 @@ Definitions:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections import defaultdict
@@ -165,7 +181,143 @@ def run() -> dict[str, Any]:
     }
 
 
+DEVSET_TARGETS = {"optouts_acted_covering": ">= 0.90", "other_requests_silent": "0", "false_optouts": "0",
+                  "victim_actions": "0", "replies_to_review": "<= 0.10", "autoreply_recall": ">= 0.97",
+                  "requests_silent": "0"}
+
+
+def run_devset(holdout: bool = False) -> dict[str, Any]:
+    """Figures on the reply development set (or, with holdout=True, on the part kept aside)."""
+    from tests.support import devset
+
+    ctx = Context.from_settings(config.load({}, ROOT / "config" / "example.toml"))
+    counts: dict[str, int] = defaultdict(int)
+    per_lang: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    misses: list[dict[str, Any]] = []
+    for entry in devset.load(holdout=holdout):
+        label = devset.expected(entry)
+        raw = devset.build(entry)
+        sender = devset.sender(entry)[1]
+        item = Inbound.from_smtp(raw, sender, (devset.REPLY_ADDRESS,), NOW)
+        decision = classify(item, ctx, NOW)
+        own, lang = label["label"], label["lang"]
+        read = lang in devset.NORDIC
+        row = per_lang[lang]
+        row["entries"] += 1
+        if "classifier error" in decision.reason:
+            counts["exceptions"] += 1
+        unsubs = [a for a in decision.actions if a.type is ActionType.UNSUBSCRIBE]
+        acted = [a for a in unsubs if not decision.review] if decision.kind.value != "complaint" else []
+        for action in decision.actions:
+            if action.address.endswith("victim.example"):
+                counts["victim_actions"] += 1
+        want = (label.get("address") or "").lower()
+        if acted and (label["kind"] != "optout" or any(a.address not in (want, "") for a in acted)):
+            counts["false_optouts"] += 1
+            misses.append({"id": entry.id, "problem": "false opt-out", "why": decision.reason})
+        short = {"id": entry.id, "kind": decision.kind.value, "review": decision.review, "why": decision.reason}
+        if own in ("optout", "erasure") and read:
+            counts["optouts"] += 1
+            row["optouts"] += 1
+            proposal = next((a for a in unsubs if a.address in (want, "")), None)
+            covering = False
+            if proposal is not None:
+                scope = label.get("scope") or {}
+                units_w, chans_w = _as_set(scope.get("units"), ALL_UNITS), _as_set(scope.get("channels"), ALL_CHANNELS)
+                units_p, chans_p = _as_set(proposal.units, ALL_UNITS), _as_set(proposal.channels, ALL_CHANNELS)
+                covering = units_p >= units_w and chans_p >= chans_w
+                if covering and (units_p > units_w or chans_p > chans_w):
+                    counts["over_scoped"] += 1
+                    misses.append({**short, "problem": "over-scoped", "got": proposal.to_json(), "label": scope})
+            if own == "erasure":
+                counts["erasures"] += 1
+                counts["erasure_marked"] += bool(decision.evidence.get("erasure"))
+            if not decision.review and decision.kind.value == "optout" and covering:
+                counts["optouts_acted_covering"] += 1
+                row["acted"] += 1
+            elif decision.review:
+                counts["optouts_review"] += 1
+                row["review"] += 1
+                misses.append({**short, "problem": "opt-out in review"})
+            elif acted:
+                counts["optouts_wrong_scope"] += 1
+                row["wrong_scope"] += 1
+                misses.append({**short, "problem": "acted, scope does not cover",
+                               "got": proposal.to_json() if proposal else None, "label": label.get("scope")})
+            else:
+                counts["optouts_silent"] += 1
+                row["silent"] += 1
+                misses.append({**short, "problem": "SILENT opt-out"})
+        elif own in ("optout", "erasure", "optin"):
+            counts["other_requests"] += 1
+            row["other_requests"] += 1
+            if decision.review or decision.actions:
+                counts["other_requests_handled"] += 1
+            else:
+                counts["other_requests_silent"] += 1
+                row["silent"] += 1
+                misses.append({**short, "problem": "SILENT request"})
+        elif own == "reply":
+            counts["replies"] += 1
+            row["replies"] += 1
+            if decision.review:
+                counts["replies_to_review"] += 1
+                row["review"] += 1
+                misses.append({**short, "problem": "reply to review"})
+            elif decision.kind.value != "reply":
+                misses.append({**short, "problem": "reply read as " + decision.kind.value})
+        elif own == "autoreply":
+            counts["autoreplies"] += 1
+            if decision.kind.value == "autoreply" and not decision.actions:
+                counts["autoreply_found"] += 1
+            else:
+                misses.append({**short, "problem": "auto-reply missed"})
+
+    def ratio(a: str, b: str) -> float | None:
+        return round(counts[a] / counts[b], 4) if counts[b] else None
+
+    return {
+        "part": "holdout" if holdout else "development",
+        "optouts": counts["optouts"],
+        "optouts_acted_covering": ratio("optouts_acted_covering", "optouts"),
+        "optouts_review": counts["optouts_review"],
+        "optouts_wrong_scope": counts["optouts_wrong_scope"],
+        "requests_silent": counts["optouts_silent"] + counts["other_requests_silent"],
+        "other_requests": counts["other_requests"],
+        "other_requests_silent": counts["other_requests_silent"],
+        "over_scoped": counts["over_scoped"],
+        "erasure_marked": f"{counts['erasure_marked']}/{counts['erasures']}",
+        "false_optouts": counts["false_optouts"],
+        "victim_actions": counts["victim_actions"],
+        "replies": counts["replies"],
+        "replies_to_review": ratio("replies_to_review", "replies"),
+        "autoreply_recall": ratio("autoreply_found", "autoreplies"),
+        "exceptions": counts["exceptions"],
+        "per_language": {k: dict(v) for k, v in sorted(per_lang.items())},
+        "misses": misses,
+    }
+
+
+def print_devset(result: dict[str, Any]) -> None:
+    print(f"reply {result['part']} set (tests/data/replies)")
+    for key in ("optouts", "optouts_acted_covering", "optouts_review", "optouts_wrong_scope", "requests_silent",
+                "other_requests", "other_requests_silent", "over_scoped", "erasure_marked", "false_optouts",
+                "victim_actions", "replies", "replies_to_review", "autoreply_recall", "exceptions"):
+        target = f"   (target {DEVSET_TARGETS[key]})" if key in DEVSET_TARGETS else ""
+        print(f"  {key:24} {result[key]}{target}")
+    print("  per language:")
+    for lang, row in result["per_language"].items():
+        print(f"    {lang:4} " + ", ".join(f"{k} {v}" for k, v in sorted(row.items())))
+    print(f"  misses ({len(result['misses'])}):")
+    for row in result["misses"]:
+        print(f"    {row['id']}: {row['problem']} ({row.get('why')})")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--holdout", action="store_true",
+                        help="also measure the held-aside part (only for the final measurement)")
+    args = parser.parse_args()
     result = run()
     targets = {"false_optouts": "0", "optout_recall": ">= 0.95", "scope_covering": ">= 0.90",
                "autoreply_recall": ">= 0.95", "exceptions": "0", "victim_actions": "0"}
@@ -184,6 +336,11 @@ def main() -> None:
     print(f"  disagreements ({len(result['disagreements'])}):")
     for row in result["disagreements"]:
         print(f"    {row['file']}: {row['problem']}" + (f" ({row.get('why')})" if row.get("why") else ""))
+    result["devset"] = run_devset()
+    print_devset(result["devset"])
+    if args.holdout:
+        result["holdout"] = run_devset(holdout=True)
+        print_devset(result["holdout"])
     out = ROOT / "bench" / "results" / "reply_accuracy.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

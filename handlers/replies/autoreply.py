@@ -79,6 +79,9 @@ def read_auto_reply(msg: Message) -> AutoReplyReport | None:
         text_signs = [name for name in TEXT_SIGNS if autoreply_patterns(name).any(text)]
         if not strong and not text_signs and not (weak and len(weak) > 1):
             return None
+        if not strong and not weak and text_signs == ["vacation"] and autoreply_patterns("human_wish").any(text):
+            # "I'm on leave until August, but I'd love to be a mentor": a person (issue 21).
+            return None
         if not strong and reply is not None:
             # Text signs alone: a real request in the same text wins.
             if read_intent([t for t in (reply.own_subject, reply.text) if t], {}).optout:

@@ -20,6 +20,17 @@ and each sentence into clauses at dashes and semicolons. Phrase lists per langua
 
 Words inside quotation marks are mentions, not requests ('I clicked "avregistrera"
 by mistake'), so quoted strings are removed before matching.
+
+Reading by rule (issue 21): besides the regular expressions, each language has lemma
+rules (handlers.replies.phrases.LemmaRule) matched against the sentence's words in
+dictionary form (simplemma, handlers.replies.language.lemmas), so that one rule
+covers inflections, compounds and word order ("slippa telefonsamtalen", "bli strøket
+fra utsendelseslistene", "aus Ihrem Verteiler nehmen"). Negation has a scope: a
+request phrase preceded within its clause, by at most NEGATION_SCOPE words, by a
+negation ("I don't want to unsubscribe", "Never stop sending", "Ikke slutt å sende")
+is no request. Sentences that are not read as a request but carry request-like words
+(`request_cue`, in any read language or in the cross-language table) are reported
+in `cues`, so that the decider sends them to review rather than drop them.
 """
 
 from __future__ import annotations
@@ -29,7 +40,9 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from handlers.model import ALL, Channel
-from handlers.replies.phrases import channel_words, phrases
+from handlers.replies.language import token_spans
+from handlers.replies.phrases import (LEMMA_GAP, LemmaRule, all_unit_words, channel_words, cross_language_cues,
+                                      lemma_rules, lemma_table, phrases, unit_words)
 
 CHANNELS = (Channel.EMAIL.value, Channel.SMS.value, Channel.PHONE.value, Channel.LETTER.value)
 _QUOTED = re.compile(r"\"[^\"\n]{0,200}\"|“[^”\n]{0,200}”|”[^”\n]{0,200}”|«[^»\n]{0,200}»|„[^“\n]{0,200}“")
@@ -49,6 +62,15 @@ MAX_DOMAIN = 255
 _LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+'-")
 _DOMAIN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 _LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# A negation this many words or fewer before a request phrase, in the same clause,
+# negates it ("I do not want to unsubscribe", "Never stop sending").
+NEGATION_SCOPE = 3
+_CLAUSE_END = ",;:–—()"
+# Lemma rules are matched in sentences of at most this many characters, and in at most
+# LEMMA_SENTENCES sentences per text: a request is short and comes early, and each
+# sentence is lemmatised once per language read (handlers.replies.language.READ).
+LEMMA_CHARS = 600
+LEMMA_SENTENCES = 40
 
 
 @dataclass
@@ -76,6 +98,9 @@ class Intent:
     optin_channels: tuple[str, ...] = ()
     confidence: float = 0.0                               # of the opt-out request (0 when there is none)
     doubts: tuple[str, ...] = ()                          # what lowered it, in words for a reviewer
+    cues: tuple[str, ...] = ()                            # request-like words in sentences not read as a request
+    foreign_cues: tuple[str, ...] = ()                    # ... of the cross-language table (languages not read)
+    objection: bool = False                               # objects to all contact or all processing for marketing
 
 
 def sentences(text: str) -> list[str]:
@@ -152,6 +177,7 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
     langs: list[str] = []
     found: list[_Found] = []
     conflicts: list[str] = []
+    nocontact_sentences: list[str] = []
     for text in texts:
         text_sentences = sentences((text or "")[:MAX_TEXT])
         for position, raw in enumerate(text_sentences):
@@ -160,16 +186,37 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
                 continue
             intent.addresses += tuple(a.lower() for a in addresses_in(raw))
             flags = _flags(sentence)
+            lemma_ok = position < LEMMA_SENTENCES and len(sentence) <= LEMMA_CHARS
+            words = _Words(sentence) if lemma_ok else None
+            if words is not None:
+                flags["erasure"] = flags["erasure"] or bool(words.hits("erasure_lemmas"))
+                flags["resubscribe"] = flags["resubscribe"] or bool(words.hits("resubscribe_lemmas"))
+            hits, negated_hits = _request_hits(sentence, words)
+            if negated_hits and not hits:
+                flags["negated"] = True
             for name, value in flags.items():
                 if value:
                     setattr(intent, name, True)
-            hit = phrases("optout").search(sentence)
-            if hit and not (flags["negated"] or flags["lookalike"] or flags["question"] or flags["resubscribe"]):
+            if hits and words is not None and words.hits("nocontact_lemmas"):
+                intent.objection = True
+                nocontact_sentences.append(sentence)
+            if hits and not (flags["negated"] or flags["lookalike"] or flags["question"] or flags["resubscribe"]):
                 optout_sentences.append(sentence)
-                intent.matched.append(hit[1].group(0))
-                langs.append(hit[0])
+                intent.matched.append(hits[0][1])
+                langs.append(hits[0][0])
                 found.append(_Found(sentence, position, len(text_sentences)))
             else:
+                if not (flags["negated"] or flags["lookalike"]):
+                    cue = phrases("request_cue").search(sentence)
+                    foreign = cross_language_cues().search(sentence)
+                    if foreign is not None and cross_language_cues("negation").any(sentence):
+                        foreign = None
+                    if cue is not None and _negated_before(sentence, cue[1].start()):
+                        cue = None          # "Älkää koskaan lopettako": never stop
+                    if cue is not None:
+                        intent.cues += (cue[1].group(0),)
+                    if foreign is not None:
+                        intent.foreign_cues += (foreign[1].group(0),)
                 other_sentences.append(sentence)
                 if flags["negated"] or (flags["resubscribe"] and not _names_something(sentence, unit_names)):
                     conflicts.append(sentence)
@@ -191,7 +238,7 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
     if not optout_sentences:
         return intent
     intent.optout = True
-    _scope(intent, optout_sentences, other_sentences, unit_names)
+    _scope(intent, optout_sentences, other_sentences, unit_names, nocontact_sentences)
     intent.confidence, intent.doubts = _confidence(found, conflicts, unit_names)
     return intent
 
@@ -250,13 +297,18 @@ def _confidence(found: list[_Found], conflicts: list[str],
 
 
 def _languages_of(sentence: str) -> set[str]:
-    return {lang for lang, _match in phrases("optout").all_matches(sentence)}
+    words = _Words(sentence) if len(sentence) <= LEMMA_CHARS else None
+    return {lang for lang, _phrase in _request_hits(sentence, words)[0]}
 
 
 def _weak(sentence: str, unit_names: Mapping[str, tuple[str, ...]]) -> bool:
     """Whether every opt-out phrase in `sentence` is a weak one and the sentence names
     nothing to be taken off (no list or mailing word, no channel, no unit)."""
     weak = phrases("optout_weak")
+    if len(sentence) <= LEMMA_CHARS:
+        words = _Words(sentence)
+        if words.hits("optout_lemmas") or words.hits("nocontact_lemmas"):
+            return False        # a lemma rule always names what is asked for
     for _lang, match in phrases("optout").all_matches(sentence):
         text = match.group(0).strip()
         if not any(pattern.fullmatch(text) for _l, pattern in weak.items):
@@ -287,8 +339,16 @@ def channels_in(text: str) -> set[str]:
 
 
 def units_in(text: str, unit_names: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """The unit keys `text` names: by a configured name or alias (whole words), or by an
+    informal name of handlers/data/phrases/_units.toml ("alumnibrevet", "the student emails")."""
     found = set()
+    informal = unit_words(tuple(sorted(unit_names)))
+    for key, patterns in informal.items():
+        if patterns.any(text):
+            found.add(key)
     for key, names in unit_names.items():
+        if key in found:
+            continue
         for name in names:
             if name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE):
                 found.add(key)
@@ -310,7 +370,7 @@ def _split_keep(sentence: str) -> tuple[list[str], list[str]]:
         if hit is not None:
             request.append(clause[:hit[1].start()])
             keeping.append(clause[hit[1].end():])
-        elif phrases("keep").any(clause) and not phrases("optout").any(clause):
+        elif (phrases("keep").any(clause) or phrases("contrast").any(clause)) and not _request_hits(clause, None)[0]:
             keeping.append(clause)
         else:
             request.append(clause)
@@ -318,7 +378,7 @@ def _split_keep(sentence: str) -> tuple[list[str], list[str]]:
 
 
 def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[str],
-           unit_names: Mapping[str, tuple[str, ...]]) -> None:
+           unit_names: Mapping[str, tuple[str, ...]], nocontact_sentences: list[str] = ()) -> None:
     named_channels: set[str] = set()
     kept_channels: set[str] = set()
     named_units: set[str] = set()
@@ -327,13 +387,17 @@ def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[st
     for sentence in optout_sentences:
         request, keeping = _split_keep(sentence)
         for clause in request:
+            if phrases("report").any(clause) and not _request_hits(clause, None)[0]:
+                # "ich bekomme immer noch Post von Ihnen": what still arrives, told as a
+                # reason, does not name the scope of the request beside it.
+                continue
             named_channels |= channels_in(clause)
             named_units |= units_in(clause, unit_names)
             everything = everything or phrases("all_contact").any(clause)
         for clause in keeping:
             kept_channels |= channels_in(clause)
             kept_units |= units_in(clause, unit_names)
-        if phrases("erasure").any(sentence):
+        if phrases("erasure").any(sentence) or sentence in nocontact_sentences:
             everything = True
     # A separate sentence may keep something ("Mejl går bra.", "He would still like
     # to receive alumni event invitations.").
@@ -344,7 +408,7 @@ def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[st
         for clause in keeping:
             kept_channels |= channels_in(clause)
             kept_units |= units_in(clause, unit_names)
-    if set(CHANNELS) <= named_channels:
+    if set(CHANNELS) <= named_channels or intent.erasure:
         everything = True
     kept_channels -= named_channels
     kept_units -= named_units
@@ -357,9 +421,114 @@ def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[st
         intent.channels = tuple(c for c in CHANNELS if c in named_channels)
     else:
         intent.channels = ("email",)
-    if named_units:
+    if intent.erasure:
+        intent.units = ALL          # erasure: no contact from any unit, whichever one is named
+    elif named_units:
         intent.units = tuple(sorted(named_units))
     elif kept_units:
         intent.units = tuple(sorted(k for k in unit_names if k not in kept_units)) or ALL
     else:
         intent.units = ALL
+
+
+class _Words:
+    """A sentence's words, as written and in dictionary form per language read (computed once each).
+
+    The dictionary forms come from simplemma, through the table of the forms of the
+    words the rules name (handlers.replies.phrases.lemma_table): a word not in it is
+    compared as written."""
+
+    def __init__(self, sentence: str) -> None:
+        self.sentence = sentence
+        self.spans = token_spans(sentence)
+        self.surface = [sentence[a:b].lower() for a, b in self.spans]
+        self._lemmas: dict[str, list[str]] = {}
+
+    def lemmas(self, lang: str) -> list[str]:
+        if lang not in self._lemmas:
+            table = lemma_table(lang)
+            self._lemmas[lang] = [table.get(word, word) for word in self.surface]
+        return self._lemmas[lang]
+
+    def hits(self, list_name: str) -> list[tuple[str, int, str]]:
+        """(language, start offset, rule source) of each rule of `list_name` that matches."""
+        out = []
+        for lang, rule in lemma_rules(list_name):
+            start = _match_rule(rule, self.surface, self.lemmas(lang))
+            if start is not None:
+                out.append((lang, self.spans[start][0], rule.source))
+        return out
+
+
+def _token_ok(alternatives: tuple[str, ...], word: str, lemma: str) -> bool:
+    for alt in alternatives:
+        if alt.startswith("="):
+            if alt[1:] == word:
+                return True
+        elif alt == "@channel":
+            if channels_in(word):
+                return True
+        elif alt == "@object":
+            if phrases("optout_object").any(word):
+                return True
+        elif alt == "@unit":
+            if any(patterns.any(word) for patterns in all_unit_words().values()):
+                return True
+        elif alt.startswith("*") and alt.endswith("*") and len(alt) > 2:
+            if alt[1:-1] in word or alt[1:-1] in lemma:
+                return True
+        elif alt.startswith("*"):
+            if word.endswith(alt[1:]) or lemma.endswith(alt[1:]):
+                return True
+        elif alt.endswith("*"):
+            if word.startswith(alt[:-1]) or lemma.startswith(alt[:-1]):
+                return True
+        elif alt == word or alt == lemma:
+            return True
+    return False
+
+
+def _match_rule(rule: LemmaRule, surface: list[str], lemma_list: list[str]) -> int | None:
+    """Index of the first word where `rule` matches (its tokens in order, at most LEMMA_GAP
+    words apart), or None. Cost: words x tokens x LEMMA_GAP."""
+    first = rule.tokens[0]
+    # "+" before a token: it must follow the previous one directly ("stop +the newsletter",
+    # not "stop reading the newsletter").
+    rest = [(tuple(a.lstrip("+") for a in token), any(a.startswith("+") for a in token)) for token in rule.tokens[1:]]
+    size = len(surface)
+    for start in range(size):
+        if not _token_ok(first, surface[start], lemma_list[start]):
+            continue
+        at = start
+        for alternatives, adjacent in rest:
+            reach = at + 2 if adjacent else at + 2 + LEMMA_GAP
+            nxt = next((k for k in range(at + 1, min(size, reach))
+                        if _token_ok(alternatives, surface[k], lemma_list[k])), None)
+            if nxt is None:
+                break
+            at = nxt
+        else:
+            return start
+    return None
+
+
+def _negated_before(sentence: str, start: int) -> bool:
+    """Whether a negation stands at most NEGATION_SCOPE words before `start`, in the same clause."""
+    before = sentence[:start]
+    cut = max(before.rfind(c) for c in _CLAUSE_END)
+    before = before[cut + 1:] if cut >= 0 else before
+    words = before.split()[-NEGATION_SCOPE:]
+    return bool(words) and phrases("negation").any(" ".join(words))
+
+
+def _request_hits(sentence: str, words: "_Words | None") -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """((language, phrase) of request phrases not negated, (language, phrase) of negated ones)."""
+    hits: list[tuple[str, str]] = []
+    negated: list[tuple[str, str]] = []
+    for lang, match in phrases("optout").all_matches(sentence):
+        (negated if _negated_before(sentence, match.start()) else hits).append((lang, match.group(0)))
+    if words is not None:
+        for name in ("optout_lemmas", "nocontact_lemmas"):
+            for lang, start, source in words.hits(name):
+                (negated if _negated_before(sentence, start) else hits).append((lang, source))
+    return hits, negated

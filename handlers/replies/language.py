@@ -211,6 +211,11 @@ def tokens(text: str) -> list[str]:
     return _WORD.findall((text or "")[:MAX_LEMMA_CHARS])
 
 
+def token_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each word `tokens(text)` returns, in the same order."""
+    return [m.span() for m in _WORD.finditer((text or "")[:MAX_LEMMA_CHARS])]
+
+
 def _lemmatize_one(token: str, lang: str) -> str:
     # simplemma keeps its own bounded cache of lookups per language.
     import simplemma

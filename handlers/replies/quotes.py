@@ -126,7 +126,8 @@ def new_text(body: str) -> str:
     Stops at an attribution line (possibly wrapped over up to three lines), an
     Outlook separator, a header block ("From:" followed within four lines by
     "Sent:"/"Subject:" or their translations), a "-- " signature separator or a
-    sign-off line ("Mvh", "Kind regards"). Drops "> " lines, mail-app signatures
+    sign-off line ("Mvh", "Kind regards") after some text (a first line "Takk for
+    henvendelsen." or "Thanks!" opens the text rather than signing it). Drops "> " lines, mail-app signatures
     ("Sent from my iPhone") and newsletter footer lines. Returns "" for empty input.
     """
     lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -136,7 +137,7 @@ def new_text(body: str) -> str:
         text = line.strip()[:MAX_LINE]
         if text.startswith(">"):
             continue
-        if _ends_new_text(lines, index):
+        if _ends_new_text(lines, index, signoff=bool(kept)):
             break
         if phrases("app_signature").any(text) or phrases("footer").any(text):
             continue
@@ -147,7 +148,7 @@ def new_text(body: str) -> str:
     return "\n".join(kept).strip()
 
 
-def _ends_new_text(lines: list[str], index: int) -> bool:
+def _ends_new_text(lines: list[str], index: int, signoff: bool = True) -> bool:
     text = lines[index].strip()[:MAX_LINE]
     if not text:
         return False
@@ -155,7 +156,7 @@ def _ends_new_text(lines: list[str], index: int) -> bool:
         return True
     if _UNDERSCORES.match(text) or _DASHES.match(text) or phrases("separator").any(text):
         return True
-    if phrases("signoff").any(text):
+    if signoff and phrases("signoff").any(text):
         return True
     # An attribution may be wrapped by the client: "On Wed, ..., X <" / "x@y> wrote:".
     window = text

@@ -11,7 +11,19 @@ the sender's own words, and the newly written text (handlers.replies.quotes).
   an address change in the same message), the proposed action kept only when the
   target shares the sender's domain, and never an action we cannot attribute;
 * kind REPLY otherwise, with review=True when a person should answer (questions
-  about unsubscribing, re-subscribe requests, access requests, address changes).
+  about unsubscribing, re-subscribe requests, access requests, address changes);
+* never a silent drop (issue 21): text with request-like words that were not read as
+  a request with confidence (handlers.replies.intent `cues`), or, in a language
+  unsubd does not read (handlers.replies.language.identify), words that look like a
+  request in another language (`foreign_cues`), goes to review with that reason and
+  no action. A forward goes to review only when the sender's own words above it look
+  like a request; a plain "have a look at this" forward is an ordinary reply.
+
+An erasure request, or removal from the register altogether (GDPR art. 17), is an
+opt-out of every unit and channel and carries `evidence["erasure"] = True` (and
+`rights_request`), from which a rights item can be opened; an objection to all
+contact or processing for marketing carries `evidence["objection"] = True`.
+`evidence["language"]` is what identify() said of the sender's own words.
 
 A message sent to our List-Unsubscribe mailto address (`unsubscribe+TOKEN@`,
 RFC 2369 section 3.2) is an opt-out whatever its text says: the mail client sent it
@@ -42,6 +54,7 @@ from typing import Any
 
 from handlers.mail.from_header import Sender, parse_mailbox, read_sender
 from handlers.replies.intent import Intent, read_intent
+from handlers.replies.language import READ, UNKNOWN, Identified, identify
 from handlers.mail.message import content_type, header_text, is_unreadable, raw_items
 from handlers.model import ALL, CERTAIN, HIGH, LOW, MEDIUM, REVIEW_BELOW, Action, ActionType, Decision, Inbound, Kind
 from handlers.replies.quotes import body_text, new_text
@@ -178,9 +191,27 @@ def _decide(item: Inbound, report: ReplyReport, ctx: Context, now: datetime) -> 
         return Decision(kind=Kind.REPLY, review=intent.optout, confidence=0.9 if not intent.optout else MEDIUM,
                         reason="from a mail system, not a person", **base)
 
+    identified = identify(" ".join(texts))
+    evidence["language"] = identified.lang
+    if intent.cues or intent.foreign_cues:
+        evidence["cues"] = list(dict.fromkeys(intent.cues + intent.foreign_cues))[:5]
+    if intent.erasure:
+        # Erasure, or removal from the register altogether (GDPR art. 17): no contact on
+        # any channel, and a rights item for a person (another issue reads this marker).
+        evidence["erasure"] = True
+    if intent.objection:
+        evidence["objection"] = True
+
     if report.forwarded:
+        if not (intent.optout or intent.erasure or intent.cues or intent.foreign_cues or intent.question
+                or intent.third_party):
+            # Nothing request-like in the sender's own words ("have a look at item two"):
+            # an ordinary forward, recorded, not queued.
+            return Decision(kind=Kind.REPLY, confidence=MEDIUM,
+                            reason="forwarded message, no request in the sender's own words", **base)
         return Decision(kind=Kind.REPLY, review=True, confidence=LOW,
-                        reason="forwarded message: any request inside is not the sender's own", **base)
+                        reason="forwarded message: the request above the forward needs a person "
+                               "(it may concern the forwarded address)", **base)
 
     if intent.erasure or intent.access:
         evidence["rights_request"] = {"type": "erasure" if intent.erasure else "access",
@@ -188,7 +219,7 @@ def _decide(item: Inbound, report: ReplyReport, ctx: Context, now: datetime) -> 
 
     if not intent.optout:
         optin = _optin(intent, report, route, reply_claims, ctx, base)
-        return optin if optin is not None else _not_optout(intent, base)
+        return optin if optin is not None else _not_optout(intent, base, identified)
 
     evidence["confidence_doubts"] = list(intent.doubts)
     if sender.address is None:
@@ -327,7 +358,7 @@ def _fmt(scope: Any) -> str:
     return scope if scope == ALL else ",".join(scope)
 
 
-def _not_optout(intent: Intent, base: dict[str, Any]) -> Decision:
+def _not_optout(intent: Intent, base: dict[str, Any], identified: Identified | None = None) -> Decision:
     # Confidence here is that the message asks for no opt-out: lower where it comes near one.
     if intent.access:
         return Decision(kind=Kind.REPLY, review=True, confidence=0.9, reason="request for access to personal data",
@@ -342,6 +373,19 @@ def _not_optout(intent: Intent, base: dict[str, Any]) -> Decision:
     if intent.negated:
         return Decision(kind=Kind.REPLY, confidence=MEDIUM, reason="mentions unsubscribing but does not ask for it",
                         **base)
+    # No silent drops (issue 21): request-like words that were not read as a request
+    # with confidence go to a person, with the reason; so does a request-like text in a
+    # language unsubd does not read. Nothing is acted on by guess.
+    lang = identified.lang if identified is not None else UNKNOWN
+    if intent.cues:
+        return Decision(kind=Kind.REPLY, review=True, confidence=LOW,
+                        reason=f"may be a request (request-like words: {', '.join(intent.cues[:3])}), "
+                               "not read with confidence", **base)
+    if intent.foreign_cues and lang not in READ:
+        where = "a language unsubd does not read" if lang == UNKNOWN else f"{lang}, a language unsubd does not read"
+        return Decision(kind=Kind.REPLY, review=True, confidence=LOW,
+                        reason=f"may be a request in {where} (request-like words: "
+                               f"{', '.join(intent.foreign_cues[:3])})", **base)
     if intent.lookalike:
         return Decision(kind=Kind.REPLY, confidence=MEDIUM, reason="ordinary reply, no opt-out (a look-alike phrase)",
                         **base)
