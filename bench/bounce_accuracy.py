@@ -94,8 +94,11 @@ def run_unsubd(raw: bytes, ctx: Context) -> tuple[dict[str, dict[str, Any]], set
         if not address or row.get("action") not in ("failed", "delayed"):
             continue
         status = row.get("status")
+        # The reading is measured: a row kept from acting by a rule above it (issue 21: a
+        # bounce about mail we did not send, as every corpus message is) keeps its
+        # would-be outcome as `proposed`.
         entry = {"status": status, "permanent": (status[0] == "5") if status else None,
-                 "hard": bool(row.get("hard")), "suppress": row.get("outcome") == "suppress"}
+                 "hard": bool(row.get("hard")), "suppress": (row.get("outcome") or row.get("proposed")) == "suppress"}
         if address not in found or (entry["suppress"] and not found[address]["suppress"]):
             found[address] = entry
     for action in decision.actions:

@@ -35,9 +35,10 @@ from handlers.mail.message import (
     raw_items,
 )
 from handlers.bounces import patterns as patterns
-from handlers.bounces.envelope import actions_from_rows, apply_envelope, forged_original, null_sender, original_ref
+from handlers.bounces.envelope import (UNRELATED, actions_from_rows, apply_envelope, drop_unrelated, forged_original,
+                                      null_sender, original_ref, relation, sent_to_addresses, verp_hints)
 from handlers.bounces.original import (MAX_VALUE, ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, _cut,
-                                      returned_original)
+                                      addressed_to, returned_original)
 from handlers.bounces.reasons import explain, notice_context
 from handlers.bounces.status import BounceReason
 from handlers.bounces.text import decide_text_bounce, read_bounce
@@ -137,6 +138,9 @@ class DsnReport:
     notes: tuple[str, ...] = ()
     text_notice: Any = None     # a handlers.bounces.text.TextBounce when no group has a usable address
     notice: str = ""            # the human-readable first part, cut to MAX_NOTICE characters
+    addressed_to: tuple[str, ...] = ()  # the bounce's own To, Delivered-To, X-Original-To, Envelope-To (raw)
+    return_path: str | None = None      # the bounce's own Return-Path header, as written
+    from_: str | None = None            # the bounce's own From header, as written
 
 
 # --------------------------------------------------------------------------- reading
@@ -165,6 +169,9 @@ def read_dsn(msg: Message) -> DsnReport | None:
         part, parent = found
         text, notes = _status_text(part)
         report = _parse_status_text(text, report_type=content_type(part).split("/", 1)[1], notes=notes)
+        report = replace(report, addressed_to=addressed_to(msg),
+                           return_path=header_text(msg, "Return-Path"),
+                           from_=header_text(msg, "From"))
         original = _returned_original(parent if parent is not None else msg, part)
         if original is not None:
             report = replace(report, original=original)
@@ -224,7 +231,10 @@ def _report_in_text(msg: Message) -> DsnReport | None:
         report = _parse_status_text("\n\n".join(kept), report_type="delivery-status",
                                     notes=["report fields read from the message text (no delivery-status part)"])
         if any(recipient_address(r)[0] for r in report.recipients):
-            return replace(report, notice=text[:start.start()][-MAX_NOTICE:].replace("\r\n", "\n"))
+            return replace(report, notice=text[:start.start()][-MAX_NOTICE:].replace("\r\n", "\n"),
+                           addressed_to=addressed_to(msg),
+                           return_path=header_text(msg, "Return-Path"),
+                           from_=header_text(msg, "From"))
     return None
 
 
@@ -458,12 +468,14 @@ class Assessment:
     outcome: ActionType | None      # SUPPRESS, SOFT_BOUNCE or None
     why_none: str | None            # when outcome is None for a failed recipient
     recipient: DsnRecipient
+    address_source: str = "final-recipient"   # see resolve_address
 
     def to_json(self) -> dict[str, Any]:
         r = self.recipient
         return {
             "address": self.address,
             "address_type": self.address_type,
+            "address_source": self.address_source,
             "final_recipient": r.final_recipient,
             "original_recipient": r.original_recipient,
             "original_address": original_address(r),
@@ -498,20 +510,111 @@ def split_typed(value: str | None) -> tuple[str | None, str | None]:
     return match.group(1).lower(), match.group(2).strip()
 
 
-def recipient_address(recipient: DsnRecipient) -> tuple[str | None, str | None]:
-    """The normalised address of a recipient group and its address type.
+def recipient_address(recipient: DsnRecipient, sent_to: tuple[str, ...] = (), *,
+                      sole: bool = False, verp: tuple[str, ...] = ()) -> tuple[str | None, str | None]:
+    """The normalised address of a recipient group and its address type (see `resolve_address`)."""
+    address, address_type, _source = resolve_address(recipient, sent_to, sole=sole, verp=verp)
+    return address, address_type
 
-    RFC 3464 section 2.3.2: Final-Recipient is the address the report is about;
-    Original-Recipient (section 2.3.1) is used only when Final-Recipient is absent.
-    A Final-Recipient that is present but not an address gives (None, type): the
-    Original-Recipient is then not trusted in its place. RFC 6533 section 3 `utf-8`
-    addresses have their \\x{HHHH} escapes undone first.
-    """
-    field = recipient.final_recipient if recipient.final_recipient is not None else recipient.original_recipient
-    address_type, text = split_typed(field)
+
+# Top-level labels that name no public domain: RFC 6761 special-use names, RFC 6762
+# `.local`, and the names sites give their own hosts (`.internal`, `.localdomain`, `.lan`,
+# `.corp`, `.home`, `.intranet`, `.private`), which never receive mail from outside.
+NON_PUBLIC_TLDS = frozenset({"local", "localdomain", "localhost", "internal", "intranet", "lan", "corp", "home",
+                             "private", "invalid", "test", "arpa", "onion"})
+
+
+def is_public(address: str | None) -> bool:
+    """Whether `address` is at a host that can be a public mail domain: two labels or
+    more, not a domain literal, no special-use or site-internal top-level label."""
+    if not address or "@" not in address:
+        return False
+    labels = address.rsplit("@", 1)[1].rstrip(".").split(".")
+    return len(labels) >= 2 and labels[-1] not in NON_PUBLIC_TLDS and not labels[-1].isdigit()
+
+
+def _internal_form(address: str, original: str | None) -> bool:
+    """An address in a receiving site's internal form, not one anybody sends to:
+    Exchange's IMCEA encapsulation of a non-SMTP address (IMCEAEX-..., IMCEANOTES-...),
+    or a mailbox host inside the domain of the Original-Recipient
+    (`user@ex-mbx04.prod.example.no` for `user@example.no`)."""
+    local, _at, domain = address.rpartition("@")
+    if local.startswith("imcea"):
+        return True
+    if original and "@" in original:
+        return domain.endswith("." + original.rsplit("@", 1)[1])
+    return False
+
+
+def _local_part(text: str | None) -> str | None:
+    """The local part a Final-Recipient names, also when it is a bare local part, a
+    domain literal or a source route (RFC 5321 section 4.1.2: `@a,@b:user@host`)."""
     if not text:
-        return None, address_type
-    return _address(text, address_type), address_type
+        return None
+    text = text.strip().strip("<>").strip()
+    if text.startswith("@") and ":" in text:
+        text = text.split(":", 1)[1]
+    local = text.rpartition("@")[0] if "@" in text else text
+    local = local.strip().strip('"').lower()
+    return local if local and len(local) <= 64 and not any(c in local for c in " \t<>@,;:") else None
+
+
+def resolve_address(recipient: DsnRecipient, sent_to: tuple[str, ...] = (), *,
+                    sole: bool = False, verp: tuple[str, ...] = ()) -> tuple[str | None, str | None, str]:
+    """(address, address type, where it was read) for one recipient group.
+
+    RFC 3464 section 2.3.2: Final-Recipient is the address the report is about; but
+    unsubd acts on the address it sent to, and a Final-Recipient can be a form nobody
+    sends to. It is used when it is one of the addresses we are known to have sent to
+    (`sent_to`: the returned original's X-Original-To and To, our VERP address), or
+    when it is at a public domain and not a site-internal form (see `_internal_form`).
+    Otherwise, in order (issue 21): the Original-Recipient (section 2.3.1; RFC 3461
+    section 4 xtext undone, RFC 6533 section 3 \\x{HHHH} escapes undone); the address
+    in `sent_to` with the Final-Recipient's local part (a bare local part, a domain
+    literal, an internal host); with `sole` (the report has one group), the one
+    address in `sent_to` (only in `verp`, our VERP address, when the group names
+    another local part); else the Final-Recipient as written, when it is an address.
+    Sources: "final-recipient", "original-recipient", "returned original", "none".
+    """
+    final_type, final_text = split_typed(recipient.final_recipient)
+    orig_type, orig_text = split_typed(recipient.original_recipient)
+    original = _address(_xtext_decode(orig_text) if orig_type in (None, "rfc822") else orig_text,
+                        orig_type) if orig_text else None
+    if recipient.final_recipient is None:
+        return original, orig_type, "original-recipient" if original else "none"
+    final = _address(final_text, final_type) if final_text else None
+    known = set(sent_to) | ({original} if original else set())
+    if final and (final in known or (is_public(final) and not _internal_form(final, original))):
+        return final, final_type, "final-recipient"
+    if original:
+        return original, orig_type, "original-recipient"
+    local = _local_part(final_text)
+    if local and not (final and local.startswith("imcea")):
+        for candidate in sent_to:
+            if candidate.rpartition("@")[0] == local:
+                return candidate, "rfc822", "returned original"
+    # The one address we sent to stands in for a group that names nobody usable: any
+    # of them when the group names no local part at all (empty, `<>`, an X.400 O/R
+    # address); only our VERP address when it names another local part, which the
+    # returned original's To does not outweigh (sisimai lhost-postfix-79).
+    distinct = set(verp) if local and final_type in (None, "rfc822") else set(sent_to)
+    if sole and len(distinct) == 1:
+        return next(iter(distinct)), "rfc822", "returned original"
+    if final:
+        return final, final_type, "final-recipient"
+    return None, final_type, "none"
+
+
+# RFC 3461 section 4: xtext writes "+" and characters outside "!".."~" or "=" as "+HH"
+# (upper-case hex). MTAs copy the ORCPT value into Original-Recipient still encoded.
+_XTEXT = re.compile(r"\+([0-9A-F]{2})")
+
+
+def _xtext_decode(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        code = int(match.group(1), 16)
+        return chr(code) if 0x21 <= code <= 0x7E else match.group(0)
+    return _XTEXT.sub(one, text) if "+" in text else text
 
 
 def _address(text: str, address_type: str | None) -> str | None:
@@ -532,6 +635,8 @@ def original_address(recipient: DsnRecipient) -> str | None:
     an address.
     """
     address_type, text = split_typed(recipient.original_recipient)
+    if text and address_type in (None, "rfc822"):
+        text = _xtext_decode(text)
     return _address(text, address_type) if text else None
 
 
@@ -587,7 +692,8 @@ def _first_code(text: str, klass: str | None = None) -> str | None:
     return None
 
 
-def assess(recipient: DsnRecipient, notice: str = "") -> Assessment:
+def assess(recipient: DsnRecipient, notice: str = "", sent_to: tuple[str, ...] = (), *,
+           sole: bool = False, verp: tuple[str, ...] = ()) -> Assessment:
     """Decide what one recipient group asks for (RFC 3464 section 2.3.3, RFC 3463).
 
     * Action `failed` with a hard code (class 5 and a code about the address: 5.1.x
@@ -597,8 +703,10 @@ def assess(recipient: DsnRecipient, notice: str = "") -> Assessment:
     * a missing Action with a 5.x.x status is read as `failed`; any other missing or
       unrecognised Action gives nothing;
     * a group without a usable address gives nothing, whatever it says.
+
+    The address is read by `resolve_address` (with `sent_to` and `sole`).
     """
-    address, address_type = recipient_address(recipient)
+    address, address_type, address_source = resolve_address(recipient, sent_to, sole=sole, verp=verp)
     diag_type, diag = split_typed(recipient.diagnostic_code)
     diag, relay_code = unwrap_relay_reply(diag)
     status, source = effective_status(recipient.status, f"{diag_type or 'smtp'}; {diag}" if diag else None)
@@ -619,6 +727,11 @@ def assess(recipient: DsnRecipient, notice: str = "") -> Assessment:
             # what the server replied, on the recipient's own line (OpenSMTPD, lhost-
             # opensmtpd-17; Gmail's "wasn't delivered to a@b because ...", rfc3464-65).
             diag = _notice_line(notice, address)
+            if not diag and address_source != "final-recipient":
+                # The notice may name the recipient as the report's group did: a bare
+                # local part, an internal host (Exim's "  sigrid.vik").
+                local = _local_part(split_typed(recipient.final_recipient)[1])
+                diag = _notice_line(notice, local) if local and len(local) > 2 else ""
             if diag:
                 refined, refined_source = effective_status(recipient.status, diag)
                 if refined is not None and refined != status:
@@ -632,7 +745,7 @@ def assess(recipient: DsnRecipient, notice: str = "") -> Assessment:
             outcome = ActionType.SUPPRESS if hard else ActionType.SOFT_BOUNCE
     return Assessment(address=address, address_type=address_type, action=action, status=status,
                       status_source=source, reason=reason, hard=hard, outcome=outcome,
-                      why_none=why_none, recipient=recipient)
+                      why_none=why_none, recipient=recipient, address_source=address_source)
 
 
 def structured_row(address: str, action: str, status: str | None, diagnostic: str | None, *,
@@ -672,7 +785,21 @@ def decide_bounce(item: Inbound, report: DsnReport, ctx: Context, now: datetime)
     a bounce to an unsigned or forged return path, or naming another address than the
     one we sent to, is counted but never suppresses on its own. `now` is not used yet.
     """
-    assessments = [assess(r, report.notice) for r in report.recipients]
+    verp = tuple(verp_hints([*(item.rcpt_tos or ()), *report.addressed_to], ctx))
+    # What we sent to matters only when some group's Final-Recipient is not plainly usable.
+    plain = all(source == "final-recipient" and is_public(address) for address, _t, source in
+                (resolve_address(r) for r in report.recipients))
+    sent_to = verp if plain else sent_to_addresses(report.original, verp, ctx)
+    sole = len(report.recipients) == 1
+    assessments = [assess(r, report.notice, sent_to, sole=sole, verp=verp) for r in report.recipients]
+    if report.text_notice is not None and any(a.address for a in assessments) and all(
+            a.address_source == "returned original" for a in assessments if a.address):
+        # The groups name nobody usable, so their address was taken from the returned
+        # original; the notice text names someone too. Where the two disagree, neither
+        # is certain: the notice's reading is recorded as before (sisimai lhost-exim-60).
+        named = {r.address for r in report.text_notice.recipients}
+        if not {a.address for a in assessments if a.address} <= named:
+            assessments = [replace(a, address=None) for a in assessments]
     if report.text_notice is not None and not any(a.address for a in assessments):
         # No group names a usable address, but the notice text does (see read_dsn).
         # Recorded, never acted on: the report's own groups name someone else (a local
@@ -682,6 +809,11 @@ def decide_bounce(item: Inbound, report: DsnReport, ctx: Context, now: datetime)
     del now  # part of every decide_* signature
     original = report.original.to_json() if report.original else None
     rows, envelope, certain = apply_envelope(item, [a.to_json() for a in assessments], original, ctx)
+    related, related_why = relation(item, original, report.addressed_to, envelope["return_path"]["form"],
+                                    envelope.get("unit"), ctx, raw_return_path=report.return_path,
+                                    raw_from=report.from_)
+    if not related:
+        drop_unrelated(rows, related_why)
     actions = actions_from_rows(rows, ref=original_ref(original, report.original_envelope_id))
     evidence: dict[str, Any] = {
         "report_type": report.report_type,
@@ -693,8 +825,12 @@ def decide_bounce(item: Inbound, report: DsnReport, ctx: Context, now: datetime)
         "notes": list(report.notes),
         **envelope,
         "null_sender": null_sender(item),
+        "related": related,
+        "relation": related_why,
     }
     reason, review = _summary(assessments), False
+    if not related:
+        reason = f"{reason}; not acted on: {UNRELATED}: {related_why}"
     # A signed return path that names the address outweighs the look of the original.
     if not certain and (forged := forged_original(evidence["original"], ctx)):
         # Evidence only, and a person looks: see bounce_envelope.forged_original.

@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from handlers.bounces.patterns import BOUNCE_FROM
 from handlers.mail.addresses import normalise
 from handlers.model import WILDCARD, Action, ActionType, Decision, Inbound, Kind
 from handlers.routing import Mailbox
@@ -390,3 +391,107 @@ def apply_envelope(item: Inbound, rows: list[dict[str, Any]], original: dict[str
     if suspect:
         evidence["suspect"] = suspect
     return rows, evidence, attributed(rows)
+
+
+# An address in a header value, for reading the returned original's To and our VERP
+# address out of the bounce's own headers (bounded repeats: linear time).
+_HEADER_ADDRESS = re.compile(r"[^\s<>()\[\]\",;:@]{1,64}@[^\s<>()\[\]\",;:@]{1,255}")
+
+
+def verp_hints(values: Any, ctx: Context) -> list[str]:
+    """The addresses named by unsigned VERP forms of our bounce address (`bounces+local=
+    domain@`) among header values or envelope recipients, in order, without repeats."""
+    found: list[str] = []
+    for value in values or ():
+        value = str(value)
+        if "+" not in value or "=" not in value:     # no VERP tag: most bounces
+            continue
+        for raw in _HEADER_ADDRESS.findall(value):
+            tag = bounce_tag(raw, ctx)
+            hint = unsigned_verp(tag) if tag else None
+            if hint and hint not in found:
+                found.append(hint)
+    return found
+
+
+def sent_to_addresses(original: Any, verp: Any, ctx: Context) -> tuple[str, ...]:
+    """The addresses a bounce shows we sent to, in order: the returned original's
+    X-Original-To and To (RFC 5322 section 3.6.3; group syntax gives none), then `verp`,
+    the addresses our VERP return path names (see `verp_hints`: from the envelope or,
+    for a file, the bounce's own To/Delivered-To/X-Original-To). Our own addresses are
+    left out. Never raises."""
+    ours = {d.lower() for d in (ctx.effective_bounce_domain, ctx.mail_domain) if d}
+    found: list[str] = []
+    values = [getattr(original, "x_original_to", None), getattr(original, "to", None)] if original else []
+    for value in values:
+        for raw in _HEADER_ADDRESS.findall(value or "")[:5]:
+            address = normalise(raw)
+            if address and address not in found and address.rsplit("@", 1)[1] not in ours:
+                found.append(address)
+    for hint in verp or ():
+        if hint not in found:
+            found.append(hint)
+    return tuple(found)
+
+
+def relation(item: Inbound, original: dict[str, Any] | None, addressed_to: Any, envelope_form: str,
+             unit: str | None, ctx: Context, *, raw_return_path: str | None = None,
+             raw_from: str | None = None) -> tuple[bool, str]:
+    """(related, why): whether a bounce may be about mail we sent (issue 21), in words.
+
+    Tied to us by any of: a signed or VERP return path (the envelope, or our VERP
+    address in the bounce's own To/Delivered-To); a returned original whose Message-ID
+    was made under our domains, that names a unit (List-Id, From, a signed token:
+    `unit`), carries X-NV-Recipient-Id, or has our From (a foreign Message-ID under our
+    From is forged_original's to judge). Without a tie, it is *unrelated* (never acted
+    on) when something says it answers someone else's mail:
+
+    * the returned original used our bounce address as its return path but is not
+      ours: backscatter, a real report about spam that forged our bounce address;
+    * no original is returned and the notice comes from a mailbox, not a mail system:
+      a non-null envelope sender (RFC 5321 section 4.5.5 and RFC 3464 section 2 send
+      every delivery report from `<>`) and a From that is no mailer daemon.
+
+    Anything else (a report that returns a stranger's original without claiming our
+    addresses, or none at all from `<>`) is read as before: the plain bounce address
+    receives real reports that keep nothing of ours.
+    """
+    if envelope_form in (EnvelopeForm.SIGNED.value, EnvelopeForm.UNSIGNED.value):
+        return True, f"{envelope_form} return path"
+    if verp_hints(addressed_to, ctx):
+        return True, "sent to our VERP address"
+    ours = {str(d).lower() for d in (ctx.mail_domain, ctx.effective_bounce_domain) if d}
+    identifying = original and any(original.get(k) for k in ("message_id", "from", "list_id", "recipient_id"))
+    if identifying:
+        if _under(_domain_of(original.get("message_id")), ours):
+            return True, "the returned original's Message-ID is ours"
+        if unit:
+            return True, "the returned original names our unit"
+        if original.get("recipient_id"):
+            return True, "the returned original carries our X-NV-Recipient-Id"
+        sender = normalise(_mailbox(original.get("from")))
+        if sender and (_under(_domain_of(sender), ours)
+                       or any(sender in u.from_addresses for u in ctx.units.values())):
+            return True, "the returned original's From is ours"
+        if bounce_tag(_mailbox(original.get("return_path")), ctx) is not None:
+            return False, ("backscatter: the returned message used our bounce address as its return path, "
+                           "but nothing else in it is ours")
+        return True, "no tie to mail we sent, and nothing says it answers someone else's"
+    sender = item.mail_from if item.mail_from is not None else raw_return_path
+    if sender is not None:
+        sender = sender.strip().strip("<>").strip()
+        if sender and not BOUNCE_FROM.search(_mailbox(raw_from) or "") and not BOUNCE_FROM.search(sender):
+            return False, "no original returned, and sent by a mailbox, not a mail system (not from <>)"
+    return True, "no original returned"
+
+
+UNRELATED = "no relation to mail we sent (no Message-ID, token, VERP address or unit of ours)"
+
+
+def drop_unrelated(rows: list[dict[str, Any]], why: str) -> None:
+    """Take the outcome off every row (kept as `proposed`), in place, with why."""
+    for row in rows:
+        if row.get("outcome"):
+            row["proposed"], row["outcome"] = row["outcome"], None
+        if row.get("action") in ("failed", "delayed", "delivered"):
+            row["why_none"] = f"{UNRELATED}: {why}; recorded, not acted on"

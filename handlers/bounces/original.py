@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import Message
 
-from handlers.mail.message import content_type, header_text, parse_headers, payload_bytes, payload_parts, undo_iso2022
+from handlers.mail.message import (content_type, header_text, parse_headers, payload_bytes, payload_parts, raw_items,
+                                   undo_iso2022)
 
 MAX_VALUE = 1000        # characters kept of any one field value (diagnostics run long)
 
@@ -32,6 +33,7 @@ class ReturnedOriginal:
     message_id: str | None = None
     from_: str | None = None
     to: str | None = None
+    x_original_to: str | None = None    # the envelope recipient the receiving MTA recorded (Postfix)
     list_id: str | None = None
     recipient_id: str | None = None     # X-NV-Recipient-Id, set on everything unsubd's senders send
     return_path: str | None = None      # our signed VERP return path, when the original kept it
@@ -39,7 +41,7 @@ class ReturnedOriginal:
 
     def to_json(self) -> dict[str, str | None]:
         return {"message_id": self.message_id, "from": self.from_, "to": self.to,
-                "list_id": self.list_id, "recipient_id": self.recipient_id,
+                "x_original_to": self.x_original_to, "list_id": self.list_id, "recipient_id": self.recipient_id,
                 "return_path": self.return_path, "list_unsubscribe": self.list_unsubscribe}
 
 
@@ -53,6 +55,7 @@ def returned_original(part: Message) -> ReturnedOriginal | None:
         message_id=_cut(header_text(headers, "Message-ID")),
         from_=_cut(header_text(headers, "From")),
         to=_cut(header_text(headers, "To")),
+        x_original_to=_cut(header_text(headers, "X-Original-To")),
         list_id=_cut(header_text(headers, "List-Id")),
         recipient_id=_cut(header_text(headers, "X-NV-Recipient-Id")),
         return_path=_cut(header_text(headers, "Return-Path")),
@@ -73,3 +76,16 @@ def _cut(value: str | None, limit: int = MAX_VALUE) -> str | None:
         return None
     value = undo_iso2022(value.strip())
     return value if len(value) <= limit else value[:limit]
+
+
+# The headers that say where a bounce was delivered: our VERP address, when the
+# envelope is not known (a file), is in one of them.
+ADDRESSED_TO_HEADERS = frozenset({"to", "delivered-to", "x-original-to", "envelope-to"})
+
+
+def addressed_to(msg: Message) -> tuple[str, ...]:
+    """Raw values of a bounce's own To, Delivered-To, X-Original-To and Envelope-To
+    headers (at most 20, each cut to MAX_VALUE characters), in order. Shared by the
+    DSN and text readers."""
+    values = [value[:MAX_VALUE] for name, value in raw_items(msg) if name.lower() in ADDRESSED_TO_HEADERS]
+    return tuple(values[:20])

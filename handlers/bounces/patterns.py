@@ -163,9 +163,18 @@ def _required(items: object, constants: object) -> set[str] | None:
 # The look-behind lets a match start only where a word starts and the repeats are
 # bounded (RFC 5321 section 4.5.3.1: 64-octet local part, 63-octet labels), so a long
 # run of address characters costs linear time, not quadratic.
-ADDRESS = (r"(?<![A-Za-z0-9!#$%&*+/=?^_`{|}~.-])"
-           r"[A-Za-z0-9!#$%&*+/=?^_`{|}~-][A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{0,63}(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,64}){0,16}"
-           r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?){1,16}")
+# RFC 6531 section 3.3 (SMTPUTF8) lets both parts carry UTF-8: the letters of the
+# scripts unsubd's recipients write (Latin with diacritics, Greek, Cyrillic, Hebrew,
+# Arabic, Devanagari, Thai, Japanese kana, CJK, Hangul) are address characters too, so
+# `åsa.nyström@kustmail.example` is read whole, never as `m@kustmail.example`.
+# Latin-1's × and ÷ are not letters and stay out.
+_UTF8_LETTERS = ("\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0370-\u03ff\u0400-\u052f\u0590-\u05ff"
+                 "\u0600-\u06ff\u0900-\u097f\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af")
+ADDRESS = (rf"(?<![A-Za-z0-9!#$%&*+/=?^_`{{|}}~.{_UTF8_LETTERS}-])"
+           rf"[A-Za-z0-9!#$%&*+/=?^_`{{|}}~{_UTF8_LETTERS}-][A-Za-z0-9!#$%&'*+/=?^_`{{|}}~{_UTF8_LETTERS}-]{{0,63}}"
+           rf"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~{_UTF8_LETTERS}-]{{1,64}}){{0,16}}"
+           rf"@[A-Za-z0-9{_UTF8_LETTERS}](?:[A-Za-z0-9{_UTF8_LETTERS}-]{{0,61}}[A-Za-z0-9{_UTF8_LETTERS}])?"
+           rf"(?:\.[A-Za-z0-9{_UTF8_LETTERS}](?:[A-Za-z0-9{_UTF8_LETTERS}-]{{0,61}}[A-Za-z0-9{_UTF8_LETTERS}])?){{1,16}}")
 ADDRESS_RE = re.compile(ADDRESS)
 
 # ----------------------------------------------------------------- is it a bounce?
@@ -405,6 +414,9 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                   r"account that you tried to reach (?:is|has been) (?:disabled|inactive|suspended)|"
                   r"temporar(?:y|ily) (?:locked|blocked|disabled|suspended)|"
                   r"has been disabled|not active|unavailable due to inactivity|konto (?:ist )?gesperrt|"
+                  r"(?:address|account|mailbox|service) (?:has been |was |is )?discontinued|"
+                  r"(?:account|mailbox|address) (?:is |has been )?(?:terminated|cancell?ed)|"
+                  r"deaktivert|deaktiverad|avstängd|suljettu|deaktiviert|désactivée?|"
                   r"kontot är (?:spärrat|avstängt)|kontoen er (?:sperret|deaktivert)"),
     (R.HAS_MOVED, r"has moved|no longer (?:at|with|valid|in use|used|available|here|exists?)|"
                   r"user has (?:moved|changed)|address (?:has )?changed|changed (?:his|her|their) address|"
@@ -428,6 +440,7 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
     (R.USER_UNKNOWN, r"recipient address rejected: access denied"),
     (R.USER_UNKNOWN, r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|local user)|"
                      r"(?:user|recipient|mailbox|address|account)(?: name| address)? (?:does not|doesn't|do not) exist|"
+                     r"not an active (?:e-?mail )?address|(?:address|mailbox|account) [^.\n]{0,40}(?:does not|doesn't) exist|"
                      r"(?:user|recipient|mailbox|address|account) (?:is )?(?:not found|unknown|invalid)|"
                      r"(?:invalid|unknown|bad|non-?existent) (?:recipient|mailbox|address|user|account|destination)|"
                      r"rejected recipient|"
@@ -454,6 +467,7 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                      r"no smtp service|domain is not reachable|host (?:or domain name )?not found|host unknown|"
                      r"unknown host|domain (?:name )?not found|"
                      r"no such domain|unrouteable address|unroutable address|domain (?:does not|doesn't) exist|"
+                     r"unroute?able (?:mail )?domain|mx records? points? to non-?existent hosts?|"
                      r"(?:name|domain) (?:or service )?not known|no mx|no mail exchanger|"
                      r"nxdomain|dns (?:error|lookup failed)|domain (?:is )?(?:invalid|unknown)|"
                      r"unknown (?:domain|mail domain)|recipient domain (?:not found|does not exist|unknown)|"
@@ -461,7 +475,7 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                      r"(?:illegal|invalid) host|hostname (?:lookup|not found)|host (?:name )?lookup|"
                      r"domain .{0,30} (?:does not|doesn't) accept mail|null mx|"
                      r"domäne (?:existiert|nicht)|domaine (?:inexistant|introuvable)"),
-    (R.NOT_ACCEPTING, r"does not accept (?:e-?)?mail|not accepting (?:e-?)?mail|accepts no mail|"
+    (R.NOT_ACCEPTING, r"does not accept (?:e-?)?mail|not accepting (?:e-?)?mail|accepts no mail|no longer accepts? (?:e-?)?mail|"
                       r"doesn't accept mail|not receiving mail|recipient (?:does not|doesn't) accept"),
     (R.RATE_LIMITED, r"too many (?:messages|connections|recipients|mails|emails)|rate ?limit|"
                      r"(?:sending|receiving|inbound|outbound) rate|try (?:again )?later|throttl|"
@@ -530,10 +544,31 @@ BEFORE_RCPT = Words(r"after mail from|in reply to mail from|sender address rejec
 TEMPORARY_WORDS = Words(
     r"temporar(?:y|ily) (?:error|failure|problem)|has been delayed|delivery (?:is )?delayed|"
     r"will (?:continue to )?(?:retry|be retried|try again|keep trying)|still trying|"
-    r"not yet been delivered|warning: message|this is a warning|try again later")
+    r"not yet been delivered|warning: message|this is a warning|try again later|"
+    r"endast en varning|bara en varning|kun en advarsel|nur eine warnung|vain varoitus|seulement un avertissement")
+# A notice that says it is only a warning: the delivery is still being tried (RFC 3464
+# `Action: delayed` in words), in the languages unsubd's recipients' servers write.
+DELAY_WARNING = Words(
+    r"warning only|only a warning|just a warning|endast en varning|bara en varning|"
+    r"kun en advarsel|kun et varsel|bare en advarsel|nur eine warnung|lediglich eine warnung|"
+    r"vain varoitus|ainoastaan varoitus|seulement un avertissement|simple avertissement|"
+    r"du behöver inte skicka om|du trenger ikke sende|sie müssen die nachricht nicht erneut senden")
 PERMANENT_WORDS = Words(
     r"permanent(?:ly)?|fatal error|given up|gave up|could not be delivered|couldn't be delivered|"
     r"did not reach|was not delivered|undeliverable|failed")
+
+# Words that state the address does not exist (not that a user is "unknown" to a filter,
+# sisimai's "filtered"): a notice with no code and no SMTP stage is believed when it says
+# this, in the languages of unsubd's recipients (handlers.bounces.text.assess_text).
+EXISTENCE_WORDS = Words(
+    r"(?:address|mailbox|user|recipient|account|adress|adressen|adresse)[^.\n]{0,40}(?:does not|doesn't|do not) exist|"
+    r"finns inte|finnes ikke|findes ikke|existiert nicht|n'existe pas|ei ole olemassa|no longer exists?|"
+    r"not an active (?:e-?mail )?address|no mailbox here")
+
+# An account that is disabled, deactivated, closed or suspended, with a permanent
+# failure, is a permanent problem with the address itself (issue 21), unless the text
+# says it is temporary.
+TEMPORARILY = Words(r"temporar(?:y|ily)|midlertidig|tillfälligt|vorübergehend|temporairement|väliaikaisesti")
 
 # Recipient-side: a hard bounce when the class is 5 (RFC 3463 section 3.2 / 3.3 codes
 # that concern the address itself).

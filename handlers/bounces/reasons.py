@@ -45,7 +45,7 @@ STATUS_TABLE: dict[str, tuple[BounceReason, bool]] = {
     "3.4": (R.MESSAGE_TOO_BIG, False),
     "4.4": (R.HOST_UNKNOWN, True),
     "4.7": (R.EXPIRED, False),
-    "7.13": (R.SUSPENDED, False),   # "User Account Disabled" (IANA Enhanced Status Codes registry)
+    "7.13": (R.SUSPENDED, True),    # "User Account Disabled" (IANA Enhanced Status Codes registry)
     "0": (R.OTHER, False),
     "1": (R.USER_UNKNOWN, True),
     "2": (R.OTHER, False),
@@ -123,7 +123,8 @@ def explain(status: str | None, text: str | None, *, default_class: str | None =
       it lacks is carried by the reason word). With no code, no class and no
       reason, the status stays None.
     * hard is True only for a recipient-side reason (user_unknown, host_unknown,
-      has_moved, not_accepting) with class 5.
+      has_moved, not_accepting) with class 5, or a suspended account with class 5
+      whose text does not say it is temporary (`is_hard`).
     `status_source` is "text" when the code was derived here, "given" otherwise.
     Never raises; odd input gives (status, OTHER, False, "given").
     """
@@ -154,7 +155,20 @@ def explain(status: str | None, text: str | None, *, default_class: str | None =
             source = "text"
     if not status:
         return None, reason, False, source
-    return status, reason, reason in patterns.HARD_REASONS and status.startswith("5."), source
+    return status, reason, is_hard(reason, status, text), source
+
+
+def is_hard(reason: BounceReason, status: str | None, text: str | None = None) -> bool:
+    """A permanent problem with the address itself: a recipient-side reason with class 5;
+    or an account that is disabled, deactivated, closed or suspended (issue 21), with
+    class 5, unless the text says it is temporary."""
+    if not status or not status.startswith("5."):
+        return False
+    if reason in patterns.HARD_REASONS:
+        return True
+    if status_meaning(status)[0] is BounceReason.SENDER_ADDRESS:
+        return False        # X.1.7/X.1.8: the words are about our sender's account, not the recipient's
+    return reason is BounceReason.SUSPENDED and not patterns.TEMPORARILY.search((text or "")[:4000])
 
 
 def notice_context(notice: str, address: str | None) -> str:

@@ -25,8 +25,9 @@ from typing import Any
 
 from handlers.bounces import patterns as patterns
 from handlers.mail.addresses import normalise
-from handlers.bounces.envelope import actions_from_rows, apply_envelope, forged_original, null_sender, original_ref
-from handlers.bounces.original import ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, returned_original
+from handlers.bounces.envelope import (UNRELATED, actions_from_rows, apply_envelope, drop_unrelated, forged_original,
+                                      null_sender, original_ref, relation)
+from handlers.bounces.original import ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, addressed_to, returned_original
 from handlers.bounces.reasons import explain, notice_context, text_reason
 from handlers.mail.message import (
     content_type,
@@ -95,6 +96,8 @@ class TextBounce:
     from_: str | None = None
     original: ReturnedOriginal | None = None
     notes: tuple[str, ...] = ()
+    addressed_to: tuple[str, ...] = ()   # the notice's own To, Delivered-To, ... (raw; our VERP address)
+    return_path: str | None = None        # the notice's own Return-Path header, as written
 
 
 # --------------------------------------------------------------------------- reading
@@ -177,6 +180,13 @@ def _read(msg: Message, inside_report: bool, nested: bool = False) -> TextBounce
         # prose around them is explanation ("if mike.fox@... fails, try ...", flufl yale_01).
         recipients = _generic_recipients(notice, _own_addresses(msg, original_msg), listed_only=not said)
         via = "generic"
+    if not recipients:
+        # A notice that names only the local part ("<britt>... User unknown", Exim's
+        # "  erik.sandberg", Courier's "<matti.virtanen>:"): the address is the one we
+        # sent to whose local part it is, from the returned original's To or our VERP
+        # address (issue 21).
+        recipients = _local_part_recipients(notice, _sent_to_candidates(msg, original_msg))
+        via = "local-part" if recipients else via
     if not recipients and original_msg is not None and not nested:
         # The message returned is itself a bounce that names the recipient: a relay
         # bounced the bounce it got back (lhost-x5-01). Read it instead, once.
@@ -194,9 +204,64 @@ def _read(msg: Message, inside_report: bool, nested: bool = False) -> TextBounce
     matched = next((f for f in patterns.MTA_FORMS if f.name == via), form)
     temporary = bool(matched is not None and matched.temporary is not None
                      and matched.temporary.search_lowered(lowered))
+    temporary = temporary or bool(patterns.DELAY_WARNING.search_lowered(lowered))
     return TextBounce(form=via, recipients=tuple(recipients), temporary=temporary, notice=notice[:MAX_DIAGNOSTIC * 4],
                       subject=subject or None, from_=from_ or None, original=_original(original_msg),
-                      notes=tuple(notes))
+                      notes=tuple(notes), addressed_to=addressed_to(msg), return_path=return_path or None)
+
+
+# The classic VERP form of any return path, `base+local=domain@host` (the last "="
+# separates); which host is ours is checked where the context is known.
+_VERP = re.compile(r"\+([^\s<>@+=]{1,64})=([A-Za-z0-9.-]{1,253})@")
+
+
+def _sent_to_candidates(msg: Message, original: Message | None) -> list[str]:
+    """Addresses we may have sent to: the returned original's X-Original-To and To, and
+    the address a VERP form in the notice's own To/Delivered-To names."""
+    found: list[str] = []
+    values: list[str] = []
+    if original is not None:
+        inner = payload_parts(original)
+        head = inner[0] if inner else (original if content_type(original).endswith("-headers") else None)
+        if head is not None and content_type(original).endswith("-headers"):
+            ro = returned_original(original)
+            values += [ro.x_original_to or "", ro.to or ""] if ro else []
+        elif head is not None:
+            values += [header_text(head, "X-Original-To") or "", header_text(head, "To") or ""]
+    for value in values:
+        for raw in patterns.ADDRESS_RE.findall(value)[:5]:
+            address = normalise(raw)
+            if address and address not in found:
+                found.append(address)
+    for value in addressed_to(msg):
+        for local, domain in _VERP.findall(value):
+            address = normalise(f"{local}@{domain}")
+            if address and address not in found:
+                found.append(address)
+    return found
+
+
+def _local_part_recipients(notice: str, candidates: list[str]) -> list[TextRecipient]:
+    """Candidates whose local part the notice names on its own (not inside an address)."""
+    spans: list[tuple[int, str]] = []
+    lowered = notice.lower()
+    for address in candidates[:10]:
+        local = address.rsplit("@", 1)[0]
+        if len(local) < 2:
+            continue
+        start = 0
+        while (at := lowered.find(local, start)) >= 0:
+            start = at + len(local)
+            before = lowered[at - 1:at] if at else ""
+            after = lowered[start:start + 2]
+            if (before and (before.isalnum() or before in "._+-@=")) or (after[:1] == "@") or (
+                    after[:1] and (after[:1].isalnum() or after[:1] in "_+-=")) or (
+                    after[:1] == "." and after[1:2].isalnum()):
+                continue
+            spans.append((at, address))
+            break
+    spans.sort()
+    return _with_diagnostics(notice, spans, "local-part")
 
 
 def _is_auto_reply(msg: Message, subject: str) -> bool:
@@ -398,10 +463,12 @@ def assess_text(recipient: TextRecipient, bounce: TextBounce) -> dict[str, Any]:
         status, source = ("4.0.0" if bounce.temporary else "5.0.0"), "text"
     why_soft = None
     if hard and recipient.via == "generic" and source == "text" and not patterns.AT_RCPT.search(
-            f"{text}\n{context}"):
+            f"{text}\n{context}") and not patterns.EXISTENCE_WORDS.search(text[:4000]):
         # The least certain reading: no MTA form we know, no status code, and no sign that
         # the address was refused at RCPT. Words like "unknown user" may then be a filter's
         # after the message was sent (sisimai's "filtered"), so it is counted, not suppressed.
+        # A notice that says the address does not exist (EXISTENCE_WORDS: "finns inte",
+        # "finnes ikke", "does not exist") states a fact about the address, and is believed.
         hard, why_soft = False, "an unrecognised notice with no status code and no RCPT stage"
     temporary = bounce.temporary or status.startswith("4.")
     action = "delayed" if bounce.temporary else "failed"
@@ -449,6 +516,11 @@ def decide_text_bounce(item: Inbound, bounce: TextBounce, ctx: Context, now: dat
     original = bounce.original.to_json() if bounce.original else None
     rows, envelope, certain = apply_envelope(item, [assess_text(r, bounce) for r in bounce.recipients],
                                              original, ctx)
+    related, related_why = relation(item, original, bounce.addressed_to, envelope["return_path"]["form"],
+                                    envelope.get("unit"), ctx, raw_return_path=bounce.return_path,
+                                    raw_from=bounce.from_)
+    if not related:
+        drop_unrelated(rows, related_why)
     if not act:
         for row in rows:
             if row["outcome"] is not None and not row.get("sent_to"):
@@ -468,7 +540,11 @@ def decide_text_bounce(item: Inbound, bounce: TextBounce, ctx: Context, now: dat
         **envelope,
         "null_sender": null_sender(item),
         "subject": bounce.subject,
+        "related": related,
+        "relation": related_why,
     }
+    if not related:
+        reason = f"{reason}; not acted on: {UNRELATED}: {related_why}"
     review = False
     if not certain and (forged := forged_original(evidence["original"], ctx)):
         actions, review, reason = (), True, f"{reason}; not acted on: {forged}"

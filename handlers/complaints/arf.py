@@ -148,7 +148,69 @@ def read_arf(msg: Message) -> ArfReport | None:
         return None
 
 
-def _read(msg: Message) -> ArfReport | None:
+# Microsoft JMRP's subject (its reports are multipart/mixed, not RFC 5965): "complaint
+# about message from 192.0.2.1". A forwarder's "Fwd:" copy is read from its attachment.
+_JMRP_SUBJECT = re.compile(r"\A\s*complaint about message from\b", re.IGNORECASE)
+_JMRP_INLINE = re.compile(r"^X-HmXmrOriginalRecipient[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_JMRP_INLINE_SUBJECT = re.compile(r"^[ \t>]*Subject:[ \t]*(?:(?:fwd?|fw)\s*:\s*){0,5}complaint about message from\b",
+                                  re.IGNORECASE | re.MULTILINE)
+_HEADER_BLOCK_START = re.compile(r"^(?:Return-Path|Received)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+MAX_INLINE_SCAN = 64_000
+
+
+def _read(msg: Message, forwarded: bool = False) -> ArfReport | None:
+    report = _read_one(msg)
+    if report is not None or forwarded:
+        return report
+    # A report forwarded by a mailbox owner or a postmaster (issue 21): attached as
+    # message/rfc822 (RFC 5965 or JMRP inside), or pasted into the forwarder's text.
+    for part, _parent in iter_parts(msg):
+        if part is msg or content_type(part) != "message/rfc822":
+            continue
+        inner = payload_parts(part)
+        if inner and _looks_like_report(inner[0]) and (found := _read(inner[0], forwarded=True)) is not None \
+                and found.form in ("arf", "jmrp"):
+            return replace(found, extra=(*found.extra, ("forwarded-by", _clip(header_text(msg, "From")) or "")))
+        break
+    return _read_inline_jmrp(msg)
+
+
+def _looks_like_report(msg: Message) -> bool:
+    """An attached message that is itself a feedback report (RFC 5965: multipart/report,
+    report-type=feedback-report) or a JMRP report (its subject): only those are read as
+    forwarded complaints, so a bounce's returned original costs nothing here."""
+    if content_type(msg) == "multipart/report":
+        return (content_param(msg, "report-type") or "").lower() == "feedback-report"
+    return bool(_JMRP_SUBJECT.match(header_text(msg, "Subject") or ""))
+
+
+def _read_inline_jmrp(msg: Message) -> ArfReport | None:
+    """A JMRP report pasted into a forwarder's text/plain body: the original's header
+    block follows the report's X-HmXmrOriginalRecipient line (or its JMRP Subject)."""
+    for part, _parent in iter_parts(msg):
+        if content_type(part) != "text/plain":
+            continue
+        data = payload_bytes(part)[:MAX_INLINE_SCAN]
+        lowered = data.lower()
+        if b"x-hmxmroriginalrecipient" not in lowered and b"complaint about message from" not in lowered:
+            continue        # cheap: no JMRP pasted here (a quoted-printable copy is not read)
+        text = clean_text(decode_bytes(data))
+        start = _JMRP_INLINE.search(text)
+        if start is None:
+            subject = _JMRP_INLINE_SUBJECT.search(text)
+            start = _HEADER_BLOCK_START.search(text, subject.end()) if subject is not None else None
+        if start is None:
+            continue
+        headers = parse_headers(text[start.start():].encode("utf-8", "replace"))
+        original = _original_of(headers)
+        if not any(original.to_json().values()) and not original.jmrp_recipient:
+            continue
+        return ArfReport(form="jmrp", feedback_type="abuse", original=original,
+                         extra=(("forwarded-by", _clip(header_text(msg, "From")) or ""), ("inline", "true")))
+    return None
+
+
+def _read_one(msg: Message) -> ArfReport | None:
     top = content_type(msg)
     feedback = None
     jmrp = None
@@ -163,6 +225,10 @@ def _read(msg: Message) -> ArfReport | None:
         return _read_feedback(msg, feedback)
     if top == "multipart/report" and content_param(msg, "report-type") == "feedback-report":
         return ArfReport(form="arf", original=_original(msg), problem="feedback report without a feedback part")
+    if jmrp is None and _JMRP_SUBJECT.match(header_text(msg, "Subject") or ""):
+        # A JMRP report without X-HmXmrOriginalRecipient (redacted): its subject and the
+        # attached message say what it is.
+        jmrp = next((p for p, _ in iter_parts(msg) if content_type(p) == "message/rfc822"), None)
     if jmrp is not None:
         original = _original(msg)
         return ArfReport(form="jmrp", feedback_type="abuse", original=original)
@@ -265,23 +331,28 @@ def _original(msg: Message) -> Original | None:
         else:
             data = payload_bytes(part) or clean_text(str(part.get_payload() or "")).encode("utf-8", "replace")
             headers = parse_headers(data)
-        received = []
-        for name, value in raw_items(headers):
-            if name.lower() == "received":
-                received += _RECEIVED_FOR.findall(unfold(value))
-        return Original(
-            to=header_text(headers, "To"),
-            from_=header_text(headers, "From"),
-            return_path=header_text(headers, "Return-Path"),
-            list_id=header_text(headers, "List-Id"),
-            recipient_id=header_text(headers, "X-NV-Recipient-Id"),
-            feedback_id=header_text(headers, "Feedback-ID"),
-            message_id=header_text(headers, "Message-ID"),
-            jmrp_recipient=header_text(headers, "X-HmXmrOriginalRecipient"),
-            received_for=tuple(received[:10]),
-            list_unsubscribe=_clip(header_text(headers, "List-Unsubscribe")),
-        )
+        return _original_of(headers)
     return None
+
+
+def _original_of(headers: Message) -> Original:
+    """The identifying headers of a reported message's header block."""
+    received = []
+    for name, value in raw_items(headers):
+        if name.lower() == "received":
+            received += _RECEIVED_FOR.findall(unfold(value))
+    return Original(
+        to=header_text(headers, "To"),
+        from_=header_text(headers, "From"),
+        return_path=header_text(headers, "Return-Path"),
+        list_id=header_text(headers, "List-Id"),
+        recipient_id=header_text(headers, "X-NV-Recipient-Id"),
+        feedback_id=header_text(headers, "Feedback-ID"),
+        message_id=header_text(headers, "Message-ID"),
+        jmrp_recipient=header_text(headers, "X-HmXmrOriginalRecipient"),
+        received_for=tuple(received[:10]),
+        list_unsubscribe=_clip(header_text(headers, "List-Unsubscribe")),
+    )
 
 
 def _read_ses(msg: Message) -> ArfReport | None:

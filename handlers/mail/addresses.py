@@ -19,6 +19,12 @@ def normalise(raw: str | None) -> str | None:
     (RFC 5321 section 2.4 allows that choice to the receiving domain). Angle brackets,
     surrounding whitespace and an RFC 3464 `rfc822;` address-type prefix are removed
     first. Quoted local parts and domain literals are refused: no newsletter is sent there.
+
+    Special-use names (RFC 6761: `.test`, `.invalid`, `.localhost`, `.local` of RFC 6762,
+    `.arpa`, `.onion`) are kept: email-validator refuses them as undeliverable, but an
+    address at one is still the address someone gave us, and a bounce for it names it
+    (issue 21). Whether to mail it is policy, not reading. A name of one label
+    (`user@localhost`) is still refused.
     """
     if not raw:
         return None
@@ -29,12 +35,26 @@ def normalise(raw: str | None) -> str | None:
         text = text[1:-1].strip()
     if not text or len(text) > 320 or any(c in text for c in " \t\r\n<>\"\\\x00"):
         return None
+    local, at, domain = text.rpartition("@")
+    head, dot, tld = domain.rstrip(".").rpartition(".")
+    special = bool(at and dot and head and tld.lower() in SPECIAL_USE)
+    if special:
+        # Validated with a neutral stand-in for the reserved label, which is put back.
+        text = f"{local}@{head}.{_STAND_IN}"
     try:
         valid = validate_email(text, check_deliverability=False, allow_smtputf8=True,
                                allow_quoted_local=False, allow_domain_literal=False)
     except (EmailNotValidError, UnicodeError, ValueError):
         return None
-    return valid.normalized.lower()
+    normalized = valid.normalized.lower()
+    if special:
+        normalized = normalized[:-len(_STAND_IN)] + tld.lower()
+    return normalized
+
+
+# RFC 6761 section 6 and RFC 6762 (.local), RFC 7686 (.onion), RFC 3172 (.arpa).
+SPECIAL_USE = frozenset({"test", "invalid", "localhost", "local", "arpa", "onion"})
+_STAND_IN = "example"
 
 
 def address_hash(address: str | None) -> str:

@@ -70,6 +70,11 @@ def parse_message(raw: bytes) -> Message:
     returned, which `is_unreadable` reports.
     """
     data = raw if isinstance(raw, bytes) else bytes(raw or b"")
+    # Blank lines before the header (LF, CR LF or white space only) are a transport's
+    # or a file's artefact: without this cut the header would be read as the body.
+    lead = _LEADING_BLANK.match(data)
+    if lead is not None and lead.end() < len(data):
+        data = data[lead.end():]
     try:
         return _entity(data.decode("ascii", "surrogateescape"), 0, "text/plain")
     except Exception as exc:  # noqa: BLE001 - any parser failure is data
@@ -86,6 +91,7 @@ def parse_message(raw: bytes) -> Message:
 
 # Nesting deeper than this is kept as text (corpus mail m061 nests message/rfc822 200
 # levels deep); parts beyond MAX_PARSED_PARTS in one message are not made at all.
+_LEADING_BLANK = re.compile(rb"(?:[ \t]*(?:\r\n|\n|\r))+")
 MAX_PARSE_DEPTH = 40
 MAX_PARSED_PARTS = 5000
 _LINE = re.compile(r"([^\r\n]*)(\r\n|\r|\n|)")

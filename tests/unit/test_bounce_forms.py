@@ -201,9 +201,13 @@ def test_user_unknown_answering_data_is_a_filter_unless_the_code_says_otherwise(
         BounceReason.USER_UNKNOWN, True)
 
 
-def test_user_account_disabled_code_is_soft() -> None:
+def test_user_account_disabled_code_is_hard() -> None:
+    # Issue 21: a disabled account with a permanent failure is a permanent problem
+    # with the address itself (IANA: X.7.13 "User Account Disabled").
     status, reason, hard, _source = explain("5.7.13", "Disabled recipient address")
-    assert (status, reason, hard) == ("5.7.13", BounceReason.SUSPENDED, False)
+    assert (status, reason, hard) == ("5.7.13", BounceReason.SUSPENDED, True)
+    assert explain("4.7.13", "Disabled recipient address")[2] is False
+    assert explain("5.2.1", "account temporarily disabled")[2] is False
 
 
 def test_a_guessed_or_soft_reading_never_suppresses(settings: config.Settings) -> None:

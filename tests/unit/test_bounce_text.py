@@ -285,27 +285,30 @@ def test_amazon_text_form_without_reason_is_soft() -> None:
 # ------------------------------------------------------------------ local languages
 
 
-@pytest.mark.parametrize("subject, body, reason", [
+@pytest.mark.parametrize("subject, body, reason, hard", [
     ("Olevererbart: Alumninytt", "Meddelandet kunde inte levereras till följande mottagare:\n\n"
-     "    anna@example.se\n\nOrsak: 550 Mottagaren finns inte\n", "user_unknown"),
+     "    anna@example.se\n\nOrsak: 550 Mottagaren finns inte\n", "user_unknown", True),
     ("Ikke levert: Alumninytt", "Meldingen kunne ikke leveres til følgende mottaker:\n\n"
-     "    anna@example.se\n\nÅrsak: postkassen er full\n", "mailbox_full"),
+     "    anna@example.se\n\nÅrsak: postkassen er full\n", "mailbox_full", False),
     ("Kunne ikke afleveres: Alumninytt", "Meddelelsen kunne ikke afleveres til:\n\n"
-     "    anna@example.se\n\nÅrsag: Modtageren findes ikke\n", "user_unknown"),
+     "    anna@example.se\n\nÅrsag: Modtageren findes ikke\n", "user_unknown", True),
     ("Unzustellbar: Alumni News", "Ihre Nachricht konnte nicht zugestellt werden an:\n\n"
-     "    anna@example.se\n\nGrund: Empfänger unbekannt\n", "user_unknown"),
+     "    anna@example.se\n\nGrund: Empfänger unbekannt\n", "user_unknown", False),
     ("Non remis : Alumni News", "Votre message n'a pas pu être remis au destinataire suivant :\n\n"
-     "    anna@example.se\n\nRaison : utilisateur inconnu\n", "user_unknown"),
+     "    anna@example.se\n\nRaison : utilisateur inconnu\n", "user_unknown", False),
 ])
-def test_local_language_notices(subject: str, body: str, reason: str) -> None:
+def test_local_language_notices(subject: str, body: str, reason: str, hard: bool) -> None:
     d = decide(notice(body, subject=subject, sender="postmaster@example.se"))
     action = only(d)
     assert action.address == "anna@example.se"
     assert action.reason == reason
-    # No MTA form, no status code, no RCPT stage: the words are read, but only counted.
-    assert action.type is ActionType.SOFT_BOUNCE and action.hard is False
+    # No MTA form, no status code, no RCPT stage: "unknown" words may be a filter's, so
+    # they are only counted; a notice that says the address does not exist ("finns
+    # inte", "findes ikke") states a fact about the address and is believed (issue 21).
+    assert action.hard is hard
+    assert action.type is (ActionType.SUPPRESS if hard else ActionType.SOFT_BOUNCE)
     (row,) = d.evidence["recipients"]
-    assert ("why_soft" in row) is (reason == "user_unknown")
+    assert ("why_soft" in row) is (reason == "user_unknown" and not hard)
 
 
 @pytest.mark.parametrize("evidence", ["Orsak: 550 5.1.1 Mottagaren finns inte",
@@ -349,9 +352,12 @@ def test_help_address_and_sender_are_never_recipients() -> None:
     assert [a.address for a in d.actions] == ["anna@example.se"]
 
 
-def test_returned_original_is_not_searched() -> None:
-    original = "From: alumni@mail.example.org\nTo: carl@example.dk\nSubject: x\n\nhi carl@example.dk\n"
-    d = decide(notice(QMAIL.split("--- Below")[0], original=original))
+def test_returned_original_is_not_searched(settings: config.Settings) -> None:
+    # The original's From is ours (example.toml's mail domain): the bounce is related to
+    # mail we sent (issue 21), and its To is not taken as the failed recipient.
+    original = ("From: alumni@mail.example.org\nTo: carl@example.dk\nMessage-ID: <r1@mail.example.org>\n"
+                "Subject: x\n\nhi carl@example.dk\n")
+    d = decide(notice(QMAIL.split("--- Below")[0], original=original), settings)
     assert [a.address for a in d.actions] == ["anna@example.se"]
     assert d.evidence["original"]["to"] == "carl@example.dk"
 

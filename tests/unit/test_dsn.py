@@ -206,14 +206,23 @@ def test_unknown_action_word_with_permanent_status_is_failed() -> None:
     "rfc822; \"quoted local\"@example.se",
     "x400; /S=anna/O=example/C=SE/",
 ])
-def test_unparseable_final_recipient_gives_no_action(final: str) -> None:
-    # The Original-Recipient is a fine address, but it must not stand in for a
-    # Final-Recipient that is present and not usable.
+def test_unusable_final_recipient_falls_back_to_original_recipient(final: str) -> None:
+    # Issue 21: a Final-Recipient that is not an address (or not one anybody sends to)
+    # gives way to the Original-Recipient, the address as the sender gave it
+    # (RFC 3464 section 2.3.1). Both are kept in evidence.
     d = decide(make_dsn(group(final, "failed", "5.1.1", original="rfc822; alice@victim.example")))
+    assert [a.address for a in d.actions] == ["alice@victim.example"]
+    (row,) = d.evidence["recipients"]
+    assert row["address"] == "alice@victim.example" and row["final_recipient"] == final.strip()
+    assert row["address_source"] == "original-recipient"
+    assert row["original_address"] == "alice@victim.example"
+
+
+def test_unusable_final_recipient_without_original_gives_no_action() -> None:
+    d = decide(make_dsn(group("rfc822; not an address", "failed", "5.1.1")))
     assert d.actions == ()
     (row,) = d.evidence["recipients"]
-    assert row["address"] is None and row["final_recipient"] == final.strip()
-    assert row["original_address"] == "alice@victim.example"
+    assert row["address"] is None
     assert "without a usable address" in d.reason
 
 
@@ -284,7 +293,7 @@ def test_returned_original_headers_in_evidence() -> None:
                             original_type=kind))
         assert d.evidence["original"] == {
             "message_id": "<1@mail.example.org>", "from": "Alumninytt <alumni@mail.example.org>",
-            "to": "anna@example.se", "list_id": "Alumninytt <alumni.mail.example.org>",
+            "to": "anna@example.se", "x_original_to": None, "list_id": "Alumninytt <alumni.mail.example.org>",
             "recipient_id": "79e3b0d0", "return_path": None, "list_unsubscribe": None,
         }, kind
 
