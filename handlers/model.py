@@ -38,6 +38,8 @@ class ActionType(enum.StrEnum):
     RELEASE = "release"            # an operator lifts a suppression
     DELIVERED = "delivered"        # a report that mail reached the address: a sign of life
     JOIN = "join"                  # the contact is on `units` (membership, from an import): never consent
+    ERASE = "erase"                # forget the address (issue 23): only a keyed hash stays, still blocking;
+                                   # `ref` is "<key id>:<digest>" (handlers.events.rights.tombstone_digest)
 
 
 class Channel(enum.StrEnum):
@@ -54,6 +56,7 @@ class State(enum.StrEnum):
     SUPPRESSED = "suppressed"
     RELEASED = "released"
     JOINED = "joined"              # the contact is on a unit's list (membership; consent is apart)
+    ERASED = "erased"              # the contact's personal data is gone; its "no" lives on as a tombstone
 
 
 Scope = tuple[str, ...] | Literal["all"]

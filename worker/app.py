@@ -17,7 +17,7 @@ from worker.queue.amqp import AmqpConsumer, AmqpEnqueue, AmqpPublisher, Broker
 from worker.pipeline.consumer import Consumer
 from worker.store.db import Database, redact_url
 from worker.ingress.http import HttpServer, build_app
-from worker.store.keys import settings_with_keys
+from worker.store.keys import keyring_for, settings_with_keys
 from worker.store.units import sync_units
 from worker.pipeline.dkim_keys import classify_with_dns
 from worker.pipeline.pool import ClassifyPool
@@ -51,6 +51,7 @@ async def prepare_database(settings: Settings, db: Database, clock: Callable[[],
         raise ConfigError(f"the database {redact_url(settings.database_url)} is not at the newest schema; "
                           "run `unsubd db upgrade` first")
     await sync_units(settings, db, clock())
+    db.tombstone_keys = keyring_for(settings)      # erased addresses are found by their keyed hash
 
 
 class Worker:

@@ -66,6 +66,17 @@ class ReviewState:
     resolved: str | None               # its resolution, None while open
 
 
+@dataclass(frozen=True)
+class TombstoneRow:
+    """An erased address's tombstone, found by its keyed hash (handlers.events.rights)."""
+
+    key_id: str
+    digest: str
+    optouts: tuple[tuple[str, str], ...]      # (unit, channel) opt-outs it keeps; (*, *) among them
+    suppression: str | None                   # the reason of the suppression it had
+    erased_at: datetime
+
+
 @dataclass
 class CurrentState:
     """The state of every address a decision touches, read inside the transaction."""
@@ -77,6 +88,8 @@ class CurrentState:
     profiles: dict[str, Profile] = field(default_factory=dict)        # by address, for known contacts
     recipient_ids: dict[str, int] = field(default_factory=dict)       # recipient id -> the contact holding it
     review: ReviewState | None = None
+    # Addresses with no contact that were erased: their tombstones (read by load_state).
+    tombstones: dict[str, TombstoneRow] = field(default_factory=dict)
 
     def contact_for(self, address: str) -> ContactState:
         return self.contacts.setdefault(address, ContactState(contact_id=None))
@@ -95,6 +108,7 @@ class PreferenceChange:
     channel: str
     state: State
     reason: str
+    at: datetime | None = None          # the row's time when not the decision's (a tombstone's opt-out)
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,18 @@ class ReviewOpened:
     address: str | None
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """An address to forget (worker.store.erasure does it), and the tombstone that replaces it."""
+
+    address: str
+    contact_id: int | None
+    key_id: str
+    digest: str
+    optouts: tuple[tuple[str, str], ...]
+    suppression: str | None
+
+
 @dataclass
 class Plan:
     new_contacts: list[str] = field(default_factory=list)             # addresses needing a contact
@@ -146,6 +172,7 @@ class Plan:
     memberships: list[MembershipChange] = field(default_factory=list)  # units a contact joins (import)
     profiles: list[ProfileChange] = field(default_factory=list)        # name / recipient id set (import)
     reviews: list[ReviewOpened] = field(default_factory=list)          # review items the decision opens
+    erasures: list[Erasure] = field(default_factory=list)              # addresses forgotten (tombstones)
     settles: tuple[int, str] | None = None                             # (review id, resolution) it closes
     updates: list[Update] = field(default_factory=list)
     # Why the decision cannot be written at all (an import naming a recipient id that
@@ -157,7 +184,7 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not (self.suppressions or self.preferences or self.soft_bounces or self.cleared or self.releases
-                    or self.memberships or self.profiles)
+                    or self.memberships or self.profiles or self.erasures)
 
 
 def effective_state(preferences: Mapping[tuple[str, str], PreferenceRow], unit: str, channel: str) -> State:
@@ -214,6 +241,7 @@ def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
     if decision.review:
         return result
     state = copy.deepcopy(state)    # planning updates sequences and rows as it goes; the caller's stay as read
+    _apply_tombstones(state)
     for action in decision.actions:
         if action.type is ActionType.SUPPRESS:
             _suppress(decision, action.address, suppression_reason(decision, action), state, event_id, now, result)
@@ -228,7 +256,94 @@ def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
             _clear(action.address, state, result)
         elif action.type is ActionType.JOIN:
             _plan_join(decision, action, state, event_id, now, result)
+        elif action.type is ActionType.ERASE:
+            _plan_erase(decision, action, state, event_id, now, result)
+    _restore_tombstones(decision, state, event_id, now, result)
     return result
+
+
+def _apply_tombstones(state: CurrentState) -> None:
+    """An erased address with no contact still says "no": its tombstone's opt-outs (at the time
+    of the erasure) and suppression are its state, so that what comes next is planned on them."""
+    for address, tomb in state.tombstones.items():
+        contact = state.contact_for(address)
+        if contact.contact_id is not None:
+            continue
+        for unit, channel in tomb.optouts:
+            contact.preferences.setdefault((unit, channel),
+                                           PreferenceRow(unit, channel, State.UNSUBSCRIBED, tomb.erased_at))
+        if tomb.suppression and address not in state.suppressed:
+            state.suppressed[address] = tomb.suppression
+
+
+def _restore_tombstones(decision: Decision, state: CurrentState, event_id: str, now: datetime,
+                        result: Plan) -> None:
+    """An erased address that comes back gets a contact again: its tombstone's opt-outs and
+    suppression are written for it (and published), so that nothing starts mailing it.
+
+    The tombstone stays: erasing the address again finds it.
+    """
+    for address in list(result.new_contacts):
+        tomb = state.tombstones.get(address)
+        if tomb is None or any(e.address == address for e in result.erasures):
+            continue
+        contact = state.contact_for(address)
+        for unit, channel in tomb.optouts:
+            if any(p.address == address and (p.unit, p.channel) == (unit, channel) for p in result.preferences):
+                continue      # this decision wrote that scope itself, and its row is newer
+            seq = _next_sequence(contact)
+            result.preferences.append(PreferenceChange(address, unit, channel, State.UNSUBSCRIBED, "erased",
+                                                       at=tomb.erased_at))
+            payload = _payload(decision, event_id, address, unit, channel, State.UNSUBSCRIBED, "erased", seq, now)
+            key = f"preference.{'all' if unit == WILDCARD else unit}.{'all' if channel == WILDCARD else channel}"
+            result.updates.append(Update(address=address, routing_key=key, sequence=seq, payload=payload))
+        if tomb.suppression and not any(s.address == address for s in result.suppressions):
+            seq = _next_sequence(contact)
+            result.suppressions.append(SuppressionChange(address=address, reason=tomb.suppression))
+            payload = _payload(decision, event_id, address, None, "email", State.SUPPRESSED, tomb.suppression,
+                               seq, now)
+            result.updates.append(Update(address=address, routing_key=f"suppression.{tomb.suppression}",
+                                         sequence=seq, payload=payload))
+        result.counts["tombstones_found"] = result.counts.get("tombstones_found", 0) + 1
+
+
+def _plan_erase(decision: Decision, action: Action, state: CurrentState, event_id: str, now: datetime,
+                result: Plan) -> None:
+    """Forget `action.address`: a tombstone keeps its opt-outs, (*, *) always among them (an erased
+    person is not mailed again), and its suppression; one `contact.erased` update, carrying the
+    digest and never the address, tells marketing systems to erase it too (GDPR Art. 17 and 19).
+
+    An address with no contact (never known, or erased already) plans the tombstone and no update.
+    """
+    key_id, _, digest = (action.ref or "").partition(":")
+    if not key_id or not digest:
+        result.refused.append("an erasure without a tombstone digest")
+        return
+    address = action.address
+    contact = state.contacts.get(address)
+    optouts = {(WILDCARD, WILDCARD)}
+    if contact is not None:
+        optouts |= {key for key, row in contact.preferences.items() if row.state is State.UNSUBSCRIBED}
+    old = state.tombstones.get(address)
+    if old is not None:
+        optouts |= set(old.optouts)
+    suppression = state.suppressed.get(address) or (old.suppression if old else None)
+    contact_id = contact.contact_id if contact is not None else None
+    result.erasures.append(Erasure(address, contact_id, key_id, digest, tuple(sorted(optouts)), suppression))
+    if contact_id is None:
+        result.counts["already_erased" if old is not None else "unknown"] = 1 + result.counts.get(
+            "already_erased" if old is not None else "unknown", 0)
+        return
+    for upd in result.updates:
+        if upd.routing_key == "contact.erased" and upd.payload.get("erased_contact") == contact_id:
+            upd.payload["address_hashes"].append(digest)   # type: ignore[index]  # the contact's other address
+            return
+    result.counts["erased"] = result.counts.get("erased", 0) + 1
+    seq = _next_sequence(contact)
+    payload = _payload(decision, event_id, address, None, WILDCARD, State.ERASED, "erasure", seq, now)
+    payload.update(address=None, address_hash=digest, address_hashes=[digest], key_id=key_id,
+                   erased_contact=contact_id)
+    result.updates.append(Update(address=address, routing_key="contact.erased", sequence=seq, payload=payload))
 
 
 def review_items(decision: Decision) -> list[ReviewOpened]:

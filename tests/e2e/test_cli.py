@@ -29,8 +29,10 @@ def unsubd(*args: str, db: Path | None = None, **env: str) -> subprocess.Complet
 ACTION_KEYS = {"type", "address", "status", "reason", "hard", "units", "channels"}
 
 # flufl samples whose Final-Recipient is not the labelled address: the report names
-# something else, and an RFC 3464 reader acts on Final-Recipient or on nothing.
-FINAL_RECIPIENT_DIFFERS = {
+# something nobody sends to (a local mailbox, an X.400 address, a host inside the
+# recipient's domain), so the Original-Recipient, the labelled address, is acted on
+# (issue 21: RFC 3464 section 2.3.1, the address as we gave it).
+ORIGINAL_RECIPIENT_USED = {
     "flufl/dsn_01.txt": "Final-Recipient is a local mailbox without a domain (userx@sims-ms-daemon)",
     "flufl/dsn_02.txt": "Final-Recipient is an X.400 address",
     "flufl/dsn_04.txt": "forwarded: Final-Recipient is the forward target",
@@ -63,14 +65,38 @@ def test_classify_json_walks_the_bounce_corpus_and_agrees_on_rfc3464_recipients(
         if line["permanent"] is False:
             assert acted.get(want, {}).get("type") != "suppress", line["file"]
             agreed += 1
-        elif line["file"] in FINAL_RECIPIENT_DIFFERS:
-            assert want not in acted, line["file"]            # never acted on an address the report does not name
         else:
             assert want in acted, f"{line['file']}: {want} not acted on: {out['why']}"
             agreed += 1
+            if line["file"] in ORIGINAL_RECIPIENT_USED:
+                (entry,) = [r for r in out["recipients"] if r["address"] == want]
+                assert entry["effect"] in ("suppress", "soft_bounce"), line["file"]
     print(f"\nclassify --json: {agreed}/{checked} RFC 3464 recipient lines agree "
-          f"({len(FINAL_RECIPIENT_DIFFERS)} name another Final-Recipient)")
-    assert checked >= 30 and agreed == checked - len(FINAL_RECIPIENT_DIFFERS)
+          f"({len(ORIGINAL_RECIPIENT_USED)} through their Original-Recipient)")
+    assert checked >= 30 and agreed == checked
+    for x in lines:
+        for r in x["recipients"]:
+            assert {"address", "action", "status", "reason", "hard", "effect"} <= set(r)
+            assert r["effect"] in ("suppress", "soft_bounce", "none") and (r["effect"] != "none" or r["why"])
+
+
+def test_classify_json_recipients_name_every_recipient_and_why(tmp_path: Path):
+    # A failed recipient (acted on) and a delayed one (recorded, with why), in two files.
+    failed, delayed = tmp_path / "f.eml", tmp_path / "d.eml"
+    failed.write_bytes(dsn("anna@kommun-vast.example"))
+    delayed.write_bytes(dsn("bo@kommun-vast.example", status="4.4.1", action="delayed"))
+    result = unsubd("classify", "--json", str(failed), str(delayed))
+    assert result.returncode == 0, result.stderr
+    first, second = [json.loads(x) for x in result.stdout.splitlines()]
+    assert {"file", "kind", "actions", "review", "verified", "why", "recipients"} <= set(first)
+    (entry,) = first["recipients"]
+    assert entry["address"] == "anna@kommun-vast.example" and entry["action"] == "failed"
+    assert (entry["status"], entry["reason"], entry["hard"], entry["effect"]) == ("5.1.1", "user_unknown", True,
+                                                                                  "suppress")
+    assert "why" not in entry
+    (entry,) = second["recipients"]
+    assert (entry["address"], entry["action"], entry["effect"]) == ("bo@kommun-vast.example", "delayed", "none")
+    assert entry["why"]
 
 
 def test_classify_human_output_and_unreadable_paths(tmp_path: Path):

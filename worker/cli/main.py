@@ -42,6 +42,64 @@ def _files(paths: Sequence[str]) -> Iterator[Path]:
             yield p
 
 
+EFFECTS = {"suppress": "suppress", "soft_bounce": "soft_bounce"}
+
+
+def classify_record(file: str, decision: Any) -> dict[str, Any]:
+    """One `classify --json` line: the decision's fields, and `recipients` (issue 21 item 4).
+
+    `recipients` lists every recipient the reading found (a bounce's failed, delayed and
+    delivered groups; a complaint's complained-about addresses; any other action's
+    address), each with `address`, `action` (failed, delayed, delivered, relayed,
+    expanded, complained, ... as read), `status`, `reason`, `hard`, `effect` (what the
+    decision does to it: suppress, soft_bounce or none) and, when the effect is none,
+    `why`.
+    """
+    record = {"file": file, **decision.to_json(), "recipients": recipient_records(decision)}
+    return record
+
+
+def recipient_records(decision: Any) -> list[dict[str, Any]]:
+    """The `recipients` of a `classify --json` line (see `classify_record`)."""
+    acted = {a.address: a for a in decision.actions if a.address}
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str | None, str | None]] = set()
+
+    def add(address: Any, action: str | None, status: Any, reason: Any, hard: Any, why: str | None) -> None:
+        if not isinstance(address, str) or not address or (address, action) in seen:
+            return
+        seen.add((address, action))
+        act = acted.get(address)
+        effect = EFFECTS.get(act.type.value, "none") if act is not None else "none"
+        entry: dict[str, Any] = {"address": address, "action": action, "status": status, "reason": reason,
+                                 "hard": hard, "effect": effect}
+        if effect == "none":
+            entry["why"] = why or _why_none(decision, action)
+        out.append(entry)
+
+    rows = decision.evidence.get("recipients") or []
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict):
+            why = row.get("why_none") or row.get("why_not_suppressed")
+            add(row.get("address"), row.get("action"), row.get("status"), row.get("reason"), row.get("hard"), why)
+        elif isinstance(row, str) and decision.kind.value == "complaint":
+            add(row, "complained", None, decision.evidence.get("feedback_type"), None, None)
+    for address, act in acted.items():
+        if not any(e["address"] == address for e in out):
+            add(address, act.type.value, act.status, act.reason, act.hard, None)
+    return out
+
+
+def _why_none(decision: Any, action: str | None) -> str:
+    if decision.review:
+        return f"held for review: {decision.reason}"
+    if action == "delayed":
+        return "a delay warning: delivery is still being tried"
+    if action in ("delivered", "relayed", "expanded"):
+        return f"{action}: not a failure"
+    return decision.reason or "no action"
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify files offline with the same function the consumer uses; writes nothing."""
     from handlers.classify import classify
@@ -63,7 +121,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             continue
         decision = classify(Inbound.from_file(raw, str(path), now), ctx, now)
         if args.json:
-            print(json.dumps({"file": str(path), **decision.to_json()}, ensure_ascii=False))
+            print(json.dumps(classify_record(str(path), decision), ensure_ascii=False))
         else:
             acts = ", ".join(f"{a.type.value} {a.address}" + (f" {a.status}" if a.status else "")
                              for a in decision.actions) or "no action"
@@ -297,6 +355,46 @@ def cmd_review_resolve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_contacts_export(args: argparse.Namespace) -> int:
+    """Everything held about an address (GDPR Art. 15): JSON, or --summary for a text to send."""
+    from worker.ops.rights import export, summary
+
+    settings = _settings(args)
+    try:
+        data = asyncio.run(_with_db(settings, lambda db: export(db, settings, args.address)))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if data is None:
+        print("nothing is held about that address", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(summary(data) if args.summary else json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    return EXIT_OK
+
+
+def cmd_contacts_erase(args: argparse.Namespace) -> int:
+    """Erase an address and its contact, keeping its "no" as a keyed hash (GDPR Art. 17)."""
+    from worker.ops.rights import erase
+
+    settings = _settings(args)
+    now = datetime.now(timezone.utc)
+    try:
+        result = asyncio.run(_with_db(settings, lambda db: erase(db, settings, args.address, args.reason, now,
+                                                                 operator=_operator(args))))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if result is None:
+        print("nothing is held about that address; nothing erased", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if result.applied is None:
+        print("already erased: only its tombstone is held; nothing changed")
+        return EXIT_OK
+    print(f"erased {result.addresses} address(es); their opt-outs are kept as tombstones; "
+          f"marketing systems are told (event {result.applied.event_id})")
+    return EXIT_OK
+
+
 def cmd_contacts_opt_in(args: argparse.Namespace) -> int:
     from handlers.model import Channel
     from worker.ops.admin import opt_in
@@ -459,6 +557,15 @@ def parser() -> argparse.ArgumentParser:
     oi.add_argument("--channels", default="email", help="'email' (default), 'all', or channels, comma-separated")
     oi.add_argument("--reason", required=True, help="why, kept as evidence (e.g. 'asked by phone, ticket 4711')")
     oi.set_defaults(func=cmd_contacts_opt_in)
+    ce = ct.add_parser("export", parents=[common], help="everything held about an address, as JSON (access request)")
+    ce.add_argument("address")
+    ce.add_argument("--summary", action="store_true", help="a short text to send to the person, instead of JSON")
+    ce.set_defaults(func=cmd_contacts_export)
+    er = ct.add_parser("erase", parents=[common],
+                       help="erase an address and its contact; its opt-outs stay as a keyed hash (needs --reason)")
+    er.add_argument("address")
+    er.add_argument("--reason", required=True, help="why, kept in the audit record (the address is taken out)")
+    er.set_defaults(func=cmd_contacts_erase)
     tk = sub.add_parser("token", parents=[common], help="the unsubscribe headers for one contact and unit")
     tk.add_argument("address")
     tk.add_argument("--unit", required=True, help="the sending unit's key, or '*' for every unit")

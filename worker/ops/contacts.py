@@ -121,9 +121,10 @@ class ContactView:
     rows: list[dict[str, Any]] = field(default_factory=list)
     suppressions: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    erased: bool = False                                         # no contact, but a tombstone blocks the address
 
     def to_json(self) -> dict[str, Any]:
-        return {"address": self.address, "contact_id": self.contact_id, "name": self.name,
+        return {**({"erased": True} if self.erased else {}),"address": self.address, "contact_id": self.contact_id, "name": self.name,
                 "addresses": self.addresses, "units": self.units, "preferences": self.preferences, "preference_rows": self.rows,
                 "suppressions": self.suppressions, "events": self.events}
 
@@ -168,6 +169,26 @@ async def show(sessions: async_sessionmaker[AsyncSession], settings: Settings, r
         view.events = [{"id": e.id, "kind": e.kind, "source": e.source, "reason": e.reason,
                         "occurred_at": e.occurred_at.isoformat(), "actions": e.actions, "evidence": e.evidence}
                        for e in evs]
+    if found is None and await _tombstoned(sessions, settings, address):
+        # Erased (issue 23): the address is gone, its tombstone still says no to everything.
+        view.erased = True
+        view.preferences = [{"unit": u, "channel": c, "state": State.UNSUBSCRIBED.value}
+                            for u in settings.units for c in CHANNELS]
+        return view
     if found is None and not view.suppressions and not view.events:
         return None
     return view
+
+
+async def _tombstoned(sessions: async_sessionmaker[AsyncSession], settings: Settings, address: str) -> bool:
+    """Whether a tombstone blocks the address (its keyed hash under any token key)."""
+    from handlers.events.rights import all_digests
+    from worker.store.keys import keyring_for
+    from worker.store.models import Tombstone
+
+    keys = keyring_for(settings)
+    if keys is None:
+        return False
+    async with sessions() as s:
+        return await s.scalar(select(Tombstone.id).where(
+            Tombstone.digest.in_(list(all_digests(keys, address)))).limit(1)) is not None

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from handlers.tokens import Keyring
 from worker.store.connection import WriteConn, write_blocking, write_driven
 from worker.store.engine import create_engine, create_sync_engine, sessionmaker
 from worker.store.unit_of_work import SqlUnitOfWork
@@ -44,6 +45,9 @@ class Database:
         self.dialect = self.engine.dialect.name
         self._lock = asyncio.Lock() if sqlite else None
         self._outbox_listeners: list[Callable[[], None]] = []
+        # The keys erased addresses are hashed under (handlers.events.rights): a unit of work
+        # looks up the tombstones of addresses it does not know. Set by worker.app.prepare_database.
+        self.tombstone_keys: Keyring | None = None
         # SQLite file: `write` runs whole transactions in one thread with the plain sqlite3
         # driver. Through aiosqlite every statement costs several hops between the loop
         # and its thread (cursor, execute, fetch, close), and a hop costs up to a

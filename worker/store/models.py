@@ -257,3 +257,23 @@ class ReviewItem(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     resolution: Mapped[str | None] = mapped_column(String(32))
     resolution_event_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Tombstone(Base):
+    """What is left of an erased address: a keyed hash that still blocks mail to it (DESIGN promise 7).
+
+    `digest` is HMAC-SHA256(key `key_id`, normalised address) in hex
+    (handlers.events.rights.tombstone_digest); the address itself is gone. `optouts`
+    are the (unit, channel) opt-outs it keeps, (*, *) always among them; `suppression`
+    the reason of the suppression it had. When the address comes back (an import, a
+    bounce, an emailed request), handlers.state.plan writes these again for it.
+    """
+
+    __tablename__ = "tombstone"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    optouts: Mapped[list[list[str]]] = mapped_column(Json)
+    suppression: Mapped[str | None] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(ForeignKey("event.id"))
+    erased_at: Mapped[datetime] = mapped_column(UtcDateTime())

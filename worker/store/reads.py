@@ -11,10 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from handlers.model import State
-from handlers.state.plan import ContactState, CurrentState, PreferenceRow, Profile, ReviewState, SoftBounceRow
+from handlers.events.rights import all_digests
+from handlers.state.plan import (ContactState, CurrentState, PreferenceRow, Profile, ReviewState, SoftBounceRow,
+                                 TombstoneRow)
+from handlers.tokens import Keyring
 from worker.store.connection import WriteConn
 from worker.store.statements import (CONTACT_ADDRESSES, EVENTS_EXISTING, MARKS_QUERIES, PROFILES, RECENT_UNVERIFIED,
-                                     RECIPIENT_IDS, REVIEW_STATE, STATE_CONTACTS)
+                                     RECIPIENT_IDS, REVIEW_STATE, STATE_CONTACTS, TOMBSTONES)
 
 
 class StateReads:
@@ -144,4 +147,21 @@ class StateReads:
                 self._reserved_ids[address] = int(detail)
             else:
                 state.soft_bounces.setdefault(address, []).append(SoftBounceRow(detail, at))
+        unknown = [a for a in addresses if a not in state.contacts]
+        keys = getattr(getattr(self, "_db", None), "tombstone_keys", None)
+        if unknown and keys is not None:
+            state.tombstones = await self._tombstones(unknown, keys)
         return state
+
+    async def _tombstones(self, addresses: list[str], keys: Keyring) -> dict[str, TombstoneRow]:
+        """The tombstones of addresses that have no contact, found by their keyed hash under every key."""
+        wanted: dict[str, str] = {}
+        for address in addresses:
+            wanted.update({digest: address for digest in all_digests(keys, address)})
+        await self.flush()
+        found: dict[str, TombstoneRow] = {}
+        for digest, key_id, optouts, suppression, erased_at in (
+                await self.conn.execute(TOMBSTONES, {"digests": list(wanted)})).all():
+            found[wanted[digest]] = TombstoneRow(key_id, digest, tuple((str(u), str(c)) for u, c in optouts),
+                                                 suppression, erased_at)
+        return found

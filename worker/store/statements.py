@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from worker.store.models import (Address, Contact, Event, EventAddress, Membership, Outbox, Preference, ReviewItem,
-                                 SoftBounce, Suppression, UtcDateTime)
+                                 SoftBounce, Suppression, Tombstone, UtcDateTime)
 
 
 def among(column: Any, name: str, pg: bool) -> Any:
@@ -103,6 +103,8 @@ PROFILE_NAME = (update(_T_CONTACT).where(_T_CONTACT.c.id == bindparam("b_id"))
                 .values(name=bindparam("b_name"), updated_at=bindparam("b_now")))
 PROFILE_RID = (update(_T_CONTACT).where(_T_CONTACT.c.id == bindparam("b_id"))
                .values(recipient_id=bindparam("b_rid"), updated_at=bindparam("b_now")))
+TOMBSTONES = select(Tombstone.digest, Tombstone.key_id, Tombstone.optouts, Tombstone.suppression,
+                    Tombstone.erased_at).where(Tombstone.digest.in_(bindparam("digests", expanding=True)))
 REVIEW_STATE = select(ReviewItem.id, ReviewItem.resolution, ReviewItem.resolved_at).where(
     ReviewItem.id == bindparam("b_id"))
 SETTLE = (update(_T_REVIEW).where(_T_REVIEW.c.id == bindparam("b_id"), _T_REVIEW.c.resolved_at.is_(None))

@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handlers.model import Decision
 from handlers.state.plan import Plan
+from handlers.events.rights import redact_actions
 from worker.store.connection import WriteConn
+from worker.store.erasure import erase_rows
 from worker.store.pg_flush import pg_insert_all, pg_json
 from worker.store.reads import StateReads
 from worker.store.statements import (ADDRESS_CONTACTS, CLEAR_SOFT, CONTACT_SEQ, INSERT_SLOTS, JOIN, NEW_CONTACT,
@@ -146,6 +148,7 @@ class SqlUnitOfWork(StateReads):
 
     async def record(self, decision: Decision, event_id: str, changes: Plan, now: datetime) -> None:
         conn = self.conn
+        erased = [e.address for e in changes.erasures]
         evidence = dict(decision.evidence)
         if decision.operator:
             evidence["operator"] = decision.operator
@@ -153,7 +156,8 @@ class SqlUnitOfWork(StateReads):
             evidence["dropped"] = list(changes.dropped)
         row = {"id": event_id, "item_id": decision.item_id, "kind": decision.kind.value, "source": decision.source,
                "reason": decision.reason, "review": decision.review, "verified": decision.verified,
-               "actions": [a.to_json() for a in decision.actions], "evidence": evidence,
+               "actions": redact_actions([a.to_json() for a in decision.actions], erased) if erased
+               else [a.to_json() for a in decision.actions], "evidence": evidence,
                "occurred_at": now}
         held = self._held
         held["event"].append(row)
@@ -171,7 +175,7 @@ class SqlUnitOfWork(StateReads):
         contact_ids, created = await self._contact_ids(decision, changes, now, last_by_address)
         held["event_address"].extend(
             {"event_id": event_id, "address": a, "contact_id": contact_ids.get(a)}
-            for a in dict.fromkeys(a.address for a in decision.actions))
+            for a in dict.fromkeys(a.address for a in decision.actions) if a not in erased)
         # One row per key (PostgreSQL refuses to update a row twice in one INSERT ... ON
         # CONFLICT); the last change wins, as it would one row at a time.
         suppressions = {s.address: {"address": s.address, "contact_id": contact_ids.get(s.address),
@@ -190,7 +194,7 @@ class SqlUnitOfWork(StateReads):
                                               "b_event_id": event_id}))
         preferences = {(contact_ids[p.address], p.unit, p.channel): {
             "contact_id": contact_ids[p.address], "unit": p.unit, "channel": p.channel, "state": p.state.value,
-            "reason": p.reason, "source": decision.source, "event_id": event_id, "changed_at": now}
+            "reason": p.reason, "source": decision.source, "event_id": event_id, "changed_at": p.at or now}
             for p in changes.preferences}
         held["preference"].extend(preferences.values())
         if changes.memberships:
@@ -219,6 +223,9 @@ class SqlUnitOfWork(StateReads):
         held["contact_seq"].extend({"b_id": contact_id, "b_seq": seq, "b_now": now}
                                    for contact_id, seq in last_seq.items()
                                    if contact_id not in created)   # a new contact is written with its sequence
+        if changes.erasures:
+            await self.flush()                    # the event and its update first: the tombstone refers to it
+            await erase_rows(conn, changes.erasures, event_id, now)
 
     async def _contact_ids(self, decision: Decision, changes: Plan, now: datetime,
                            seq_of: dict[str, int]) -> tuple[dict[str, int], set[int]]:
