@@ -53,6 +53,14 @@ READERS: tuple[tuple[Reader, Decider], ...] = (
 READER_CONFIDENCE: dict[Reader, float] = {read_arf: HIGH, read_ses: HIGH, read_dsn: HIGH, read_bounce: MEDIUM}
 
 
+def warm_up() -> None:
+    """Load what the readers otherwise load on first use (the language model), so that no
+    message pays for it inside its CPU budget. The parser processes call it at start."""
+    from handlers.replies import language
+
+    language.load()
+
+
 def classify(item: Inbound, ctx: Context, now: datetime, *, dkim_lookup: KeyLookup | None = None) -> Decision:
     """Decide what one inbound item means; never raises.
 

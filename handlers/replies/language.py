@@ -111,6 +111,12 @@ class Identified:
         return self.lang != UNKNOWN
 
 
+def load() -> None:
+    """Load the language model now (about half a second, once per process) rather than
+    on the first reply: the parser processes call it at start (handlers.classify.warm_up)."""
+    _identifier()
+
+
 @cache
 def _identifier():  # type: ignore[no-untyped-def]
     """py3langid's model restricted to CANDIDATES, with normalised probabilities (loaded once)."""

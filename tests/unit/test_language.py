@@ -153,3 +153,12 @@ def test_cost_is_bounded_whatever_the_length(payload: str) -> None:
     # Both are cut to a bounded length first: a 1 MB text costs what its first part costs
     # (plus the cut itself), never its square.
     assert t_large <= 10 * t_small + 0.25, (t_small, t_large)
+
+
+def test_warm_up_loads_the_model_so_no_message_pays_for_it() -> None:
+    from handlers.classify import warm_up
+    from handlers.replies import language
+
+    language._identifier.cache_clear()
+    warm_up()
+    assert language._identifier.cache_info().currsize == 1

@@ -37,7 +37,7 @@ SIZE = 300_000          # characters of hostile payload at the larger size (the 
 PER_KB_BUDGET = 25      # hostile cost <= this many times the ordinary message of the same size
 GROWTH = 3.0            # doubling the input may at most triple the cost (quadratic: ~4x)
 FLOOR = 0.02            # seconds of CPU below which a measurement is noise, not a trend
-REPEAT = 3              # the cheapest of this many runs is taken (other processes share the CPU)
+REPEAT = 5              # the cheapest of this many runs is taken (other processes share the CPU)
 
 
 @pytest.fixture(scope="module")

@@ -156,9 +156,11 @@ class ClassifyPool:
         """Start the worker processes and load the classifier in each, before real mail.
 
         Otherwise the first message waits for process start-up and imports (about half
-        a second). Failures here are ignored: real items report their own.
+        a second), and the first reply for the language model (another half second).
+        The probe is a short reply, which goes through every reader. Failures here are
+        ignored: real items report their own.
         """
-        probe = Inbound.from_file(b"", "warm-up", datetime.now(timezone.utc))
+        probe = Inbound.from_file(WARM_UP, "warm-up", datetime.now(timezone.utc))
         await asyncio.gather(*(self.classify(probe, probe.received_at) for _ in range(self.workers)),
                              return_exceptions=True)
 
@@ -304,6 +306,9 @@ def _describe(exc: BaseException) -> str:
 
 # ---- in the worker process -------------------------------------------------------
 
+# What warm_up classifies in each process: a reply long enough for the language model.
+WARM_UP = b"From: warm-up@localhost\nSubject: warm-up\n\nThis text only loads the readers and their language model.\n"
+
 _settings: Any = None
 _context: Any = None      # handlers.context.Context, built from _settings on first use
 _classify_fn: ClassifyFn | None = None
@@ -320,6 +325,10 @@ def _serve(conn: Connection, settings: Any, classify_fn: ClassifyFn | None, cpu_
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is for the parent, which stops us
     _init_worker(settings, classify_fn, cpu_seconds, memory_mb)
+    try:
+        _ensure_context()           # part of start-up, not of the first item's time limits
+    except Exception:  # noqa: BLE001 - the first item tries again and reports why
+        pass
     conn.send_bytes(pickle.dumps(("ready", None)))
     while True:
         try:
@@ -350,6 +359,10 @@ def _init_worker(settings: Any, classify_fn: ClassifyFn | None, cpu_seconds: flo
     global _settings, _classify_fn, _cpu_seconds, _memory_mb
     _settings, _classify_fn, _cpu_seconds, _memory_mb = settings, classify_fn, cpu_seconds, memory_mb
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # The language model uses numpy: one BLAS thread per process, so its start-up does not
+    # reserve address space per core against memory_mb (the pool is the parallelism).
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     # Parsing is batch work; the event loop (SMTP replies, database round trips, confirms)
     # is latency work. At a lower priority the parsers still get every idle cycle, but the
     # loop's threads no longer queue behind them for a core each time they wake.
@@ -366,9 +379,14 @@ def _ensure_context() -> None:
     needs the classifier's code)."""
     global _context
     if _context is None:
+        from handlers.classify import warm_up
         from handlers.context import Context
 
         _context = Context.from_settings(_settings)
+        try:
+            warm_up()
+        except MemoryError:
+            pass        # memory_mb too small for the language model: a reply that needs it says so itself
 
 
 def _classify_in_worker(item: Inbound, now: datetime) -> bytes:
