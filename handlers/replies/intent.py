@@ -36,6 +36,7 @@ in `cues`, so that the decider sends them to review rather than drop them.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -460,7 +461,10 @@ class _Words:
         return out
 
 
+@lru_cache(maxsize=65536)
 def _token_ok(alternatives: tuple[str, ...], word: str, lemma: str) -> bool:
+    # Cached: pure in its arguments (the tables are fixed), and the same few hundred words
+    # are asked about by every rule of every list.
     for alt in alternatives:
         if alt.startswith("="):
             if alt[1:] == word:
