@@ -237,3 +237,51 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path):
     proc.stdout.close()                         # like `| head -1`
     _, err = proc.communicate(timeout=120)
     assert b"Broken pipe" not in err and b"Traceback" not in err
+
+
+def test_an_operator_opts_a_person_back_in_with_a_reason_and_is_recorded(tmp_path: Path):
+    import sqlite3
+
+    db = tmp_path / "u.db"
+    csv = tmp_path / "c.csv"
+    csv.write_text("address,name,units\nanna.berg@example.se,Anna Berg,alumni\n")
+    assert unsubd("contacts", "import", str(csv), db=db).returncode == 0
+    _apply_optout(db, "anna.berg@example.se", ("alumni",), ("email",))      # she replied "avregistrera mig"
+    view = json.loads(unsubd("contacts", "show", "anna.berg@example.se", "--json", db=db).stdout)
+    assert {"unit": "alumni", "channel": "email", "state": "unsubscribed"} in view["preferences"]
+    # Global options before the command, command options after it.
+    done = unsubd("--operator", "kim.k", "contacts", "opt-in", "anna.berg@example.se", "--units", "alumni",
+                  "--channels", "email", "--reason", "asked at the alumni desk", db=db)
+    assert done.returncode == 0, done.stderr
+    assert "opted back in" in done.stdout
+    view = json.loads(unsubd("contacts", "show", "anna.berg@example.se", "--json", db=db).stdout)
+    assert {"unit": "alumni", "channel": "email", "state": "subscribed"} in view["preferences"]
+    with sqlite3.connect(db) as conn:
+        rows = [(kind, json.loads(evidence)) for kind, evidence in conn.execute("SELECT kind, evidence FROM event")]
+    assert [e for kind, e in rows if e.get("operator") == "kim.k"], rows     # who did it is recorded
+    assert any("asked at the alumni desk" in json.dumps(e) for _kind, e in rows)
+
+    no_reason = unsubd("contacts", "opt-in", "anna.berg@example.se", "--units", "alumni", db=db)
+    assert no_reason.returncode == 2
+    bad_unit = unsubd("contacts", "opt-in", "anna.berg@example.se", "--units", "no-such-unit", "--reason", "x", db=db)
+    assert bad_unit.returncode == 2 and "no-such-unit" in bad_unit.stderr
+
+
+def _apply_optout(db: Path, address: str, units: tuple[str, ...], channels: tuple[str, ...]) -> None:
+    """An opt-out applied through the one writer, as the consumer applies a reply's."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from handlers.model import Action, ActionType, Decision, Kind
+    from handlers.state.apply import apply
+    from worker.store.db import Database
+
+    async def run() -> None:
+        database = Database.connect(f"sqlite+aiosqlite:///{db}")
+        now = datetime.now(timezone.utc)
+        act = Action(ActionType.UNSUBSCRIBE, address, units=units, channels=channels)
+        await apply(Decision(item_id=f"test-{address}", kind=Kind.OPTOUT, actions=(act,), reason="test opt-out"),
+                    database.unit_of_work(), now)
+        await database.close()
+
+    asyncio.run(run())

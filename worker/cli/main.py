@@ -329,14 +329,21 @@ def cmd_review_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_review_resolve(args: argparse.Namespace) -> int:
+def _scope_args(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any]:
+    """(units, channels) of --units and --channels, checked against the configured units
+    and the channels; ValueError names what is wrong."""
     from handlers.model import Channel
+
+    return (_scope_arg(args.units, list(settings.units), "units"),
+            _scope_arg(args.channels, [c.value for c in Channel], "channels"))
+
+
+def cmd_review_resolve(args: argparse.Namespace) -> int:
     from worker.ops.review import ReviewError, resolve
 
     settings = _settings(args)
     try:
-        units = _scope_arg(args.units, list(settings.units), "units")
-        channels = _scope_arg(args.channels, [c.value for c in Channel], "channels")
+        units, channels = _scope_args(args, settings)
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -396,13 +403,11 @@ def cmd_contacts_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_contacts_opt_in(args: argparse.Namespace) -> int:
-    from handlers.model import Channel
     from worker.ops.admin import opt_in
 
     settings = _settings(args)
     try:
-        units = _scope_arg(args.units, list(settings.units), "units")
-        channels = _scope_arg(args.channels, [c.value for c in Channel], "channels")
+        units, channels = _scope_args(args, settings)
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
