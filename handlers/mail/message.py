@@ -47,6 +47,11 @@ MAX_PARAM_VALUE = 8_000
 # ses.MAX_TEXT: at most 256 KiB), so decoding more of a 20 MB attachment buys nothing.
 # Base64 and quoted-printable are undone by binascii, in linear time even when broken.
 MAX_ENCODED_PART = 2 * 1024 * 1024
+# Header fields of one header block that are kept: the first and the last half of this
+# many. Every header lookup of the standard library walks all the fields, and a message
+# of 60,000 one-line fields made each lookup, and the garbage collector, cost more than
+# linear time. Real mail has a few dozen fields; a long relay chain a hundred Received.
+MAX_FIELDS = 1000
 
 
 class ParserFailure(email.errors.MessageDefect):
@@ -200,7 +205,15 @@ def _read_headers(msg: Message, text: str) -> str:
 
 
 def _set_fields(msg: Message, pairs: list[tuple[str, str]]) -> None:
-    """Set the header fields, index the first value of each name, and note the content type."""
+    """Set the header fields, index the first value of each name, and note the content type.
+
+    Beyond MAX_FIELDS fields, the first and last half of MAX_FIELDS are kept (the fields a
+    reader needs open or close a header block) and the message says so in its defects.
+    """
+    if len(pairs) > MAX_FIELDS:
+        msg.defects.append(email.errors.InvalidHeaderDefect(
+            f"{len(pairs)} header fields: kept the first and last {MAX_FIELDS // 2}"))
+        pairs = pairs[:MAX_FIELDS // 2] + pairs[-(MAX_FIELDS // 2):]
     set_raw = msg.set_raw
     index: dict[str, str] = {}
     for name, value in pairs:

@@ -249,3 +249,16 @@ def test_a_mime_bomb_is_cut_at_the_part_budget() -> None:
     raw = b"Content-Type: multipart/mixed; boundary=b\n\n" + b"--b\n\nx\n" * (MAX_PARSED_PARTS * 2) + b"--b--\n"
     parts = parse_message(raw).get_payload()
     assert MAX_PARSED_PARTS - 1 <= len(parts) <= MAX_PARSED_PARTS
+
+
+def test_a_header_block_keeps_its_first_and_last_fields_beyond_the_cap() -> None:
+    from handlers.mail.message import MAX_FIELDS, header_text, parse_message
+
+    junk = "".join(f"X-Junk-{i}: v\r\n" for i in range(5 * MAX_FIELDS))
+    raw = ("Subject: first\r\n" + junk + "From: anna@example.se\r\n\r\nhi\r\n").encode()
+    msg = parse_message(raw)
+    assert len(msg.keys()) == MAX_FIELDS
+    assert header_text(msg, "Subject") == "first" and header_text(msg, "From") == "anna@example.se"
+    assert any("header fields" in str(d) for d in msg.defects)
+    small = parse_message(b"Subject: s\r\nFrom: a@example.se\r\n\r\nhi\r\n")
+    assert len(small.keys()) == 2 and not small.defects
