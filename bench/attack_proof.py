@@ -346,9 +346,12 @@ def attack_hostile(work: Path, count: int, log: Callable[[str], None], probes: i
     from handlers.context import Context
     from handlers.model import Inbound
 
+    from handlers.classify import warm_up
+
     samples = hostile_messages()
     settings = config.load({}, EXAMPLE_TOML)
     ctx, now = Context.from_settings(settings), datetime.now(timezone.utc)
+    warm_up()               # as the parser processes do at start: no message pays for the language model
     cpu: dict[str, float] = {}
     for name, raw, rcpt in samples:
         item = Inbound.from_smtp(raw, "anna@example.net", [rcpt], now)
