@@ -1,7 +1,8 @@
-"""Operators' commands: a contacts import, a suppression released, a review item settled.
+"""Operators' commands: a contacts import, a suppression released, an opt-in, a review item settled.
 
-Every command names its operator (the CLI's `--operator` or login name, the API
-key's name), which the event keeps and the published update carries.
+Every command names its operator (today the CLI's `--operator`, or the login name;
+an API route or the console would pass its key's or user's name), which the event
+keeps and the published update carries.
 """
 
 from __future__ import annotations

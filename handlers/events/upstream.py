@@ -13,7 +13,7 @@ group it stands for (handlers.bounces.dsn.structured_row; handlers.bounces.envel
 applies the return-path rules when `return_path` is given), and a complaint like an
 ARF report (handlers.complaints.arf.decide_complaint). The queue is ours, so an event without a
 return path is believed as it says; one with a return path that does not verify is
-counted but never suppresses on its own, as for mail.
+recorded as a forgery and neither suppresses nor counts as a soft bounce, as for mail.
 """
 
 from __future__ import annotations
