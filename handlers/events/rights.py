@@ -79,7 +79,8 @@ def encodings(address: str) -> list[str]:
     Compare case-insensitively, except base64."""
     raw = address.encode("utf-8")
     forms = [address, address.upper(), quote(address, safe=""), quote(address, safe="@"),
-             quopri.encodestring(raw).decode("ascii").strip(), address.replace("@", "=40"), base64.b64encode(raw).decode("ascii").rstrip("=")]
+             quopri.encodestring(raw).decode("ascii").strip(), address.replace("@", "=40"),
+             base64.b64encode(raw).decode("ascii").rstrip("=")]        # base64 last: scrub() relies on it
     return list(dict.fromkeys(f for f in forms if f))
 
 
@@ -87,9 +88,10 @@ def scrub(text: str, addresses: Iterable[str]) -> str:
     """`text` with every occurrence of the addresses (in the forms of `encodings`) replaced by
     "[erased]"; case-insensitive for all but base64. Never raises."""
     for address in addresses:
-        for form in encodings(address):
-            flags = 0 if form == encodings(address)[-1] else re.IGNORECASE
-            text = re.sub(re.escape(form), ERASED, text, flags=flags)
+        *caseless, base64_form = encodings(address)
+        for form in caseless:
+            text = re.sub(re.escape(form), ERASED, text, flags=re.IGNORECASE)
+        text = text.replace(base64_form, ERASED)
     return text
 
 
