@@ -6,13 +6,14 @@ The same models run on SQLite (embedded) and PostgreSQL (production).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -277,3 +278,49 @@ class Tombstone(Base):
     suppression: Mapped[str | None] = mapped_column(String(64))
     event_id: Mapped[str] = mapped_column(ForeignKey("event.id"))
     erased_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ConsoleUser(Base):
+    """Someone who signs in to the operator console (worker.console): a member of staff,
+    not a data subject. `password_hash` is an Argon2id hash (argon2-cffi); `role` is
+    viewer, operator or admin; `failed_logins` counts wrong passwords since the last
+    sign-in, and `locked_until` holds the account shut after too many of them."""
+
+    __tablename__ = "console_user"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ConsoleSession(Base):
+    """A signed-in console session. `id` is the SHA-256 of the cookie's random value (the
+    cookie itself is never stored); `csrf_secret` makes the session's form tokens."""
+
+    __tablename__ = "console_session"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("console_user.id"), index=True)
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class SentCount(Base):
+    """Messages sent on one day by one unit on one channel, as the sending systems report
+    them (the denominator of the complaint rate on the console's dashboard)."""
+
+    __tablename__ = "sent_count"
+    __table_args__ = (UniqueConstraint("day", "unit", "channel"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    day: Mapped[date] = mapped_column(Date)
+    unit: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    count: Mapped[int] = mapped_column(BigInteger)
+    reported_by: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

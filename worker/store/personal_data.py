@@ -143,6 +143,14 @@ FIELDS: tuple[Field, ...] = (
     _f("tombstone", "suppression", "consent"),
     _f("tombstone", "event_id", "none"),
     _f("tombstone", "erased_at", "none"),
+    # console_user and console_session: staff accounts of the operator console, not data subjects
+    *(_f("console_user", c, "none", note="staff account") for c in (
+        "id", "name", "password_hash", "role", "disabled", "failed_logins", "locked_until", "created_at",
+        "updated_at")),
+    *(_f("console_session", c, "none", note="staff session") for c in (
+        "id", "user_id", "csrf_secret", "created_at", "last_seen_at", "expires_at")),
+    # sent_count: how many messages a unit sent on a day; about no one
+    *(_f("sent_count", c, "none") for c in ("id", "day", "unit", "channel", "count", "reported_by", "updated_at")),
 )
 
 BY_COLUMN: dict[tuple[str, str], Field] = {(f.table, f.column): f for f in FIELDS}
