@@ -27,9 +27,12 @@ Attacks:
   come back when cut, while a legitimate sender (127.0.0.1) sends; success rate and
   p99 of its send time, against the same sender without the flood.
 
-Peak RSS is the largest sum over a serve process tree, sampled every 0.2 s. Outages of
-PostgreSQL and RabbitMQ are not here (production mode): tests/e2e/test_outage.py cuts
-them through a TCP proxy.
+* roles (production mode, bench/proof_production.py): PostgreSQL and RabbitMQ, the
+  listeners, the consumer and the relay each in a process of its own, each SIGKILLed
+  `role_kills` times in a stream of `role_messages` bounces, with one database outage
+  and one broker outage of `outage` seconds (cuts of TCP proxies) in the stream.
+
+Peak RSS is the largest sum over a serve process tree, sampled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -60,8 +63,10 @@ FBL = "fbl@mail.example.org"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LEGIT, FLOOD = "127.0.0.1", "127.0.0.2"
 
-BOUNDED = {"kills": 3, "kill_messages": 40, "hostile": 24, "forged": 60, "slow": 60, "legit": 60}
-LONG = {"kills": 15, "kill_messages": 600, "hostile": 500, "forged": 10_000, "slow": 300, "legit": 200}
+BOUNDED = {"kills": 3, "kill_messages": 40, "hostile": 24, "forged": 60, "slow": 60, "legit": 60,
+           "role_kills": 1, "role_messages": 40, "outage": 4}
+LONG = {"kills": 15, "kill_messages": 600, "hostile": 500, "forged": 10_000, "slow": 300, "legit": 200,
+        "role_kills": 15, "role_messages": 600, "outage": 30}
 
 
 # --------------------------------------------------------------------------- the server
@@ -504,21 +509,33 @@ def run(sizes: dict[str, int], log: Callable[[str], None] = lambda s: None,
         log(f"forged: {forged}")
         slow = attack_slow(w, sizes["slow"], sizes["legit"], log)
         log(f"slow: {slow}")
+        from bench.proof_production import attack_roles
+        roles = attack_roles(w, sizes["role_kills"], sizes["role_messages"], sizes["outage"], log)
+        log(f"roles: {roles}")
     parts = (kills, hostile, forged)
     total = {
         "sent": sum(p["sent"] for p in parts) + slow["legit_sent"],
         "accepted": sum(p["accepted"] for p in parts) + slow["legit_accepted"],
-        "applied": kills["applied"], "lost": kills["lost"], "duplicated": kills["duplicated"],
-        "sequence_gaps": kills["sequence_gaps"],
-        "wrongly_changed": kills["wrongly_changed"] + forged["wrongly_changed"],
-        "parked": kills["parked"] + hostile["parked"] + forged["parked"],
+        "applied": kills["applied"] + roles["applied"], "lost": kills["lost"] + roles["lost"],
+        "duplicated": kills["duplicated"] + roles["duplicated"],
+        "sequence_gaps": kills["sequence_gaps"] + roles["sequence_gaps"],
+        "wrongly_changed": kills["wrongly_changed"] + forged["wrongly_changed"] + roles["wrongly_changed"],
+        "parked": kills["parked"] + hostile["parked"] + forged["parked"] + roles["parked"],
+        "parked_by_outage": roles["parked"], "unpublished": roles["unpublished"],
         "max_cpu_per_message_s": hostile["max_cpu_per_message_s"],
         "peak_rss_mb": max(p["peak_rss_mb"] for p in (*parts, slow)),
         "legit_success_rate": slow["legit_success_rate"],
         "legit_p99_ms_calm": slow["legit_p99_ms_calm"], "legit_p99_ms_flood": slow["legit_p99_ms_flood"],
         "seconds": round(time.monotonic() - started, 1),
     }
-    return {"total": total, "kills": kills, "hostile": hostile, "forged": forged, "slow": slow}
+    total["sent"] += roles["sent"]
+    total["accepted"] += roles["accepted"]
+    return {"total": total, "kills": kills, "hostile": hostile, "forged": forged, "slow": slow, "roles": roles}
+
+
+def production_held(roles: dict[str, Any], kills: int) -> bool:
+    from bench.proof_production import held
+    return held(roles, kills)
 
 
 def main() -> int:
@@ -537,11 +554,12 @@ def main() -> int:
     print(f"attack proof ({'long' if args.long else 'bounded'}): {sizes}")
     for name, value in result["total"].items():
         print(f"  {name:24} {value}")
-    for part in ("kills", "hostile", "forged", "slow"):
+    for part in ("kills", "hostile", "forged", "slow", "roles"):
         print(f"  [{part}] " + ", ".join(f"{k}={v}" for k, v in result[part].items()))
     t = result["total"]
     held = (t["lost"] == 0 and t["duplicated"] == 0 and result["forged"]["suppressions"] == 0
-            and t["legit_success_rate"] >= 0.99 and result["kills"]["parked"] == 0)
+            and t["legit_success_rate"] >= 0.99 and result["kills"]["parked"] == 0
+            and production_held(result["roles"], sizes["role_kills"]))
     print("targets:", "held" if held else "MISSED")
     return 0 if held else 1
 

@@ -1,8 +1,9 @@
 """The attacks of issue 22 (item 6), bounded for CI: bench/attack_proof.py at its
 BOUNDED sizes (3 SIGKILLs over 40 bounces, 24 hostile messages, 60 forged reports,
 60 slow connections against 60 legitimate messages), each attack against `unsubd
-serve` subprocesses on loopback in embedded mode (SQLite). `make proof` runs the
-long one (`python -m bench.attack_proof --long`).
+serve` subprocesses on loopback in embedded mode (SQLite), and each production role
+killed once with a 4 s database outage and a 4 s broker outage (PostgreSQL and
+RabbitMQ). `make proof` runs the long one (`python -m bench.attack_proof --long`).
 
 Asserted: the issue's targets (0 accepted messages lost, 0 duplicated, no gaps in
 per-contact sequences, nothing parked by a kill, 0 suppressions or other changes
@@ -62,3 +63,26 @@ def test_a_hostile_burst_stops_nothing(tmp_path, log):
     r = attack_hostile(tmp_path, BOUNDED["hostile"], log, probes=3, limit=20)
     log("hostile " + json.dumps(r))
     assert r["serve_alive"] and r["accepted"] == r["sent"] and r["unsettled"] == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+def test_production_roles_killed_and_outages_lose_nothing_and_park_nothing(tmp_path, log):
+    """Production mode (bench/proof_production.py): listeners, consumer and relay in
+    processes of their own on PostgreSQL and RabbitMQ, each SIGKILLed at least once in
+    a stream of bounces, with a database outage and a broker outage (TCP proxies cut) in
+    it. Nothing accepted is lost, doubled, parked or left unpublished."""
+    from tests.conftest import PG_HOST, PG_PORT, port_open, service_missing
+    if not port_open(PG_HOST, PG_PORT):
+        service_missing("PostgreSQL")
+    if not port_open("127.0.0.1", 5672):
+        service_missing("RabbitMQ")
+    from bench.proof_production import attack_roles
+    r = attack_roles(tmp_path, BOUNDED["role_kills"], BOUNDED["role_messages"], BOUNDED["outage"], log)
+    log("roles " + json.dumps(r))
+    assert min(r["kills_per_role"].values()) >= BOUNDED["role_kills"]
+    assert r["accepted"] == BOUNDED["role_messages"]                   # the sender got every one in, in the end
+    assert r["lost"] == 0 and r["applied"] == r["accepted"] and r["wrongly_changed"] == 0
+    assert r["duplicated"] == 0 and r["sequence_gaps"] == 0
+    assert r["parked"] == 0                                            # an outage is not poison
+    assert r["unpublished"] == 0 and r["missing_on_broker"] == 0       # every update reached the exchange
