@@ -246,6 +246,7 @@ def attack_roles(work: Path, kills: int, messages: int, outage: float,
         send_times: list[float] = []
         pending = list(mail)
         done = 0
+        restarting: dict[str, threading.Thread | None] = {}
         while pending:
             rcpt, raw = pending.pop(0)
             sent += 1
@@ -267,12 +268,20 @@ def attack_roles(work: Path, kills: int, messages: int, outage: float,
                 outage_until[which] = time.monotonic() + outage
             if plan and done % every == 0:
                 victim = plan.pop(0)
+                if restarting.get(victim) is not None:
+                    restarting[victim].join()          # still waiting for a service since its last kill
                 roles[victim].kill()
                 time.sleep(0.2)
-                roles[victim].start()
+                # Started again as a supervisor would, without holding up the mail: a process
+                # started during an outage waits for the service (worker.app.until_reachable).
+                restarting[victim] = threading.Thread(target=roles[victim].start, daemon=True)
+                restarting[victim].start()
                 log(f"production: killed {victim} ({len(plan)} kills left) after {done} sent")
             if sent > messages * 20:
                 break
+        for thread in restarting.values():
+            if thread is not None:
+                thread.join()
         for role in plan:                          # any kills the stream was too short for
             roles[role].kill()
             roles[role].start()

@@ -54,6 +54,11 @@ class Unit(_Frozen):
     from_addresses: tuple[str, ...] = ()     # addresses its mail is sent from
     reply_addresses: tuple[str, ...] = ()    # addresses that take replies for it
     list_ids: tuple[str, ...] = ()           # List-Id values its mailings carry
+    # What an opt-out of this unit's email does besides the opt-out (issue 23, item 7): "keep"
+    # the contact, or "erase" its address as `unsubd contacts erase` does, for a unit whose
+    # notice promises that a newsletter address is deleted when someone unsubscribes
+    # (handlers.state.plan, OnUnsubscribe). The tombstone keeps the address unsubscribed.
+    on_unsubscribe: Literal["keep", "erase"] = "keep"
 
     @field_validator("key")
     @classmethod
@@ -259,6 +264,43 @@ class TokenSettings(_Frozen):
         return self.active or next(iter(self.keys), None)
 
 
+API_SCOPES = ("read", "write", "admin")
+API_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
+MIN_API_KEY = 16
+
+
+class ApiKey(_Frozen):
+    """A bearer key for /v1/: its name (the audit trail records `api:<name>`), the key itself,
+    and its scopes: `read` (GET routes), `write` (POST /v1/tokens), `admin` (erasure, change of
+    address). A plain string in `api_keys` is a key named `key-1`, `key-2`, ... by its
+    position, with `read` and `write`."""
+
+    name: str
+    key: SecretStr
+    scopes: tuple[str, ...] = ("read", "write")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not API_KEY_NAME.match(v):
+            raise ValueError(f"key name {v[:80]!r}: use 1 to 60 letters, digits, '.', '-' or '_'")
+        return v
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in v if s not in API_SCOPES]
+        if unknown:
+            raise ValueError(f"unknown scope(s) {', '.join(map(repr, unknown))}: use {', '.join(API_SCOPES)}")
+        return tuple(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> ApiKey:
+        if len(self.key.get_secret_value()) < MIN_API_KEY:
+            raise ValueError(f"key {self.name!r} is too short: use at least {MIN_API_KEY} random characters")
+        return self
+
+
 class RelaySettings(_Frozen):
     poll_interval: float = Field(0.2, gt=0)
     batch: int = Field(100, ge=1)
@@ -269,6 +311,80 @@ class RelaySettings(_Frozen):
     # refused).
     handoff: bool = True
     handoff_lease: float = Field(5.0, gt=0)
+
+
+def _period(v: str) -> str:
+    from config.periods import PeriodError, parse_period
+
+    try:
+        parse_period(v)
+    except PeriodError as exc:
+        raise ValueError(str(exc)) from None
+    return v
+
+
+class RetentionContacts(_Frozen):
+    """How long a contact is kept after its last interaction, by kind (worker.ops.retention).
+
+    A contact is `alumni` when it is on (has a membership of) one of `retention.alumni_units`,
+    and `non_alumni` otherwise. The privacy notice promises non-alumni five years.
+    """
+
+    non_alumni: str = "5y"
+    alumni: str = "keep"
+
+    @field_validator("non_alumni", "alumni")
+    @classmethod
+    def _periods(cls, v: str) -> str:
+        return _period(v)
+
+
+class RetentionSettings(_Frozen):
+    """How long each class of records is kept, and when `serve` removes what is older (issue 23).
+
+    Each period is `30d`, `6w`, `6m`, `5y` (days, weeks, calendar months, years) or `keep`.
+    The defaults keep the privacy notice's promise and remove nothing anyone relies on:
+    raw received mail 6 months (the decision and its evidence stay), the free text of
+    evidence 5 years, events themselves for ever, resolved review items 2 years,
+    non-alumni contacts 5 years after their last interaction, alumni for ever.
+    """
+
+    enabled: bool = True                          # serve runs it daily (a process with the consumer role)
+    run_at: str = "03:30"                         # HH:MM, UTC
+    interval: float | None = Field(None, gt=0)    # seconds between runs instead of daily at run_at
+    batch: int = Field(500, ge=1, le=10000)       # contacts (or rows) per transaction
+    alumni_units: tuple[str, ...] = ("alumni",)   # a member of one of these units is an alumnus
+    raw_mail: str = "6m"                          # inbound_item.raw of handled items, after receipt
+    evidence: str = "5y"                          # event.evidence and event.reason, replaced by a marker
+    events: str = "keep"                          # whole events no current row refers to (else emptied)
+    review_items: str = "2y"                      # resolved review items, after their resolution
+    contacts: RetentionContacts = RetentionContacts()
+
+    @field_validator("raw_mail", "evidence", "events", "review_items")
+    @classmethod
+    def _periods(cls, v: str) -> str:
+        return _period(v)
+
+    @field_validator("run_at")
+    @classmethod
+    def _run_at(cls, v: str) -> str:
+        if not re.match(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", v):
+            raise ValueError(f"not a time of day: {v!r} (use HH:MM in UTC, e.g. 03:30)")
+        return v
+
+
+class ConsoleSettings(_Frozen):
+    """The operator console under /console/ (worker.console)."""
+
+    enabled: bool = True
+    # Session and sign-in cookies carry `Secure`. Browsers treat http://127.0.0.1 and
+    # http://localhost as secure, so this stays on for local use; turn it off only to
+    # sign in over plain http from another host (a test machine).
+    cookie_secure: bool = True
+    session_hours: float = Field(8.0, gt=0, le=24 * 30)
+    # This many wrong passwords in a row lock the account for `lockout_minutes`.
+    lockout_after: int = Field(5, ge=1, le=100)
+    lockout_minutes: float = Field(15.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -283,18 +399,25 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite+aiosqlite:///./unsubd.db"
+    # `serve` started while the database or the broker is away waits up to this many
+    # seconds for it (worker.app.until_reachable), then exits with the error.
+    startup_wait: float = Field(120.0, ge=0)
     amqp_url: str | None = None                   # unset: the embedded queue in the database
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(2525, ge=0, le=65535)
     http_host: str = "127.0.0.1"
     http_port: int = Field(8025, ge=0, le=65535)
-    api_keys: tuple[str, ...] = ()                # bearer keys for /v1/; none: /v1/ only on loopback
+    api_keys: tuple[ApiKey, ...] = ()             # bearer keys for /v1/ (ApiKey); none: /v1/ only on loopback
     # /metrics: served without a key only to clients in these networks (a request that
     # came through a proxy, with Forwarded or X-Forwarded-For, is never one of them);
     # from anywhere else it needs `Authorization: Bearer K` with K one of metrics_keys
     # or api_keys. Empty networks: a key always.
     metrics_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     metrics_keys: tuple[str, ...] = ()
+    # With metrics_port set, /metrics is served only on its own listener (metrics_host,
+    # metrics_port), apart from the public pages, with the same access rules.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(None, ge=0, le=65535)
     log_level: str = "INFO"
 
     organisation: str = "Example organisation"
@@ -326,6 +449,8 @@ class Settings(BaseSettings):
     complaint_scope: Literal["unit", "all"] = "unit"
     complaints: ComplaintSettings = ComplaintSettings()
     tokens: TokenSettings = TokenSettings()
+    retention: RetentionSettings = RetentionSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -339,6 +464,26 @@ class Settings(BaseSettings):
                 units[key] = unit
             data = {**data, "units": units}
         return data
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _plain_api_keys(cls, v: Any) -> Any:
+        # A plain string is a key named by its position, with read and write (as before names and scopes).
+        if isinstance(v, (list, tuple)):
+            return [{"name": f"key-{i}", "key": k} if isinstance(k, str) else k for i, k in enumerate(v, 1)]
+        return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_api_keys(cls, v: tuple[ApiKey, ...]) -> tuple[ApiKey, ...]:
+        names = [k.name for k in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"key names must be unique: {', '.join(twice)} used more than once")
+        secrets = [k.key.get_secret_value() for k in v]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("two keys are the same: each key needs its own secret")
+        return v
 
     @field_validator("mail_domain", "bounce_domain")
     @classmethod
@@ -395,6 +540,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "api_keys: the JSON API would be open on a non-loopback address; set UNSUBD_API_KEYS"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _alumni_units(self) -> Settings:
+        # Named on purpose, an alumni unit must exist; the default names none that matters
+        # when the organisation has no `alumni` unit (then every contact is non-alumni).
+        if "alumni_units" in self.retention.model_fields_set and self.units:
+            unknown = [u for u in self.retention.alumni_units if u not in self.units]
+            if unknown:
+                raise ValueError(f"retention.alumni_units: unknown unit(s) {', '.join(unknown)} "
+                                 f"(configured: {', '.join(self.units)})")
         return self
 
     @property

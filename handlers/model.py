@@ -40,6 +40,9 @@ class ActionType(enum.StrEnum):
     JOIN = "join"                  # the contact is on `units` (membership, from an import): never consent
     ERASE = "erase"                # forget the address (issue 23): only a keyed hash stays, still blocking;
                                    # `ref` is "<key id>:<digest>" (handlers.events.rights.tombstone_digest)
+    NOTE = "note"                  # an operator's note about the address: names it, changes nothing
+    CHANGE_ADDRESS = "change_address"  # rectification (issue 23): the contact of `address` moves to
+                                       # `new_address`, keeping its consent and history
 
 
 class Channel(enum.StrEnum):
@@ -57,6 +60,7 @@ class State(enum.StrEnum):
     RELEASED = "released"
     JOINED = "joined"              # the contact is on a unit's list (membership; consent is apart)
     ERASED = "erased"              # the contact's personal data is gone; its "no" lives on as a tombstone
+    ADDRESS_CHANGED = "address_changed"   # the contact's address was corrected (rectification)
 
 
 Scope = tuple[str, ...] | Literal["all"]
@@ -122,6 +126,7 @@ class Action:
                                        # when nothing else names it: apply() looks the contact up.
                                        # On a JOIN: the id the import gives the contact
     name: str | None = None            # JOIN only: the contact's name, as imported
+    new_address: str | None = None     # CHANGE_ADDRESS only: the address the contact moves to (normalised)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,6 +142,7 @@ class Action:
             "contact_id": self.contact_id,
             "recipient_id": self.recipient_id,
             **({"name": self.name} if self.name is not None else {}),
+            **({"new_address": self.new_address} if self.new_address is not None else {}),
         }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable
@@ -17,13 +18,18 @@ from worker.queue.amqp import AmqpConsumer, AmqpEnqueue, AmqpPublisher, Broker
 from worker.pipeline.consumer import Consumer
 from worker.store.db import Database, redact_url
 from worker.ingress.http import HttpServer, build_app
+from worker.ingress.metrics import Exporter, metrics_app
+from worker.ops import dashboard
+from worker.ops import requests as rights_requests
 from worker.store.keys import keyring_for, settings_with_keys
 from worker.store.units import sync_units
+from worker.errors import is_outage
 from worker.pipeline.dkim_keys import classify_with_dns
 from worker.pipeline.pool import ClassifyPool
 from worker.queue.embedded import EmbeddedQueue
 from worker.outbox.relay import FeedPublisher, Handoff, Relay
 from worker.ingress.smtp import SmtpIngress, SmtpServer
+from worker.ops.retention import RunResult as RetentionResult, run_daily
 
 log = logging.getLogger("unsubd")
 
@@ -52,6 +58,35 @@ async def prepare_database(settings: Settings, db: Database, clock: Callable[[],
                           "run `unsubd db upgrade` first")
     await sync_units(settings, db, clock())
     db.tombstone_keys = keyring_for(settings)      # erased addresses are found by their keyed hash
+    db.erase_on_unsubscribe = frozenset(k for k, u in settings.units.items() if u.on_unsubscribe == "erase")
+
+
+async def until_reachable(what: str, attempt: Callable[[], Awaitable[None]], settings: Settings) -> None:
+    """Run `attempt` until it does not fail for an outage (worker.errors.is_outage), waiting
+    between tries as the consumer does in an outage (consumer.outage_backoff_base, doubling
+    up to outage_backoff_max, with jitter), for at most `startup_wait` seconds; then the
+    last error is raised. A process started while PostgreSQL or RabbitMQ is away (a
+    restart during an outage) waits for it instead of exiting; any other error is raised
+    at once (a wrong password, an old schema)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.startup_wait
+    delay = settings.consumer.outage_backoff_base
+    tries = 0
+    while True:
+        try:
+            await attempt()
+            if tries:
+                log.info("%s reachable again; starting", what)
+            return
+        except Exception as exc:              # noqa: BLE001 - judged below; anything but an outage is raised
+            tries += 1
+            left = deadline - loop.time()
+            if not is_outage(exc) or left <= 0:
+                raise
+            wait = min(left, delay * random.uniform(0.5, 1.0))
+            log.warning("%s not reachable at start (%s); trying again in %.1f s", what, type(exc).__name__, wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, settings.consumer.outage_backoff_max)
 
 
 class Worker:
@@ -80,14 +115,24 @@ class Worker:
         self._relay_stopping = asyncio.Event()     # set only once the consumer has finished
         self._consumer_task: asyncio.Task[None] | None = None
         self._relay_task: asyncio.Task[None] | None = None
+        # Retention (worker.ops.retention): a process with the consumer role runs it daily;
+        # each run's result is kept here (tests and /metrics read it).
+        self.retention_runs: list[RetentionResult] = []
+        self._retention_task: asyncio.Task[None] | None = None
         self.smtp_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
+        # /metrics: this process's registry and histograms (worker.ingress.metrics), and its own
+        # listener when metrics_port is set.
+        self.exporter = Exporter()
+        self.metrics_http: HttpServer | None = None
+        self.metrics_address: tuple[str, int] | None = None
 
     async def start(self) -> None:
-        await prepare_database(self.settings, self.db, self.clock)
+        await until_reachable("database", lambda: prepare_database(self.settings, self.db, self.clock),
+                              self.settings)
         enqueue: Callable[[Inbound], Awaitable[bool]] = self.queue.put
         if self.broker is not None:
-            await self.broker.connect()
+            await until_reachable("RabbitMQ", self.broker.connect, self.settings)
             if "smtp" in self.roles:
                 self.amqp_enqueue = AmqpEnqueue(self.broker, self.settings)
                 await self.amqp_enqueue.start()
@@ -106,7 +151,7 @@ class Worker:
                 self.handoff = Handoff(self.settings, self.db, own, self.clock)
             self.consumer = Consumer(self.settings, self.queue if self.broker is None else None,
                                      self.pool.classify, self.db.unit_of_work, self.clock, database=self.db,
-                                     handoff=self.handoff)
+                                     handoff=self.handoff, timings=self.exporter)
             if self.broker is None:
                 run = self.consumer.run(self._stopping)
             else:
@@ -115,12 +160,22 @@ class Worker:
             self._consumer_task = asyncio.create_task(run, name="consumer")
         if "relay" in self.roles:
             self._relay_task = asyncio.create_task(self.relay.run(self._relay_stopping), name="relay")
+        if runs_retention(self.settings, self.roles):
+            self._retention_task = asyncio.create_task(
+                run_daily(self.db, self.settings, self._stopping, self.clock, self.retention_runs.append),
+                name="retention")
         if "http" in self.roles:
             feed_changed = self.relay.feed_changed if "relay" in self.roles else None
             self.http = HttpServer(self.settings, build_app(self.settings, self.db.sessions, self.metrics,
                                                              db=self.db, clock=self.clock,
-                                                             feed_changed=feed_changed))
+                                                             feed_changed=feed_changed, exporter=self.exporter))
             self.http_address = await self.http.start()
+            if self.settings.metrics_port is not None:
+                app = metrics_app(self.settings, self.metrics, self.exporter,
+                                  lambda: dashboard.live(self.db, self.settings))
+                self.metrics_http = HttpServer(self.settings, app, self.settings.metrics_host,
+                                               self.settings.metrics_port)
+                self.metrics_address = await self.metrics_http.start()
         if "smtp" in self.roles:
             self.smtp = SmtpServer(self.settings, SmtpIngress(self.settings, enqueue, self.clock))
             self.smtp_address = await self.smtp.start()
@@ -132,6 +187,8 @@ class Worker:
         if self.smtp is not None:
             await self.smtp.stop()
         self._stopping.set()
+        if self._retention_task is not None:
+            await asyncio.gather(self._retention_task, return_exceptions=True)
         # The consumer finishes its items first, so the relay's last drain publishes their updates.
         if self._consumer_task is not None:
             await asyncio.gather(self._consumer_task, return_exceptions=True)
@@ -142,6 +199,8 @@ class Worker:
             await asyncio.gather(self._relay_task, return_exceptions=True)
         if self.http is not None:
             await self.http.stop()
+        if self.metrics_http is not None:
+            await self.metrics_http.stop()
         if self.pool is not None:
             await self.pool.close()
         if self.broker is not None:
@@ -162,6 +221,9 @@ class Worker:
             out["inbound_published_items_total"] = self.amqp_enqueue.items
         out["outbox_backlog"] = await self.relay.backlog()
         out["outbox_published_total"] = self.relay.published
+        # Rights requests (worker.ops.requests): open, and past their due day (GDPR Art. 12(3)).
+        open_rights, overdue_rights = await rights_requests.counts(self.db, self.clock())
+        out["rights_requests_open"], out["rights_requests_overdue"] = open_rights, overdue_rights
         if self.handoff is not None:
             out["outbox_handed_off_total"] = self.handoff.published
             out["outbox_handoff_failed_total"] = self.handoff.failed
@@ -178,6 +240,13 @@ class Worker:
                        consumer_released_total=c.released, consumer_recovered_total=c.recovered)
             out.update({f"consumer_suspect_{name}_total": n for name, n in c.suspect_reports.items()})
         return out
+
+
+def runs_retention(settings: Settings, roles: Iterable[str]) -> bool:
+    """Whether this process runs retention daily: with `retention.enabled`, in a process with
+    the consumer role (the one that writes state anyway). Several such processes may run:
+    on PostgreSQL an advisory lock lets one run at a time (worker.ops.retention)."""
+    return settings.retention.enabled and "consumer" in parse_roles(roles)
 
 
 def lower_priority(settings: Settings, roles: Iterable[str]) -> int | None:

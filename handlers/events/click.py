@@ -3,7 +3,8 @@
 `{"type": "click", "token": "...", "at": "2026-03-01T12:00:00Z"}`: a link click from
 an upstream web tier, with the same effect as the one-click POST (issue 5 item 6).
 `{"type": "bounce", ...}` and `{"type": "complaint", ...}`: events an upstream
-sending platform learned of itself (handlers.events.upstream). docs/inbound.md has them all.
+sending platform learned of itself (handlers.events.upstream), and `{"type": "sent_counts", ...}`,
+how many messages a unit sent on a day (also there). docs/inbound.md has them all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import datetime
 
 from handlers.model import Action, ActionType, Decision, Inbound, Kind
 from handlers.tokens import scope, verify
-from handlers.events.upstream import decide_bounce_event, decide_complaint_event
+from handlers.events.upstream import SENT_COUNTS, decide_bounce_event, decide_complaint_event, decide_sent_counts_event
 from handlers.context import Context
 
 MAX_ITEM = 64 * 1024
@@ -38,6 +39,8 @@ def decide_queue_item(item: Inbound, ctx: Context, now: datetime) -> Decision:
         return decide_bounce_event(item, data, ctx, now)
     if kind == "complaint":
         return decide_complaint_event(item, data, ctx, now)
+    if kind == SENT_COUNTS:
+        return decide_sent_counts_event(item, data, ctx, now)
     if kind != "click":
         return Decision.unreadable(item.id, reason=f"queue item of unknown type {str(kind)[:40]!r}",
                                    source="queue")

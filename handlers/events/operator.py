@@ -1,4 +1,4 @@
-"""Operators' commands: a contacts import, a suppression released, an opt-in, a review item settled.
+"""Operators' commands: a contacts import, a suppression released, an opt-in, a review item settled, a note.
 
 Every command names its operator (today the CLI's `--operator`, or the login name;
 an API route or the console would pass its key's or user's name), which the event
@@ -69,6 +69,27 @@ def opt_in(address: str, units: Scope, channels: Scope, reason: str, operator: s
                     operator=operator, reason=f"opted back in by an operator: {why[:500]}",
                     actions=(Action(ActionType.SUBSCRIBE, address, reason="optin", units=units, channels=channels),),
                     evidence={"operator_reason": why[:2000]})
+
+
+MAX_NOTE = 2000
+
+
+def note(address: str, text: str, operator: str) -> Decision:
+    """An operator's note about `address` (normalised): an admin event that changes nothing.
+
+    The one action is a NOTE, which handlers.state.plan plans nothing for; it is there
+    so that the event names the address and shows in the contact's timeline. The text
+    (cut to MAX_NOTE characters) is kept only in the evidence, never in the reason: an
+    erasure empties the evidence of the person's events but only takes the address out
+    of their reasons, and a note may say anything about the person. Raises ValueError
+    for an empty text.
+    """
+    words = text.strip()
+    if not words:
+        raise ValueError("a note needs some text")
+    return Decision(item_id=f"note:{uuid.uuid4()}", kind=Kind.ADMIN, source="note", verified=True,
+                    operator=operator, reason="note by an operator",
+                    actions=(Action(ActionType.NOTE, address),), evidence={"note": words[:MAX_NOTE]})
 
 
 def settle_review(review_id: int, resolution: str, address: str | None, operator: str, *,

@@ -15,6 +15,7 @@ unblocks the addresses erased under it.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import quopri
@@ -58,7 +59,7 @@ def erase(addresses: Sequence[str], reason: str, operator: str, keyring: Keyring
     person). Every run is a new item (an address erased, then imported again, may be
     erased again); erasing what is already erased changes nothing but the record.
     """
-    why = reason.strip()
+    why = reason.replace("\x00", "").strip()     # PostgreSQL keeps no NUL in text
     if not why:
         raise ValueError("an erasure needs a reason (kept in the audit record, without the address)")
     if not addresses:
@@ -86,13 +87,139 @@ def encodings(address: str) -> list[str]:
 
 def scrub(text: str, addresses: Iterable[str]) -> str:
     """`text` with every occurrence of the addresses (in the forms of `encodings`) replaced by
-    "[erased]"; case-insensitive for all but base64. Never raises."""
-    for address in addresses:
-        *caseless, base64_form = encodings(address)
-        for form in caseless:
-            text = re.sub(re.escape(form), ERASED, text, flags=re.IGNORECASE)
-        text = text.replace(base64_form, ERASED)
-    return text
+    "[erased]"; case-insensitive for all but base64. Never raises. Where forms overlap,
+    the leftmost, then the longest, is replaced.
+
+    A retention batch erases hundreds of addresses at once, and scrubs every string of
+    the events that name them: the forms are looked up in dictionaries around each
+    '@', '%40' or '=40' of the text (every caseless form has one) and in each run of
+    base64 characters, so that the cost grows with the text, not with the addresses."""
+    return _scrubber_for(addresses).scrub(text)
+
+
+_SEPARATORS = re.compile(r"@|%40|=40")
+_LAST: list[Any] = [None]          # (a copy of the last address list, its _Scrubber): scrub_json's calls share one
+
+
+def _scrubber_for(addresses: Iterable[str]) -> _Scrubber:
+    seq = addresses if isinstance(addresses, (list, tuple)) else tuple(addresses)
+    last = _LAST[0]
+    if last is not None and type(last[0]) is type(seq) and last[0] == seq:
+        return last[1]
+    scrubber = _scrubber(tuple(seq))
+    _LAST[0] = (type(seq)(seq), scrubber)
+    return scrubber
+
+
+@functools.lru_cache(maxsize=16)
+def _scrubber(addresses: tuple[str, ...]) -> _Scrubber:
+    return _Scrubber(addresses)
+
+
+class _Scrubber:
+    """The forms of some addresses, ready to be found in text (see `scrub`)."""
+
+    def __init__(self, addresses: tuple[str, ...]) -> None:
+        # separator -> domain length -> domain -> local length -> locals (all lower case)
+        self.around: dict[str, dict[int, dict[str, dict[int, set[str]]]]] = {}
+        self.plain: set[str] = set()              # caseless forms without a separator (none for an address)
+        self.caseless: set[str] = set()
+        self.b64: dict[str, list[str]] = {}       # base64 forms by their first `prefix` characters
+        self.prefix = 0
+        self.runs: re.Pattern[str] | None = None
+        self._fallback: tuple[re.Pattern[str] | None, re.Pattern[str] | None] | None = None
+        b64_forms: set[str] = set()
+        for address in addresses:
+            *forms, base64_form = encodings(address)
+            b64_forms.add(base64_form)
+            for form in {f.lower() for f in forms}:
+                self.caseless.add(form)
+                seps = list(_SEPARATORS.finditer(form))
+                if not seps:                      # a domain has no '@', '%' or '=': the last one splits
+                    self.plain.add(form)
+                    continue
+                sep = seps[-1]
+                local, domain = form[:sep.start()], form[sep.end():]
+                (self.around.setdefault(sep.group(), {}).setdefault(len(domain), {}).setdefault(domain, {})
+                 .setdefault(len(local), set()).add(local))
+        b64_forms.discard("")
+        if b64_forms:
+            shortest = min(map(len, b64_forms))
+            self.prefix = min(8, shortest)
+            for form in b64_forms:
+                self.b64.setdefault(form[:self.prefix], []).append(form)
+            self.runs = re.compile("[A-Za-z0-9+/]{%d,}" % shortest)
+
+    def scrub(self, text: str) -> str:
+        low = text.lower()
+        if len(low) != len(text):                 # a character whose lower case is longer: match as before
+            return self._by_pattern(text)
+        spans = []
+        if "@" in low or "%40" in low or "=40" in low:
+            for m in _SEPARATORS.finditer(low):
+                q, r = m.start(), m.end()
+                for dlen, domains in self.around.get(m.group(), {}).items():
+                    locals_ = domains.get(low[r:r + dlen])
+                    if not locals_:
+                        continue
+                    for llen, names in locals_.items():
+                        if llen <= q and low[q - llen:q] in names:
+                            spans.append((q - llen, r + dlen))
+        for form in self.plain:
+            start = low.find(form)
+            while start >= 0:
+                spans.append((start, start + len(form)))
+                start = low.find(form, start + 1)
+        if self.runs is not None and len(text) >= self.prefix:
+            for run in self.runs.finditer(text):
+                s, chunk = run.start(), run.group()
+                for i in range(len(chunk) - self.prefix + 1):
+                    for form in self.b64.get(chunk[i:i + self.prefix], ()):
+                        if chunk.startswith(form, i):
+                            spans.append((s + i, s + i + len(form)))
+        if not spans:
+            return text
+        out, at = [], 0
+        for start, end in sorted(spans, key=lambda sp: (sp[0], -sp[1])):
+            if start < at:
+                continue
+            out += [text[at:start], ERASED]
+            at = end
+        out.append(text[at:])
+        return "".join(out)
+
+    def _by_pattern(self, text: str) -> str:
+        if self._fallback is None:
+            self._fallback = (_trie(self.caseless, re.IGNORECASE),
+                              _trie({f for forms in self.b64.values() for f in forms}, 0))
+        caseless, exact = self._fallback
+        if caseless is not None:
+            text = caseless.sub(ERASED, text)
+        if exact is not None:
+            text = exact.sub(ERASED, text)
+        return text
+
+
+def _trie(words: set[str], flags: int) -> re.Pattern[str] | None:
+    """A pattern matching any of `words` (the longest where several match at one place)."""
+    words = {w for w in words if w}
+    if not words:
+        return None
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        group = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{group})?" if "" in node else group
+
+    return re.compile(build(root), flags)
 
 
 def scrub_json(value: Any, addresses: Sequence[str]) -> Any:

@@ -14,19 +14,29 @@ applies the return-path rules when `return_path` is given), and a complaint like
 ARF report (handlers.complaints.arf.decide_complaint). The queue is ours, so an event without a
 return path is believed as it says; one with a return path that does not verify is
 recorded as a forgery and neither suppresses nor counts as a soft bounce, as for mail.
+
+    {"type": "sent_counts", "counts": [{"day": "2026-12-06", "unit": "alumni",
+     "channel": "email", "count": 12345}, ...], "reported_by": "mailer-1"}
+
+is not about anyone's consent: a sending system says how many messages a unit sent on a
+day (the complaint rate's denominator on the console's dashboard). `read_sent_counts`
+checks it (the same check as `POST /v1/sent-counts`); `decide_sent_counts_event` makes
+an IMPORT decision without actions whose evidence carries the counts, and the consumer
+writes them (worker.store.sent_counts) in the transaction that records the event. A
+report with any bad entry goes to review, and no count is written.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from handlers.mail.addresses import normalise
 from handlers.complaints.arf import ArfReport, Original, decide_complaint
 from handlers.bounces.envelope import actions_from_rows, apply_envelope
 from handlers.bounces.dsn import structured_row
-from handlers.model import Decision, Inbound, Kind
+from handlers.model import Channel, Decision, Inbound, Kind
 from handlers.context import Context
 
 MAX_TEXT = 1000
@@ -86,3 +96,99 @@ def decide_complaint_event(item: Inbound, data: dict[str, Any], ctx: Context, no
                        original_rcpt_to=(address,) if address else (), original=original, unit=unit)
     decision = decide_complaint(item, report, ctx, now)
     return replace(decision, source="queue", evidence={**evidence, **decision.evidence})
+
+
+# Sent counts (see the module's docstring).
+SENT_COUNTS = "sent_counts"
+MAX_SENT_ENTRIES = 1000           # entries in one report
+MAX_SENT_AGE_DAYS = 400           # the oldest day a report may name, counted back from today
+MAX_SENT = 10 ** 12               # a count beyond this is a mistake, not a day's mail
+SENT_CHANNELS = tuple(c.value for c in Channel)
+
+
+@dataclass(frozen=True)
+class SentReport:
+    """Messages `count` sent on `day` by `unit` on `channel`: one entry of a report."""
+
+    day: date
+    unit: str
+    channel: str
+    count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"day": self.day.isoformat(), "unit": self.unit, "channel": self.channel, "count": self.count}
+
+
+class BadSentCounts(ValueError):
+    """A sent-counts report that cannot be taken; `entry` is the index of the bad entry, if one is."""
+
+    def __init__(self, message: str, entry: int | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+def read_sent_counts(data: Any, units: Any, today: date) -> list[SentReport]:
+    """The entries of `{"counts": [...]}`, checked; raises BadSentCounts naming the first bad one.
+
+    Each entry needs `day` (an ISO date, YYYY-MM-DD, not after `today` and at most
+    MAX_SENT_AGE_DAYS before it), `unit` (a key of `units`), `channel` (one of
+    SENT_CHANNELS, default email) and `count` (a whole number >= 0; booleans and
+    fractions are refused). An entry named twice in one report is refused too: which
+    one was meant cannot be told. Nothing is returned when any entry is bad, so a
+    report is taken whole or not at all.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("counts"), list):
+        raise BadSentCounts("the body must be a JSON object with a list 'counts'")
+    entries = data["counts"]
+    if not entries:
+        raise BadSentCounts("'counts' is empty")
+    if len(entries) > MAX_SENT_ENTRIES:
+        raise BadSentCounts(f"at most {MAX_SENT_ENTRIES} entries in one report")
+    oldest = today - timedelta(days=MAX_SENT_AGE_DAYS)
+    out: list[SentReport] = []
+    seen: set[tuple[date, str, str]] = set()
+    for i, entry in enumerate(entries):
+        where = f"counts[{i}]"
+        if not isinstance(entry, dict):
+            raise BadSentCounts(f"{where} must be an object with day, unit, channel and count", i)
+        raw_day, unit = entry.get("day"), entry.get("unit")
+        channel, count = entry.get("channel", "email"), entry.get("count")
+        try:
+            day = date.fromisoformat(raw_day) if isinstance(raw_day, str) and len(raw_day) == 10 else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise BadSentCounts(f"{where}.day must be a date written YYYY-MM-DD", i)
+        if day > today:
+            raise BadSentCounts(f"{where}.day {day.isoformat()} is in the future", i)
+        if day < oldest:
+            raise BadSentCounts(f"{where}.day {day.isoformat()} is more than {MAX_SENT_AGE_DAYS} days ago", i)
+        if not isinstance(unit, str) or unit not in units:
+            raise BadSentCounts(f"{where}.unit {str(unit)[:64]!r} is not a configured unit", i)
+        if channel not in SENT_CHANNELS:
+            raise BadSentCounts(f"{where}.channel must be one of {', '.join(SENT_CHANNELS)}", i)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_SENT:
+            raise BadSentCounts(f"{where}.count must be a whole number from 0 to {MAX_SENT}", i)
+        key = (day, unit, channel)
+        if key in seen:
+            raise BadSentCounts(f"{where} names {day.isoformat()} {unit} {channel} a second time", i)
+        seen.add(key)
+        out.append(SentReport(day, unit, channel, count))
+    return out
+
+
+def decide_sent_counts_event(item: Inbound, data: dict[str, Any], ctx: Context, now: datetime) -> Decision:
+    """An IMPORT decision without actions for `{"type": "sent_counts", ...}`: its evidence
+    carries the checked counts for the consumer to write. Review with the reason (and no
+    counts) when any entry is bad."""
+    reported_by = _text(data, "reported_by", 100) or "queue"
+    try:
+        counts = read_sent_counts(data, ctx.units, now.date())
+    except BadSentCounts as exc:
+        return Decision.unreadable(item.id, reason=f"upstream sent counts: {exc}", source="queue",
+                                   evidence={"type": SENT_COUNTS, "reported_by": reported_by})
+    return Decision(item_id=item.id, kind=Kind.IMPORT, source="queue", verified=True,
+                    reason=f"sent counts: {len(counts)} entr{'y' if len(counts) == 1 else 'ies'} "
+                           f"from {reported_by}",
+                    evidence={"type": SENT_COUNTS, "reported_by": reported_by,
+                              SENT_COUNTS: [c.to_json() for c in counts]})

@@ -12,7 +12,8 @@ and each sentence into clauses at dashes and semicolons. Phrase lists per langua
   keeping clause ("email is fine", "Mejl går bra") are kept;
 * units named (any configured name or alias) in opt-out clauses narrow the unit;
   units in keeping clauses or after "except"/"utom" are kept;
-* erasure, access, address-change, re-subscribe and third-party phrases are
+* erasure, access, address-change, rectification (lemma rules: "correct my
+  name", "min adress har ändrats"), re-subscribe and third-party phrases are
   reported separately so the decider can send the item to review (or, for a
   re-subscribe request from a verified sender, act on it);
 * an opt-out gets a confidence: high for a clear phrase early in the sender's own
@@ -102,6 +103,7 @@ class Intent:
     cues: tuple[str, ...] = ()                            # request-like words in sentences not read as a request
     foreign_cues: tuple[str, ...] = ()                    # ... of the cross-language table (languages not read)
     objection: bool = False                               # objects to all contact or all processing for marketing
+    rectification: bool = False                           # asks to correct what is held (GDPR art. 16)
 
 
 def sentences(text: str) -> list[str]:
@@ -192,6 +194,8 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
             if words is not None:
                 flags["erasure"] = flags["erasure"] or bool(words.hits("erasure_lemmas"))
                 flags["resubscribe"] = flags["resubscribe"] or bool(words.hits("resubscribe_lemmas"))
+                if words.hits("rectification_lemmas"):
+                    intent.rectification = True
             hits, negated_hits = _request_hits(sentence, words)
             if negated_hits and not hits:
                 flags["negated"] = True

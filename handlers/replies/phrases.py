@@ -24,7 +24,7 @@ LISTS = ("optout", "optout_weak", "optout_object", "negated", "lookalike", "ques
          "keep", "except_words", "all_contact", "third_party", "address_change", "erasure", "access", "attribution",
          "separator", "header_block", "app_signature", "signoff", "footer", "request_cue", "contrast", "report")
 # Lists of lemma rules (see LemmaRule): matched against a sentence's words in dictionary form.
-LEMMA_LISTS = ("optout_lemmas", "nocontact_lemmas", "erasure_lemmas", "resubscribe_lemmas")
+LEMMA_LISTS = ("optout_lemmas", "nocontact_lemmas", "erasure_lemmas", "resubscribe_lemmas", "rectification_lemmas")
 # How many words may stand between two consecutive tokens of a lemma rule.
 LEMMA_GAP = 3
 

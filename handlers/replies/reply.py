@@ -20,9 +20,11 @@ the sender's own words, and the newly written text (handlers.replies.quotes).
   like a request; a plain "have a look at this" forward is an ordinary reply.
 
 An erasure request, or removal from the register altogether (GDPR art. 17), is an
-opt-out of every unit and channel and carries `evidence["erasure"] = True` (and
-`rights_request`), from which a rights item can be opened; an objection to all
-contact or processing for marketing carries `evidence["objection"] = True`.
+opt-out of every unit and channel and carries `evidence["erasure"] = True`; an
+objection to all contact or processing for marketing carries `evidence["objection"] = True`.
+Access, erasure, rectification and objection requests carry `evidence["rights_request"]`
+(handlers.replies.rights: the types and the due date, one calendar month after receipt),
+from which handlers.state.plan opens a rights item per type.
 `evidence["language"]` is what identify() said of the sender's own words.
 
 A message sent to our List-Unsubscribe mailto address (`unsubscribe+TOKEN@`,
@@ -48,7 +50,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import Message
 from typing import Any
 
@@ -58,6 +60,7 @@ from handlers.replies.language import READ, UNKNOWN, Identified, identify
 from handlers.mail.message import content_type, header_text, is_unreadable, raw_items
 from handlers.model import ALL, CERTAIN, HIGH, LOW, MEDIUM, REVIEW_BELOW, Action, ActionType, Decision, Inbound, Kind
 from handlers.replies.quotes import body_text, new_text
+from handlers.replies.rights import rights_request
 from handlers.routing import Route
 from handlers.tokens import Claims, verify
 from handlers.tokens import scope as token_scope
@@ -72,7 +75,6 @@ FORWARD_PREFIX = re.compile(r"^\s*(?:fwd?|vs|wg|tr|vb|vid|doorst|i)\s*:", re.IGN
 FORWARD_ONLY = re.compile(r"^\s*(?:fwd?|wg|tr|vb|vid|doorst)\s*:", re.IGNORECASE)
 SYSTEM_LOCALS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "no-reply", "noreply",
                            "do-not-reply", "donotreply"})
-RIGHTS_DEADLINE = timedelta(days=30)   # GDPR art. 12(3): one month; counted conservatively
 
 
 MAX_AUTH_RESULTS = 20     # Authentication-Results headers read; more is noise, or an attack
@@ -213,9 +215,10 @@ def _decide(item: Inbound, report: ReplyReport, ctx: Context, now: datetime) -> 
                         reason="forwarded message: the request above the forward needs a person "
                                "(it may concern the forwarded address)", **base)
 
-    if intent.erasure or intent.access:
-        evidence["rights_request"] = {"type": "erasure" if intent.erasure else "access",
-                                      "deadline": (now + RIGHTS_DEADLINE).date().isoformat()}
+    rights = rights_request(intent, now)
+    if rights is not None:
+        # A rights item per request, due one calendar month after receipt (handlers.replies.rights).
+        evidence["rights_request"] = rights
 
     if not intent.optout:
         optin = _optin(intent, report, route, reply_claims, ctx, base)

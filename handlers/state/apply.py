@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from typing import Mapping, Protocol
 
 from handlers.model import ActionType, Decision, Kind
-from handlers.state.plan import BouncePolicy, CurrentState, Plan, Profile, ReviewState, addresses_of, hold_unverified, plan
+from handlers.state.plan import (BouncePolicy, CurrentState, OnUnsubscribe, Plan, Profile, ReviewState,
+                                 addresses_of, hold_unverified, plan)
 
 
 class UnitOfWork(Protocol):
@@ -17,6 +18,9 @@ class UnitOfWork(Protocol):
     Implemented with SQLAlchemy in worker/store/db.py; any implementation must make
     `record` + `commit` atomic and make `read_ahead` see committed events of every
     process (the dedupe check: it returns the item ids that already have an event).
+
+    An implementation may carry `on_unsubscribe` (handlers.state.plan.OnUnsubscribe): the
+    units whose email opt-out erases the address; without it, nothing is erased on opt-out.
 
     `read_ahead` also gets a hint: the addresses the transaction's coming `load_state`
     calls will ask about, so an implementation may read them in the same round trip.
@@ -148,7 +152,13 @@ async def _apply_one(decision: Decision, uow: UnitOfWork, now: datetime, policy:
     settles = decision.evidence.get("settles_review") if isinstance(decision.evidence, Mapping) else None
     if isinstance(settles, Mapping):
         state.review = await uow.review_state(int(settles["id"]))
-    changes = plan(decision, state, event_id, now, policy)
+    # Units whose opt-out erases (config Unit.on_unsubscribe): the plan needs the memberships
+    # of the addresses such an opt-out names (handlers.state.plan.OnUnsubscribe).
+    on_unsubscribe: OnUnsubscribe | None = getattr(uow, "on_unsubscribe", None)
+    erasing = [a for a in decision.actions if on_unsubscribe is not None and on_unsubscribe.covers(a) and a.address]
+    if erasing:
+        state.profiles = {**state.profiles, **await uow.profiles(addresses_of(erasing))}
+    changes = plan(decision, state, event_id, now, policy, on_unsubscribe=on_unsubscribe)
     if changes.refused:
         raise Refused(changes.refused)         # leaves `async with uow` uncommitted: rolled back
     await uow.record(decision, event_id, changes, now)

@@ -14,6 +14,9 @@ from typing import Any, Iterable, Mapping
 
 from handlers.model import ALL, WILDCARD, Action, ActionType, Channel, Decision, Kind, State
 from handlers.state.rules import may_subscribe
+from handlers.replies.rights import item_reason
+from handlers.events.rights import active_digest
+from handlers.tokens import Keyring
 
 SCHEMA_VERSION = 1
 
@@ -147,6 +150,7 @@ class ReviewOpened:
     kind: str                          # decision, rights_request
     due_at: datetime | None
     address: str | None
+    reason: str | None = None          # the item's own reason (a rights item names its type); else the decision's
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,49 @@ class Erasure:
     suppression: str | None
 
 
+# Retention (issue 23): what a retention command (handlers.events.retention, source `retention`)
+# does to rows that are not a contact's state: (class, table, rule). worker.store.retention
+# carries them out; the row ids travel in the command's evidence, ids only.
+RETENTION_RULES = (("review_items", "review_item", "delete"), ("events", "event", "delete"),
+                   ("events", "event", "empty"), ("evidence", "event", "empty"),
+                   ("raw_mail", "inbound_item", "blank"))
+
+
+@dataclass(frozen=True)
+class RowRetention:
+    """Rows of `table` to `rule` (delete, empty, blank) because their retention period is over."""
+
+    table: str
+    rule: str
+    ids: tuple[str | int, ...]
+
+
+def plan_retention(decision: Decision) -> list[RowRetention]:
+    """The row changes a retention command asks for; [] for any other decision. Only a
+    verified admin decision from source `retention` counts, so that no inbound item can
+    ask for a deletion through its evidence."""
+    if decision.kind is not Kind.ADMIN or decision.source != "retention" or not decision.verified:
+        return []
+    ret = decision.evidence.get("retention") if isinstance(decision.evidence, Mapping) else None
+    if not isinstance(ret, Mapping):
+        return []
+    out = []
+    for cls, table, rule in RETENTION_RULES:
+        ids = ret.get(rule)
+        if ret.get("class") == cls and isinstance(ids, list) and ids:
+            out.append(RowRetention(table, rule, tuple(ids)))
+    return out
+
+
+@dataclass(frozen=True)
+class AddressChange:
+    """A contact's address corrected (rectification): worker.store.rectify rewrites its address row."""
+
+    contact_id: int
+    old: str
+    new: str
+
+
 @dataclass
 class Plan:
     new_contacts: list[str] = field(default_factory=list)             # addresses needing a contact
@@ -170,9 +217,12 @@ class Plan:
     cleared: list[str] = field(default_factory=list)                   # addresses whose soft bounces stop counting
     releases: list[str] = field(default_factory=list)                  # suppressions an operator lifts
     memberships: list[MembershipChange] = field(default_factory=list)  # units a contact joins (import)
+    leaves: list[MembershipChange] = field(default_factory=list)       # units' lists a contact leaves (on_unsubscribe)
     profiles: list[ProfileChange] = field(default_factory=list)        # name / recipient id set (import)
     reviews: list[ReviewOpened] = field(default_factory=list)          # review items the decision opens
     erasures: list[Erasure] = field(default_factory=list)              # addresses forgotten (tombstones)
+    address_changes: list[AddressChange] = field(default_factory=list)  # addresses corrected (rectification)
+    retention: list[RowRetention] = field(default_factory=list)        # rows past their retention period
     settles: tuple[int, str] | None = None                             # (review id, resolution) it closes
     updates: list[Update] = field(default_factory=list)
     # Why the decision cannot be written at all (an import naming a recipient id that
@@ -184,7 +234,8 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not (self.suppressions or self.preferences or self.soft_bounces or self.cleared or self.releases
-                    or self.memberships or self.profiles or self.erasures)
+                    or self.memberships or self.leaves or self.profiles or self.erasures or self.address_changes
+                    or self.retention)
 
 
 def effective_state(preferences: Mapping[tuple[str, str], PreferenceRow], unit: str, channel: str) -> State:
@@ -215,7 +266,7 @@ def suppression_reason(decision: Decision, action: Action) -> str:
 
 
 def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
-         policy: BouncePolicy = BouncePolicy()) -> Plan:
+         policy: BouncePolicy = BouncePolicy(), on_unsubscribe: OnUnsubscribe | None = None) -> Plan:
     """Turn a decision into the changes to write, given the current state.
 
     Idempotent: an action whose effect is already in place (address already
@@ -225,7 +276,8 @@ def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
     `policy.threshold` of them within `policy.window` suppress the address (reason
     soft_bounce_threshold). A consent action from the address, or a report that mail
     was delivered to it, shows it is alive and clears its count; an operator's
-    release lifts a suppression and clears it too.
+    release lifts a suppression and clears it too. With `on_unsubscribe`, an opt-out of the
+    email of a unit set to "erase" also erases the address (see OnUnsubscribe).
     """
     result = Plan(reviews=review_items(decision))
     settles = decision.evidence.get("settles_review") if isinstance(decision.evidence, Mapping) else None
@@ -258,7 +310,12 @@ def plan(decision: Decision, state: CurrentState, event_id: str, now: datetime,
             _plan_join(decision, action, state, event_id, now, result)
         elif action.type is ActionType.ERASE:
             _plan_erase(decision, action, state, event_id, now, result)
+        elif action.type is ActionType.CHANGE_ADDRESS:
+            _plan_change_address(decision, action, state, event_id, now, result)
+    if on_unsubscribe is not None:
+        _erase_on_unsubscribe(decision, state, event_id, now, on_unsubscribe, result)
     _restore_tombstones(decision, state, event_id, now, result)
+    result.retention = plan_retention(decision)
     return result
 
 
@@ -340,17 +397,137 @@ def _plan_erase(decision: Decision, action: Action, state: CurrentState, event_i
             return
     result.counts["erased"] = result.counts.get("erased", 0) + 1
     seq = _next_sequence(contact)
-    payload = _payload(decision, event_id, address, None, WILDCARD, State.ERASED, "erasure", seq, now)
+    # The update's reason says why: "erasure" (the person asked), "retention" (its period ended).
+    payload = _payload(decision, event_id, address, None, WILDCARD, State.ERASED, action.reason or "erasure", seq,
+                       now)
     payload.update(address=None, address_hash=digest, address_hashes=[digest], key_id=key_id,
                    erased_contact=contact_id)
     result.updates.append(Update(address=address, routing_key="contact.erased", sequence=seq, payload=payload))
+
+
+# Why a change of address is refused: the first words of its `Plan.refused` entry, which
+# worker.ops.rights reads to answer "not found" (exit 1, 404) or "conflict" (exit 2, 409).
+OLD_UNKNOWN = "no contact has the old address"
+NEW_TAKEN = "the new address belongs to another contact"
+NEW_ERASED = "the new address was erased at the person's request"
+
+
+def _plan_change_address(decision: Decision, action: Action, state: CurrentState, event_id: str, now: datetime,
+                         result: Plan) -> None:
+    """Move the contact of `action.address` to `action.new_address` (rectification, GDPR Art. 16).
+
+    The contact keeps its preferences, memberships, events and sequence; one update,
+    `contact.address_changed` with `old_address` and `new_address`, tells marketing systems.
+    The old address's suppression and soft bounces stay with the old address: nothing of
+    them is planned for the new one. Refused (nothing written) when the old address has no
+    contact (never known, erased, or moved already), when the new one is another
+    contact's, or when a tombstone says the new one was erased: an erased person's address
+    is not given to someone again by an operator's hand.
+    """
+    old, new = action.address, action.new_address
+    contact = state.contacts.get(old)
+    if not new or new == old:
+        result.refused.append("a change of address needs a new address that differs from the old one")
+        return
+    if contact is None or contact.contact_id is None:
+        result.refused.append(f"{OLD_UNKNOWN}: nothing to change")
+        return
+    holder = state.contacts.get(new)
+    if holder is not None and holder.contact_id is not None:
+        result.refused.append(f"{NEW_TAKEN}" + (" (it is already this contact's)"
+                                                if holder.contact_id == contact.contact_id else ""))
+        return
+    if new in state.tombstones:
+        result.refused.append(f"{NEW_ERASED}; its opt-outs are kept as a tombstone and it cannot be given "
+                              "to a contact by hand")
+        return
+    result.address_changes.append(AddressChange(contact.contact_id, old, new))
+    counts = result.counts
+    counts["changed"] = counts.get("changed", 0) + 1
+    if old in state.suppressed:
+        counts["suppression_left_with_old"] = counts.get("suppression_left_with_old", 0) + 1
+    if state.soft_bounces.get(old):
+        counts["soft_bounces_left_with_old"] = counts.get("soft_bounces_left_with_old", 0) + len(
+            state.soft_bounces[old])
+    seq = _next_sequence(contact)
+    payload = _payload(decision, event_id, new, None, "email", State.ADDRESS_CHANGED, "address_changed", seq, now)
+    payload.update(old_address=old, new_address=new)
+    # Keyed by the old address: that is how the unit of work finds the contact it writes for.
+    result.updates.append(Update(address=old, routing_key="contact.address_changed", sequence=seq, payload=payload))
+
+
+@dataclass(frozen=True)
+class OnUnsubscribe:
+    """Units whose email opt-out also erases the address (config Unit.on_unsubscribe = "erase", issue 23
+    item 7), and the keys its tombstone is made with (handlers.events.rights).
+
+    The rule, for an opt-out of email that names such a unit (or all units, for a contact
+    on such a unit's list):
+
+    * a contact on no other unit's list (or on none) is erased as `unsubd contacts erase`
+      does, in the same transaction as the opt-out: its tombstone keeps every opt-out,
+      (*, *) among them, and `contact.erased` is published;
+    * a contact also on another unit's list keeps its address, which the other units
+      still need: the opt-out stands, and only the erasing units' memberships go;
+    * an address unsubd has no contact for gets no contact: its opt-out lives on in the
+      tombstone alone (a lookup finds it), and nothing is published about it;
+    * without keys (`keyring` None) nothing is erased: the opt-out stands, and the plan
+      counts `erase_without_keys`. An opt-out is never refused.
+
+    The tombstone is made for the address the opt-out names; a contact holds one email
+    address today (imports and `change-address` keep it so). Erasing a whole person
+    with several is `unsubd contacts erase`, which makes one tombstone per address.
+    """
+
+    erase_units: frozenset[str] = frozenset()
+    keyring: Keyring | None = None
+
+    def covers(self, action: Action) -> bool:
+        """Whether `action` is an opt-out of email that may concern an erasing unit."""
+        return (action.type is ActionType.UNSUBSCRIBE and bool(self.erase_units)
+                and (action.channels == ALL or bool({"email", WILDCARD} & set(action.channels)))
+                and (action.units == ALL or bool(self.erase_units & set(action.units))))
+
+
+def _erase_on_unsubscribe(decision: Decision, state: CurrentState, event_id: str, now: datetime,
+                          on_unsubscribe: OnUnsubscribe, result: Plan) -> None:
+    """Erase, or take off the erasing units' lists, the addresses of the decision's email opt-outs
+    (see OnUnsubscribe). `state` is the planning copy, with the decision's opt-outs in it."""
+    for action in decision.actions:
+        address = action.address
+        if not address or not on_unsubscribe.covers(action) or any(e.address == address for e in result.erasures):
+            continue
+        member_of = set(state.profiles.get(address, Profile()).units)
+        units = set(on_unsubscribe.erase_units) & (member_of if action.units == ALL else set(action.units))
+        if not units:
+            continue
+        if on_unsubscribe.keyring is None:
+            result.counts["erase_without_keys"] = result.counts.get("erase_without_keys", 0) + 1
+            continue
+        if member_of - units:
+            for unit in sorted(units & member_of):
+                if MembershipChange(address, unit) not in result.leaves:
+                    result.leaves.append(MembershipChange(address, unit))
+            continue
+        contact = state.contacts.get(address)
+        if contact is not None and contact.contact_id is None:
+            # Not known before this decision: no contact is made for it; the tombstone keeps the opt-out.
+            result.new_contacts = [a for a in result.new_contacts if a != address]
+            result.preferences = [p for p in result.preferences if p.address != address]
+            result.updates = [u for u in result.updates if u.address != address]
+        key_id, digest = active_digest(on_unsubscribe.keyring, address)
+        _plan_erase(decision, Action(ActionType.ERASE, address, reason="erasure", ref=f"{key_id}:{digest}"),
+                    state, event_id, now, result)
+        result.counts["erased_on_unsubscribe"] = result.counts.get("erased_on_unsubscribe", 0) + 1
 
 
 def review_items(decision: Decision) -> list[ReviewOpened]:
     """The review items a decision opens: one when it is for review, one per rights request.
 
     A rights request's deadline comes from its evidence (`rights_request.deadline`, an
-    ISO date); one that does not parse opens the item without a deadline.
+    ISO date); one that does not parse opens the item without a deadline. A request of
+    several types (`rights_request.types`) opens one item per type, each with a reason
+    that names it (handlers.replies.rights.item_reason).
     """
     evidence = decision.evidence if isinstance(decision.evidence, Mapping) else {}
     address = next((a.address for a in decision.actions if a.address), None)
@@ -366,7 +543,12 @@ def review_items(decision: Decision) -> list[ReviewOpened]:
             due = datetime.fromisoformat(str(rights.get("deadline"))).replace(tzinfo=timezone.utc)
         except ValueError:
             pass
-        items.append(ReviewOpened("rights_request", due, address))
+        # One item per type asked for (handlers.replies.rights), each saying its type.
+        types = rights.get("types")
+        types = [str(t) for t in types] if isinstance(types, list) and types else [str(rights.get("type"))]
+        for kind in dict.fromkeys(types):
+            items.append(ReviewOpened("rights_request", due, address,
+                                      item_reason(kind, due.date().isoformat() if due else "not set", decision.reason)))
     return items
 
 
@@ -549,4 +731,5 @@ def hold_unverified(decision: Decision, recent: int, limit: int) -> Decision:
 
 
 def addresses_of(actions: Iterable[Action]) -> list[str]:
-    return list(dict.fromkeys(a.address for a in actions))
+    """The addresses the actions name (a change of address names its new address too), in order."""
+    return list(dict.fromkeys(x for a in actions for x in (a.address, a.new_address) if x is not None))

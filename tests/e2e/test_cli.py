@@ -175,7 +175,11 @@ def test_serve_refuses_bad_settings_naming_the_key(tmp_path: Path, env, named):
 
 
 def test_serve_says_clearly_when_the_broker_is_unreachable(tmp_path: Path):
-    res = unsubd("serve", db=tmp_path / "u.db", UNSUBD_AMQP_URL="amqp://guest:secret@127.0.0.1:1/")
+    # It waits `startup_wait` seconds for the broker (a restart during an outage), saying
+    # so, and then exits with the reason.
+    res = unsubd("serve", db=tmp_path / "u.db", UNSUBD_AMQP_URL="amqp://guest:secret@127.0.0.1:1/",
+                 UNSUBD_STARTUP_WAIT="1")
+    assert "RabbitMQ not reachable at start" in res.stderr
     assert res.returncode == 3 and "cannot reach RabbitMQ" in res.stderr
     assert "secret" not in res.stderr                        # the password stays out of the message
 
@@ -285,3 +289,35 @@ def _apply_optout(db: Path, address: str, units: tuple[str, ...], channels: tupl
         await database.close()
 
     asyncio.run(run())
+
+
+def test_change_address_keeps_the_person_and_says_why_it_refuses(tmp_path: Path):
+    """Rectification (issue 23 item 4) as a real subprocess: 0 done, 1 the old address is unknown,
+    2 refused. Every refusal and its exit code: tests/integration/test_rectify.py (in-process)."""
+    import sqlite3
+
+    db = tmp_path / "u.db"
+    csv = tmp_path / "c.csv"
+    csv.write_text("address,name,units\nanna.berg@example.se,Anna Berg,alumni;events\ncarl@example.se,Carl,alumni\n")
+    assert unsubd("contacts", "import", str(csv), db=db).returncode == 0
+    _apply_optout(db, "anna.berg@example.se", ("alumni",), ("email",))
+    before = json.loads(unsubd("contacts", "show", "anna.berg@example.se", "--json", db=db).stdout)
+
+    taken = unsubd("contacts", "change-address", "anna.berg@example.se", "carl@example.se", "--reason", "x", db=db)
+    assert taken.returncode == 2 and "belongs to another contact" in taken.stderr
+    done = unsubd("contacts", "change-address", "anna.berg@example.se", "Anna@Nytt.Example.se",
+                  "--reason", "new address, ticket 4711", "--operator", "kim.k", db=db)
+    assert done.returncode == 0, done.stderr
+    assert "address changed" in done.stdout
+    after = json.loads(unsubd("contacts", "show", "anna@nytt.example.se", "--json", db=db).stdout)
+    assert after["contact_id"] == before["contact_id"] and after["name"] == "Anna Berg"
+    assert after["preferences"] == before["preferences"] and sorted(after["units"]) == ["alumni", "events"]
+    with sqlite3.connect(db) as conn:
+        (evidence,) = conn.execute("SELECT evidence FROM event WHERE source = 'rectification'").fetchone()
+        (payload,) = conn.execute("SELECT payload FROM outbox WHERE routing_key = 'contact.address_changed'").fetchone()
+    assert json.loads(evidence)["operator"] == "kim.k"
+    assert {k: json.loads(payload)[k] for k in ("old_address", "new_address", "operator")} == {
+        "old_address": "anna.berg@example.se", "new_address": "anna@nytt.example.se", "operator": "kim.k"}
+    again = unsubd("contacts", "change-address", "anna.berg@example.se", "anna@nytt.example.se", "--reason", "x",
+                   db=db)
+    assert again.returncode == 1 and "no contact has the old address" in again.stderr

@@ -21,7 +21,7 @@ from worker.store.db import Database
 from worker.ingress.http import build_app
 from worker.store.models import Preference
 from tests.conftest import IN_CI, REPO, make_settings
-from tests.integration.test_links_http import KEYS_ENV, SECRET, add_contact, no_metrics
+from tests.integration.test_links_http import KEYRING, KEYS_ENV, SECRET, add_contact, no_metrics
 
 CHROMIUM = os.environ.get("UNSUBD_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,6 +50,7 @@ def _need_browser():
 async def served(tmp_path: Path):
     db = Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'unsubd.db'}")
     await migrate.upgrade(db.engine)
+    db.tombstone_keys = KEYRING                # erasure from the console finds its keys, as in serve
     app = build_app(make_settings(**KEYS_ENV), db.sessions, no_metrics, db=db)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

@@ -471,7 +471,8 @@ def _metrics(port: int) -> dict[str, float]:
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        return {k: float(v) for k, v in (line.split() for line in r.read().decode().splitlines() if line.strip())}
+        return {k: float(v) for k, v in (line.split() for line in r.read().decode().splitlines()
+                                         if line.strip() and not line.startswith("#"))}
 
 
 async def _at_least(items: list[str], n: int) -> bool:

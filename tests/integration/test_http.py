@@ -128,11 +128,11 @@ async def test_get_and_head_never_change_state(database, client):
 
 
 async def test_api_keys_guard_v1_but_not_health(database):
-    settings = make_settings(UNSUBD_API_KEYS='["s3cret"]')
+    settings = make_settings(UNSUBD_API_KEYS='["s3cret-key-0123456"]')
     async with TestClient(TestServer(build_app(settings, database.sessions, no_metrics))) as c:
         assert (await c.get("/v1/updates")).status == 401
         assert (await c.get("/v1/updates", headers={"Authorization": "Bearer wrong"})).status == 401
-        assert (await c.get("/v1/updates", headers={"Authorization": "Bearer s3cret"})).status == 200
+        assert (await c.get("/v1/updates", headers={"Authorization": "Bearer s3cret-key-0123456"})).status == 200
         assert (await c.get("/healthz")).status == 200
 
 
@@ -160,8 +160,8 @@ async def test_the_feed_over_a_real_socket_from_a_running_worker(sqlite_url):
 
 
 async def test_contact_suppression_and_review_lookups(database):
-    settings = make_settings(UNSUBD_API_KEYS='["k"]')
-    auth = {"Authorization": "Bearer k"}
+    settings = make_settings(UNSUBD_API_KEYS='["k-0123456789abcdef"]')
+    auth = {"Authorization": "Bearer k-0123456789abcdef"}
     bounce = Action(ActionType.SUPPRESS, "gone@example.se", status="5.1.1", reason="user_unknown", hard=True)
     await apply(Decision(item_id="b1", kind=Kind.BOUNCE, actions=(bounce,), reason="dsn"), database.unit_of_work(), T0)
     await apply(Decision(item_id="r1", kind=Kind.OPTOUT, review=True, reason="unclear",

@@ -288,8 +288,8 @@ async def test_v1_tokens_refuses_what_it_cannot_issue(database, client, body, st
 
 async def test_v1_tokens_needs_the_api_key_when_keys_are_set(database):
     await add_contact(database, "mia@example.se")
-    async with client_for(database, UNSUBD_API_KEYS='["s3cret"]') as c:
+    async with client_for(database, UNSUBD_API_KEYS='["s3cret-key-0123456"]') as c:
         body = {"address": "mia@example.se", "unit": "alumni"}
         assert (await c.post("/v1/tokens", json=body)).status == 401
-        r = await c.post("/v1/tokens", json=body, headers={"Authorization": "Bearer s3cret"})
+        r = await c.post("/v1/tokens", json=body, headers={"Authorization": "Bearer s3cret-key-0123456"})
         assert r.status == 200 and (await r.json())["token"]

@@ -125,11 +125,11 @@ async def test_a_form_proof_is_single_use(database):
 
 
 @pytest.mark.parametrize("value,status", [
-    ("Bearer s3cret", 200), ("bearer s3cret", 200), ("BEARER s3cret", 200), ("bEaReR   s3cret  ", 200),
-    ("Bearer wrong", 401), ("s3cret", 401), ("Basic s3cret", 401), ("Bearer", 401), ("Bearers3cret", 401),
+    ("Bearer s3cret-key-0123456", 200), ("bearer s3cret-key-0123456", 200), ("BEARER s3cret-key-0123456", 200), ("bEaReR   s3cret-key-0123456  ", 200),
+    ("Bearer wrong", 401), ("s3cret-key-0123456", 401), ("Basic s3cret-key-0123456", 401), ("Bearer", 401), ("Bearers3cret-key-0123456", 401),
 ])
 async def test_the_bearer_scheme_matches_in_any_case(database, value, status):
-    settings = make_settings(UNSUBD_API_KEYS='["s3cret"]')
+    settings = make_settings(UNSUBD_API_KEYS='["s3cret-key-0123456"]')
     from aiohttp.test_utils import TestClient, TestServer
     async with TestClient(TestServer(build_app(settings, database.sessions, no_metrics))) as c:
         assert (await c.get("/v1/updates", headers={"Authorization": value})).status == status
@@ -158,9 +158,9 @@ async def test_metrics_through_a_proxy_or_from_elsewhere_need_a_key(database):
     assert await _metrics_status(database, **elsewhere) == 403
     assert await _metrics_status(database, {"X-Forwarded-For": "203.0.113.9"}) == 403
     assert await _metrics_status(database, {"Forwarded": "for=203.0.113.9"}) == 403
-    keyed = {**elsewhere, "UNSUBD_METRICS_KEYS": '["m-key"]', "UNSUBD_API_KEYS": '["api-key"]'}
+    keyed = {**elsewhere, "UNSUBD_METRICS_KEYS": '["m-key"]', "UNSUBD_API_KEYS": '["api-key-0123456789"]'}
     assert await _metrics_status(database, {"Authorization": "Bearer m-key"}, **keyed) == 200
-    assert await _metrics_status(database, {"Authorization": "bearer api-key"}, **keyed) == 200
+    assert await _metrics_status(database, {"Authorization": "bearer api-key-0123456789"}, **keyed) == 200
     assert await _metrics_status(database, {"Authorization": "Bearer nope"}, **keyed) == 403
     assert await _metrics_status(database, {"X-Forwarded-For": "203.0.113.9", "Authorization": "Bearer m-key"},
                                  **keyed) == 200

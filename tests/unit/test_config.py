@@ -92,5 +92,6 @@ def test_missing_or_broken_file_is_a_clear_error(tmp_path: Path):
 
 
 def test_api_keys_allow_a_public_http_host():
-    s = config.load({"UNSUBD_HTTP_HOST": "0.0.0.0", "UNSUBD_API_KEYS": '["k1"]'})
-    assert s.api_keys == ("k1",)
+    s = config.load({"UNSUBD_HTTP_HOST": "0.0.0.0", "UNSUBD_API_KEYS": '["k1-0123456789abcdef"]'})
+    assert [(k.name, k.key.get_secret_value(), k.scopes) for k in s.api_keys] == [
+        ("key-1", "k1-0123456789abcdef", ("read", "write"))]

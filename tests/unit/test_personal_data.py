@@ -37,3 +37,19 @@ def test_tombstone_digests_are_keyed_and_find_older_keys():
 def test_scrub_takes_out_every_common_form():
     text = "From ANNA@Example.se, see ?u=anna%40example.se and anna=40example.se and " + encodings("anna@example.se")[-1]
     assert "anna" not in scrub(text, ["anna@example.se"]).lower()
+
+
+def test_retention_implements_exactly_the_registry_rules():
+    from worker.store.retention import IMPLEMENTS as RETAINS
+    from worker.store.personal_data import RETENTION_CLASSES, retention_rules
+
+    assert retention_rules() == set(RETAINS)
+    assert {cls for _, _, cls in RETAINS} == set(RETENTION_CLASSES)
+
+
+def test_raw_mail_and_free_text_have_a_retention_class():
+    # What a message or a person wrote is never kept for ever by default: each has a class
+    # whose period removes it (contacts go by the erasure rules).
+    for table, column in (("inbound_item", "raw"), ("inbound_item", "mail_from"), ("event", "evidence"),
+                          ("event", "reason"), ("review_item", "reason"), ("review_item", "address")):
+        assert BY_COLUMN[(table, column)].retain, (table, column)

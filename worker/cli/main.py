@@ -362,6 +362,56 @@ def cmd_review_resolve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rights_list(args: argparse.Namespace) -> int:
+    from worker.ops.requests import list_open
+
+    settings = _settings(args)
+    now = datetime.now(timezone.utc)
+    items = asyncio.run(_with_db(settings, lambda db: list_open(db, now, overdue=args.overdue)))
+    if args.json:
+        for item in items:
+            print(json.dumps(item.to_json(), ensure_ascii=False))
+        return EXIT_OK
+    if not items:
+        print("no overdue rights requests" if args.overdue else "no open rights requests")
+        return EXIT_OK
+    print(f"{'id':>6}  {'type':<13} {'due':<10} {'days left':>9}  address")
+    for item in items:
+        due = item.due_at.date().isoformat() if item.due_at else "-"
+        left = "-" if item.days_left is None else str(item.days_left)
+        flag = "  OVERDUE" if item.overdue else ""
+        print(f"{item.id:>6}  {item.type or '?':<13} {due:<10} {left:>9}  {item.address or '-'}{flag}")
+    return EXIT_OK
+
+
+def cmd_rights_fulfil(args: argparse.Namespace) -> int:
+    from worker.ops.requests import RequestError, fulfil
+
+    settings = _settings(args)
+    now = datetime.now(timezone.utc)
+
+    def deliver(data: dict[str, Any]) -> None:
+        text = json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n"
+        if args.out and args.out != "-":
+            Path(args.out).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+
+    try:
+        done = asyncio.run(_with_db(settings, lambda db: fulfil(
+            db, settings, args.id, now, operator=_operator(args), note=args.note, new_address=args.new_address,
+            deliver=deliver)))
+    except LookupError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except RequestError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    where = sys.stderr if done.item.type == "access" and not (args.out and args.out != "-") else sys.stdout
+    print(f"rights item {args.id} ({done.item.type}) closed as {done.resolution}: {done.done}", file=where)
+    return EXIT_OK
+
+
 def cmd_contacts_export(args: argparse.Namespace) -> int:
     """Everything held about an address (GDPR Art. 15): JSON, or --summary for a text to send."""
     from worker.ops.rights import export, summary
@@ -402,6 +452,32 @@ def cmd_contacts_erase(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_contacts_change_address(args: argparse.Namespace) -> int:
+    """Correct a contact's address (GDPR Art. 16), keeping its preferences and history."""
+    from worker.ops.rights import change_address
+
+    settings = _settings(args)
+    now = datetime.now(timezone.utc)
+    try:
+        result = asyncio.run(_with_db(settings, lambda db: change_address(
+            db, settings, args.old, args.new, args.reason, now, operator=_operator(args))))
+    except ValueError as exc:               # not an address, no reason, the same address, or a conflict
+        print(f"refused, nothing changed: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if result is None:
+        print("no contact has the old address; nothing changed", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    kept = []
+    if result.counts.get("suppression_left_with_old"):
+        kept.append("its suppression stays with the old address")
+    if result.counts.get("soft_bounces_left_with_old"):
+        kept.append("its soft bounces stay with the old address")
+    print(f"address changed; preferences, memberships and history kept"
+          + (f" ({'; '.join(kept)})" if kept else "")
+          + f"; marketing systems are told (event {result.applied.event_id})")
+    return EXIT_OK
+
+
 def cmd_contacts_opt_in(args: argparse.Namespace) -> int:
     from worker.ops.admin import opt_in
 
@@ -422,6 +498,50 @@ def cmd_contacts_opt_in(args: argparse.Namespace) -> int:
         print(f"{args.address}: nothing to change (already receiving that)", file=sys.stderr)
         return EXIT_OK
     print(f"{args.address} opted back in ({applied.updates} updates, event {applied.event_id})")
+    return EXIT_OK
+
+
+RETENTION_WORDS = {"contacts": "erased (their opt-outs kept as tombstones)", "review_items": "deleted",
+                   "events": "deleted, or emptied where a row still refers to them", "evidence": "emptied",
+                   "raw_mail": "blanked"}
+
+
+def cmd_retention_run(args: argparse.Namespace) -> int:
+    """Remove what is past its retention period; the counts per class first (worker.ops.retention)."""
+    from handlers.events.retention import CLASSES, Policy
+    from worker.ops.retention import run
+
+    settings = _settings(args)
+    policy = Policy.from_settings(settings.retention)
+    periods = {"contacts": f"non-alumni {policy.describe('non_alumni')}, alumni {policy.describe('alumni')} "
+                           "after the last interaction",
+               **{name: policy.describe(name) for name in CLASSES if name != "contacts"}}
+    now = datetime.now(timezone.utc)
+
+    def show_due(counts: dict[str, int]) -> None:
+        if args.json:
+            return
+        print("due now" + (" (dry run: nothing is changed)" if args.dry_run else "") + ":")
+        for name in CLASSES:
+            print(f"  {name:<13}{counts.get(name, 0):>8}   ({periods[name]})")
+        sys.stdout.flush()
+
+    try:
+        result = asyncio.run(_with_db(settings, lambda db: run(db, settings, now, dry_run=args.dry_run,
+                                                               on_due=show_due)))
+    except ValueError as exc:
+        print(f"unsubd: {exc}; nothing changed", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps({"due": result.due, "done": result.done, "detail": result.detail,
+                          "batches": result.batches, "dry_run": result.dry_run, "skipped": result.skipped}))
+        return EXIT_OK
+    if result.skipped:
+        print(f"skipped: {result.skipped}")
+    elif not result.dry_run:
+        print(f"done ({result.batches} batches, each an event of source retention):")
+        for name in CLASSES:
+            print(f"  {name:<13}{result.done.get(name, 0):>8}   {RETENTION_WORDS[name]}")
     return EXIT_OK
 
 
@@ -537,6 +657,21 @@ def parser() -> argparse.ArgumentParser:
     rr.add_argument("--note", default="", help="why, kept with the event")
     rr.set_defaults(func=cmd_review_resolve)
 
+    rg = sub.add_parser("rights", help="rights requests (access, erasure, rectification, objection) and their "
+                                       "deadlines").add_subparsers(dest="rights_command", required=True,
+                                                                   metavar="ACTION")
+    rgl = rg.add_parser("list", parents=[common], help="open rights requests, the earliest due first")
+    rgl.add_argument("--overdue", action="store_true", help="only those past their due date")
+    rgl.add_argument("--json", action="store_true", help="one JSON object per line")
+    rgl.set_defaults(func=cmd_rights_list)
+    rgf = rg.add_parser("fulfil", parents=[common],
+                        help="do what the request asks and close it (erasure erases; access writes the export)")
+    rgf.add_argument("id", type=int)
+    rgf.add_argument("--note", default="", help="what was done or said, kept with the event")
+    rgf.add_argument("--out", metavar="PATH", help="access: write the export (JSON and summary) here (default stdout)")
+    rgf.add_argument("--new-address", metavar="ADDRESS", help="rectification: the corrected address (required)")
+    rgf.set_defaults(func=cmd_rights_fulfil)
+
     pk = sub.add_parser("parked", help="items that could not be handled (dead-lettered)").add_subparsers(
         dest="parked_command", required=True, metavar="ACTION")
     pl = pk.add_parser("list", parents=[common], help="parked items with their errors, oldest first")
@@ -571,12 +706,28 @@ def parser() -> argparse.ArgumentParser:
     er.add_argument("address")
     er.add_argument("--reason", required=True, help="why, kept in the audit record (the address is taken out)")
     er.set_defaults(func=cmd_contacts_erase)
+    ca = ct.add_parser("change-address", parents=[common],
+                       help="correct a contact's address, keeping its preferences and history (needs --reason)")
+    ca.add_argument("old", metavar="OLD")
+    ca.add_argument("new", metavar="NEW")
+    ca.add_argument("--reason", required=True, help="why, kept in the audit record (e.g. 'new address, ticket 4711')")
+    ca.set_defaults(func=cmd_contacts_change_address)
+    rt = sub.add_parser("retention", help="records kept only as long as [retention] says").add_subparsers(
+        dest="retention_command", required=True, metavar="ACTION")
+    rtr = rt.add_parser("run", parents=[common],
+                        help="remove what is past its period (prints the counts per class first)")
+    rtr.add_argument("--dry-run", action="store_true", help="only print what is due; change nothing")
+    rtr.add_argument("--json", action="store_true", help="one JSON object: due, done, batches")
+    rtr.set_defaults(func=cmd_retention_run)
     tk = sub.add_parser("token", parents=[common], help="the unsubscribe headers for one contact and unit")
     tk.add_argument("address")
     tk.add_argument("--unit", required=True, help="the sending unit's key, or '*' for every unit")
     tk.add_argument("--channel", default="email", help="email (default), sms, phone, letter, web, or '*'")
     tk.add_argument("--json", action="store_true")
     tk.set_defaults(func=cmd_token)
+    from worker.console.cli import add_parsers as add_user_parsers      # `unsubd users ...`
+
+    add_user_parsers(sub, common)
     return p
 
 

@@ -11,12 +11,10 @@ written by handlers.state.apply, like mail.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import logging
 import secrets
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 import jinja2
@@ -33,14 +31,23 @@ from worker.store import keys as token_keys
 from worker.ops.admin import export_suppressions
 from worker.ops.contacts import show as show_contact
 from worker.store.db import Database
+from worker.ingress import api_auth
+from worker.ingress.api_requests import add_request_routes
+from worker.ingress.api_rights import add_rights_routes
 from worker.ingress.links import CHANNELS, BadRequest, ContactPreferences, issue, load_preferences
 from worker.store.models import Outbox
+from worker.store import sent_counts
+from worker.ops import dashboard
+from worker.ingress import openapi
+from worker.ingress.metrics import Exporter, metrics_handler
+from handlers.events.upstream import BadSentCounts, read_sent_counts
 from worker.ingress.page_text import LANGUAGE_NAMES, LANGUAGES, TEXT, choose_language
 from worker.ops.review import list_open
 
 log = logging.getLogger("unsubd.http")
 
 MAX_PAGE = 1000
+MAX_ID = 2 ** 63 - 1                  # the largest id a BIGINT (and SQLite's INTEGER) holds
 # GET /v1/updates?wait=S holds an empty answer up to S seconds (at most MAX_WAIT) until
 # an update is published. A relay in this process wakes it at once; updates published
 # by another process are noticed by looking again every FEED_RECHECK seconds.
@@ -75,22 +82,6 @@ def _problem(status: int, title: str) -> web.Response:
     return web.json_response({"error": title, "status": status}, status=status)
 
 
-def bearer(request: web.Request) -> str | None:
-    """The credentials of `Authorization: Bearer X`, or None. The scheme is matched
-    without regard to case (RFC 9110 section 11.1, RFC 6750 section 2.1)."""
-    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
-        return None
-    return credentials.strip()
-
-
-def _key_matches(given: str | None, keys: list[bytes]) -> bool:
-    if given is None:
-        return False
-    data = given.encode("utf-8", "surrogateescape")
-    return any(hmac.compare_digest(data, k) for k in keys)
-
-
 def origin_of(url: str) -> str | None:
     """`scheme://host[:port]` of an absolute http(s) URL, lower-cased, without the
     default port (RFC 6454 section 6.1); None for anything else (including `null`)."""
@@ -109,6 +100,25 @@ def origin_of(url: str) -> str | None:
     return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
+def foreign_origin(request: web.Request, ours: Iterable[str | None]) -> str | None:
+    """The foreign origin a POST states, or None when it states one of `ours`, the origin
+    the request was addressed to (its scheme and Host), or nothing at all.
+
+    A browser states where a form was posted from in `Origin` (or, lacking it, in
+    `Referer`); `Origin: null` (a sandboxed frame, a data: URL) is foreign. Stating
+    nothing is not evidence either way: the caller still requires its own proof.
+    """
+    stated = request.headers.get("Origin")
+    if stated is None:
+        stated = request.headers.get("Referer")
+        if stated is None or not stated.strip():
+            return None
+    found = origin_of(stated)
+    if found is not None and found in {*ours, origin_of(f"{request.scheme}://{request.host}")}:
+        return None
+    return stated.strip()[:200] or "null"
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -116,41 +126,18 @@ def _utcnow() -> datetime:
 def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
               metrics: Callable[[], Awaitable[dict[str, Any]]], db: Database | None = None,
               keyring: Keyring | None = _UNSET, clock: Callable[[], datetime] = _utcnow,
-              feed_changed: Callable[[], asyncio.Event] | None = None) -> web.Application:
+              feed_changed: Callable[[], asyncio.Event] | None = None,
+              exporter: Exporter | None = None) -> web.Application:
     """The HTTP application. Without `db` the /u/ pages can show but not save (503);
     `keyring` defaults to worker.store.keys.keyring_for(settings). `feed_changed` (the
-    relay's, when one runs in this process) wakes waiting /v1/updates calls."""
-    keys = [k.encode() for k in settings.api_keys]
-    metrics_keys = [k.encode() for k in settings.metrics_keys] + keys
-    metrics_networks = [ipaddress.ip_network(n, strict=False) for n in settings.metrics_networks]
+    relay's, when one runs in this process) wakes waiting /v1/updates calls. `exporter`
+    (the Worker's, whose histograms the consumer observes into) renders /metrics; without
+    one the app has its own. With `metrics_port` set, /metrics is not served here but on
+    its own listener (worker.ingress.metrics.metrics_app)."""
     if keyring is _UNSET:
         keyring = token_keys.keyring_for(settings)
 
-    @web.middleware
-    async def api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/v1/") and keys:
-            if not _key_matches(bearer(request), keys):
-                return _problem(401, "missing or wrong API key (Authorization: Bearer KEY)")
-        return await handler(request)
-
-    def metrics_allowed(request: web.Request) -> bool:
-        """A key (metrics_keys or api_keys) from anywhere; without one, only a direct
-        client in metrics_networks. A proxy in front (it says so with Forwarded or
-        X-Forwarded-For) makes every client look local, so such a request needs a key."""
-        if _key_matches(bearer(request), metrics_keys):
-            return True
-        if "Forwarded" in request.headers or "X-Forwarded-For" in request.headers:
-            return False
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        try:
-            address = ipaddress.ip_address(peer[0]) if peer else None
-        except (ValueError, TypeError, IndexError):
-            address = None
-        if address is None:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in net for net in metrics_networks)
+    api_key = api_auth.middleware(settings.api_keys)     # names, scopes, 401 and 403: worker/ingress/api_auth.py
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -159,7 +146,10 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
         except web.HTTPException:
             raise
         except Exception as exc:              # noqa: BLE001 - infrastructure failure: 503, details in the log
-            log.warning("request failed: %s %s", request.path, type(exc).__name__)
+            # The route's pattern, not the path: a path may hold an address or a token.
+            resource = request.match_info.route.resource if request.match_info.route is not None else None
+            log.warning("request failed: %s %s", resource.canonical if resource is not None else "-",
+                        type(exc).__name__)
             return _problem(503, "temporarily unavailable, try again")
 
     async def healthz(request: web.Request) -> web.Response:
@@ -170,14 +160,33 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
             await s.execute(text("SELECT 1"))
         return web.json_response({"status": "ready"})
 
-    async def metrics_text(request: web.Request) -> web.Response:
-        if not metrics_allowed(request):
-            return _problem(403, "/metrics: only from metrics_networks, or with Authorization: Bearer KEY "
-                                 "(metrics_keys or api_keys)")
-        lines = []
-        for name, value in sorted((await metrics()).items()):
-            lines.append(f"unsubd_{name} {value}")
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    # /metrics (the access rules of metrics_networks and metrics_keys): worker/ingress/metrics.py
+    metrics_text = metrics_handler(settings, metrics, exporter or Exporter(),
+                                   (lambda: dashboard.live(db, settings)) if db is not None else None)
+
+    async def sent_counts_api(request: web.Request) -> web.Response:
+        """Daily sent counts from a sending system: how many messages a unit sent on a day and
+        channel, the complaint rate's denominator. A report replaces the count for each (day,
+        unit, channel) it names, so resending is harmless. Any bad entry: 400 naming it, and
+        nothing is written."""
+        if db is None:
+            return _problem(503, "not available in this process")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _problem(400, 'the body must be JSON: {"counts": [{"day", "unit", "channel", "count"}, ...]}')
+        now = clock()
+        try:
+            counts = read_sent_counts(body, settings.units, now.astimezone(timezone.utc).date())
+        except BadSentCounts as exc:
+            extra = {"entry": exc.entry} if exc.entry is not None else {}
+            return web.json_response({"error": str(exc), "status": 400, **extra}, status=400)
+        written = await sent_counts.record(db, counts, api_auth.operator_of(request), now)
+        return web.json_response({"written": written})
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        """This API described in OpenAPI 3.1, generated from the routes and their declared schemas."""
+        return web.json_response(openapi.document(request.app))
 
     async def updates(request: web.Request) -> web.Response:
         """The changes feed: published updates with id > `after`, oldest first; with
@@ -191,8 +200,8 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
             wait = float(request.query.get("wait", "0"))
         except ValueError:
             wait = -1.0
-        if after < 0 or not 1 <= limit <= MAX_PAGE:
-            return _problem(400, f"'after' must be >= 0 and 'limit' between 1 and {MAX_PAGE}")
+        if not 0 <= after <= MAX_ID or not 1 <= limit <= MAX_PAGE:     # a larger id overflows the column
+            return _problem(400, f"'after' must be from 0 to {MAX_ID} and 'limit' between 1 and {MAX_PAGE}")
         if not 0 <= wait <= MAX_WAIT:
             return _problem(400, f"'wait' must be a number of seconds from 0 to {MAX_WAIT:g}")
         loop = asyncio.get_running_loop()
@@ -222,7 +231,8 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
     app[FEED_STOP] = asyncio.Event()          # set on shutdown: waiting feed calls answer at once
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_text)
+    if settings.metrics_port is None:
+        app.router.add_get("/metrics", metrics_text)
     async def contact(request: web.Request) -> web.Response:
         """Effective preferences, suppressions and recent events of one address."""
         try:
@@ -250,8 +260,15 @@ def build_app(settings: Settings, sessions: async_sessionmaker[AsyncSession],
     app.router.add_get("/v1/suppressions", suppressions)
     app.router.add_get("/v1/review", review)
     app.router.add_post("/v1/tokens", links.issue_api)
+    app.router.add_post("/v1/sent-counts", sent_counts_api)
+    app.router.add_get("/v1/openapi.json", openapi_json)
+    add_rights_routes(app, settings, db, clock)               # export, erase, change-address (issue 23)
+    add_request_routes(app, settings, db, clock)              # rights requests, retention (issue 23)
     app.router.add_get("/u/{token}", links.page)            # also answers HEAD, equally without effect
     app.router.add_post("/u/{token}", links.post)
+    if db is not None and settings.console.enabled:
+        from worker.console.app import build_console      # imported here: the console imports this module
+        app.add_subapp("/console/", build_console(settings, db, clock))
     return app
 
 
@@ -274,15 +291,7 @@ class _Links:
         browser that sends neither) is not evidence of anything, so it passes: the
         signed token and the form proof are still required.
         """
-        stated = request.headers.get("Origin")
-        if stated is None:
-            stated = request.headers.get("Referer")
-            if stated is None or not stated.strip():
-                return None
-        found = origin_of(stated)
-        if found is not None and found in (self.origin, origin_of(f"{request.scheme}://{request.host}")):
-            return None
-        return stated.strip()[:200] or "null"
+        return foreign_origin(request, (self.origin,))
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -460,21 +469,28 @@ class _Links:
 
 
 class HttpServer:
-    def __init__(self, settings: Settings, app: web.Application) -> None:
+    """A listener for `app`: on http_host and http_port, or on `host` and `port` when given
+    (the metrics listener: metrics_host, metrics_port)."""
+
+    def __init__(self, settings: Settings, app: web.Application, host: str | None = None,
+                 port: int | None = None) -> None:
         self._settings = settings
         self._runner = web.AppRunner(app, access_log=None)
+        self._host = host if host is not None else settings.http_host
+        self._port = port if port is not None else settings.http_port
         self.port: int | None = None
 
     async def start(self) -> tuple[str, int]:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.http_host, self._settings.http_port)
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         sockets = site._server.sockets if site._server else []      # noqa: SLF001 - aiohttp has no public getter
-        host, port = sockets[0].getsockname()[:2] if sockets else (self._settings.http_host, self._settings.http_port)
+        host, port = sockets[0].getsockname()[:2] if sockets else (self._host, self._port)
         self.port = port
         log.info("http listening on %s:%s", host, port)
         return host, port
 
     async def stop(self) -> None:
-        self._runner.app[FEED_STOP].set()
+        if FEED_STOP in self._runner.app:
+            self._runner.app[FEED_STOP].set()
         await self._runner.cleanup()

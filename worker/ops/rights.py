@@ -14,13 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from config import Settings
+from handlers.events import rectify as rectify_commands
 from handlers.events import rights as rights_commands
 from handlers.mail.addresses import normalise
 from handlers.model import State
-from handlers.state.apply import Applied, apply
-from handlers.state.plan import PreferenceRow, effective_state
+from handlers.state.apply import Applied, Refused, apply
+from handlers.state.plan import NEW_ERASED, NEW_TAKEN, OLD_UNKNOWN, PreferenceRow, effective_state
 from handlers.tokens import Keyring
 from worker.store.db import Database
 from worker.store.keys import keyring_for
@@ -90,12 +92,16 @@ async def export(db: Database, settings: Settings, raw_address: str) -> dict[str
         contact = await s.get(Contact, found.contact_id) if found is not None else None
         contact_id = contact.id if contact is not None else None
         addresses = [address]
+        former: list[str] = []
         if contact_id is not None:
             addresses = list((await s.scalars(select(Address.address).where(Address.contact_id == contact_id)
                                               .order_by(Address.id))).all()) or [address]
-        out: dict[str, Any] = {"address": address, "contact": _row(contact) if contact else None}
+            former = await _former_addresses(s, contact_id, addresses)
+        out: dict[str, Any] = {"address": address, "contact": _row(contact) if contact else None,
+                               "former_addresses": former}
+        current, addresses = addresses, addresses + former
         out["address_rows"] = [_row(a) for a in (await s.scalars(
-            select(Address).where(or_(Address.address.in_(addresses), Address.contact_id == contact_id))
+            select(Address).where(or_(Address.address.in_(current), Address.contact_id == contact_id))
             .order_by(Address.id))).all()]
         prefs = (await s.scalars(select(Preference).where(Preference.contact_id == contact_id)
                                  .order_by(Preference.changed_at, Preference.id))).all() if contact_id else []
@@ -150,6 +156,18 @@ async def export(db: Database, settings: Settings, raw_address: str) -> dict[str
     return out
 
 
+async def _former_addresses(s: Any, contact_id: int, current: list[str]) -> list[str]:
+    """Addresses the contact had before a change of address (rectification): those its events
+    named for it, that are not its own now and not another contact's."""
+    named = (await s.scalars(select(EventAddress.address).where(EventAddress.contact_id == contact_id)
+                             .distinct())).all()
+    named = sorted(set(named) - set(current))
+    if not named:
+        return []
+    taken = set((await s.scalars(select(Address.address).where(Address.address.in_(named)))).all())
+    return [a for a in named if a not in taken]
+
+
 def personal_tables() -> set[str]:
     """The tables the registry says hold data about a person (what an export must cover)."""
     return {f.table for f in personal_fields()}
@@ -165,6 +183,8 @@ def summary(data: dict[str, Any]) -> str:
         others = [a["address"] for a in data["address_rows"] if a["address"] != data["address"]]
         if others:
             lines.append(f"- Other addresses: {', '.join(others)}.")
+        if data.get("former_addresses"):
+            lines.append(f"- Addresses you had before: {', '.join(data['former_addresses'])}.")
     else:
         lines.append("- No contact record.")
     if data["membership"]:
@@ -195,7 +215,8 @@ class Erased:
 
 async def erase(db: Database, settings: Settings, raw_address: str, reason: str, now: datetime,
                 operator: str) -> Erased | None:
-    """Erase the address and its contact's other addresses (GDPR Art. 17), keeping their "no" as tombstones.
+    """Erase the address and its contact's other addresses, and those it had before a change of
+    address (GDPR Art. 17), keeping their "no" as tombstones.
 
     Returns None when nothing is held about the address (nothing written). Raises
     ValueError for something that is not an address, an empty reason, or no keys to hash
@@ -211,7 +232,8 @@ async def erase(db: Database, settings: Settings, raw_address: str, reason: str,
     data = await export(db, settings, address)
     if data is None:
         return None
-    addresses = list(dict.fromkeys([address, *(a["address"] for a in data["address_rows"])]))
+    addresses = list(dict.fromkeys([address, *(a["address"] for a in data["address_rows"]),
+                                    *data["former_addresses"]]))
     held = data["contact"] or any(data[k] for k in ("suppression", "event", "review_item", "inbound_item",
                                                     "soft_bounce"))
     if not held:
@@ -219,3 +241,48 @@ async def erase(db: Database, settings: Settings, raw_address: str, reason: str,
     decision = rights_commands.erase(addresses, reason, operator, keys)
     applied = await apply(decision, db.unit_of_work(), now)
     return Erased(address=address, applied=applied, addresses=len(addresses), counts=dict(applied.counts))
+
+
+class AddressConflict(ValueError):
+    """A change of address that cannot be made: the new address is another contact's
+    (`kind` "taken") or was erased (`kind` "erased"). Nothing was written."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class Changed:
+    old: str
+    new: str
+    applied: Applied
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+async def change_address(db: Database, settings: Settings, raw_old: str, raw_new: str, reason: str, now: datetime,
+                         operator: str) -> Changed | None:
+    """Correct a contact's address (GDPR Art. 16): the contact of `raw_old` gets `raw_new`, keeping
+    its preferences, memberships and history; the old address's suppression and soft bounces
+    are not carried over. Published as `contact.address_changed`.
+
+    Returns None when no contact has the old address (nothing written). Raises ValueError
+    for something that is not an address, an empty reason or the same address twice, and
+    AddressConflict when the new address belongs to another contact or was erased.
+    """
+    decision = rectify_commands.change_address(raw_old, raw_new, reason, operator)
+    tombstone_keys(db, settings)              # so that the transaction finds a tombstone of the new address
+    try:
+        applied = await apply(decision, db.unit_of_work(), now)
+    except Refused as exc:
+        problem = exc.problems[0] if exc.problems else str(exc)
+        if problem.startswith(OLD_UNKNOWN):
+            return None
+        kind = "erased" if problem.startswith(NEW_ERASED) else "taken" if problem.startswith(NEW_TAKEN) else "refused"
+        raise AddressConflict(problem, kind) from None
+    except IntegrityError:
+        # Another transaction gave the new address to a contact after this one read it as
+        # free (PostgreSQL: the address's unique index); this one was rolled back.
+        raise AddressConflict(f"{NEW_TAKEN} (given to it just now)", "taken") from None
+    action = decision.actions[0]
+    return Changed(old=action.address, new=action.new_address or "", applied=applied, counts=dict(applied.counts))

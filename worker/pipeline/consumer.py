@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from functools import partial
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Protocol
@@ -32,6 +34,7 @@ from handlers.state.apply import Applied, UnitOfWork, apply_all
 from handlers.state.plan import BouncePolicy
 from handlers.classify import SUSPECT
 from handlers.model import Decision, Inbound
+from worker.store import sent_counts
 from worker.store.db import GroupCommit
 from worker.errors import is_conflict, is_outage
 from worker.pipeline.pool import ClassifyFailed, ClassifyTimeout
@@ -41,6 +44,13 @@ from worker.outbox.relay import Handoff
 log = logging.getLogger("unsubd.consumer")
 
 Classify = Callable[[Inbound, datetime], Awaitable[Decision]]
+
+
+class Timings(Protocol):
+    """Where the consumer reports its timings (worker.ingress.metrics.Exporter has both)."""
+
+    classify_seconds: Any
+    update_latency: Any
 
 
 class InboundQueue(Protocol):
@@ -181,12 +191,15 @@ class Consumer:
     def __init__(self, settings: Settings, queue: InboundQueue | None, classify: Classify,
                  unit_of_work: Callable[[], UnitOfWork], clock: Callable[[], datetime],
                  on_applied: Callable[[], None] | None = None, database: Any = None,
-                 handoff: Handoff | None = None) -> None:
+                 handoff: Handoff | None = None, timings: Timings | None = None) -> None:
         """`database` (a worker.store.db.Database) lets decisions be applied in its `write`
         transactions, with embedded-queue items marked done there; without it, each
         transaction is a `unit_of_work()` of its own. With `handoff` (and `database`),
         the updates a transaction commits are published by this process at once
-        (worker.outbox.relay.Handoff) instead of by a relay."""
+        (worker.outbox.relay.Handoff) instead of by a relay. `timings` (the app's
+        histograms, worker.ingress.metrics.Exporter) is told how long classify took and how
+        long an item waited from its acceptance until its decision was committed."""
+        self._timings = timings
         self._settings = settings.consumer
         self._queue = queue
         self._classify = classify
@@ -335,6 +348,7 @@ class Consumer:
         (`recorded`). An outage pauses the item (and the consumer) and then tries it
         again, uncounted; if the consumer stops meanwhile, the outcome is "release".
         """
+        started = time.perf_counter()
         try:
             decision = await self._classify(item, self._clock())
         except ClassifyTimeout as exc:
@@ -342,6 +356,9 @@ class Consumer:
             return self._park_outcome(f"classify: {exc}")
         except ClassifyFailed as exc:
             return self._failed(f"classify: {exc}", attempts)
+        if self._timings is not None:
+            # Where the decision comes back: with parser processes this includes the hand-over.
+            self._timings.classify_seconds.observe(time.perf_counter() - started)
         mark_done = mark_done and self._marks_done_in_tx
         unconfirmed = 0                       # outage pauses after which the database answered at once
         conflicts = 0                         # transactions in each other's way, tried again at once
@@ -374,6 +391,8 @@ class Consumer:
         else:
             c.applied += 1
             c.updates += applied.updates
+            if self._timings is not None:         # acceptance (SMTP 250, enqueue) to commit: the update is written
+                self._timings.update_latency.observe(max(0.0, (self._clock() - item.received_at).total_seconds()))
             c.by_kind[decision.kind.value] = c.by_kind.get(decision.kind.value, 0) + 1
             for flag in decision.evidence.get("suspect") or ():      # forged or implausible reports (issue 22)
                 c.suspect_reports[flag] = c.suspect_reports.get(flag, 0) + 1
@@ -404,8 +423,18 @@ class Consumer:
         decisions = [d for d, _ in batch]
         done_ids = [item_id for _, item_id in batch if item_id is not None]
         now = self._clock()
+        # Sent counts from the queue (not consent state) are written in the same transaction
+        # as their decision's event (worker.store.sent_counts).
+        reports = [r for r in map(sent_counts.carried_by, decisions) if r is not None]
+
+        def write_reports(uow: Any) -> None:
+            for counts, reported_by in reports:
+                uow.before_commit.append(partial(sent_counts.write, counts=counts, reported_by=reported_by, now=now))
+
         if self._db is None:
-            return await apply_all(decisions, self._uow(), now, self._policy, self._unverified_per_hour)
+            uow = self._uow()
+            write_reports(uow)
+            return await apply_all(decisions, uow, now, self._policy, self._unverified_per_hour)
         db = self._db
         # The consumer publishes these updates itself only while it is idle otherwise (one
         # decision, none waiting); under load the relays batch them, at less cost to the
@@ -421,6 +450,7 @@ class Consumer:
             if done_ids:
                 queue: Any = self._queue
                 uow.before_commit.append(lambda c: queue.done_in(done_ids, c))
+            write_reports(uow)
             return await apply_all(decisions, uow, now, self._policy, self._unverified_per_hour)
 
         applied = await db.write(work)

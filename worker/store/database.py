@@ -48,6 +48,9 @@ class Database:
         # The keys erased addresses are hashed under (handlers.events.rights): a unit of work
         # looks up the tombstones of addresses it does not know. Set by worker.app.prepare_database.
         self.tombstone_keys: Keyring | None = None
+        # Units whose email opt-out erases the address (config Unit.on_unsubscribe = "erase"),
+        # set by worker.app.prepare_database; read by SqlUnitOfWork.on_unsubscribe.
+        self.erase_on_unsubscribe: frozenset[str] = frozenset()
         # SQLite file: `write` runs whole transactions in one thread with the plain sqlite3
         # driver. Through aiosqlite every statement costs several hops between the loop
         # and its thread (cursor, execute, fetch, close), and a hop costs up to a

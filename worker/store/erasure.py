@@ -163,4 +163,8 @@ def _redact_payload(payload: Any, addresses: Sequence[str], digest_of: dict[str,
     if isinstance(address, str) and address.lower() in digest_of:
         new["address"] = None
         new["address_hash"] = digest_of[address.lower()]
+    for key in ("old_address", "new_address"):          # contact.address_changed (rectification)
+        value = new.get(key)
+        if isinstance(value, str) and value.lower() in digest_of:
+            new[key] = None
     return scrub_json(new, addresses)

@@ -16,6 +16,13 @@ Kinds:
     consent     what the person chose, or what was decided about them (kept as a tombstone)
     none        not about a person (times, states, unit keys, our own ids)
 
+Retention (`retain`): the classes of `[retention]` that change the column when its
+period is over (worker.store.retention implements exactly these): `raw_mail` blanks a
+handled message's bytes, sender and error; `evidence` replaces an event's reason and
+evidence by a marker; `events` deletes a whole event no row refers to (and its
+event_address rows), or empties it like `evidence`; `review_items` deletes a resolved
+review item. Contacts past their period are erased by the rules below.
+
 Erasure rules (`erase`):
 
     keep        left as it is
@@ -33,6 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 KINDS = ("identifier", "name", "content", "raw", "pseudonym", "consent", "none")
+# Retention classes (worker.ops.retention): `contacts` follows the erasure rules above; the
+# others name the columns they change in `retain`.
+RETENTION_CLASSES = ("raw_mail", "evidence", "events", "review_items")
 RULES = ("keep", "delete", "null", "blank", "scrub", "redact", "anonymise")
 
 
@@ -43,15 +53,21 @@ class Field:
     kind: str
     erase: str
     note: str = ""
+    retain: tuple[str, ...] = ()     # the retention classes that remove or empty it (worker.store.retention)
 
     @property
     def personal(self) -> bool:
         return self.kind != "none"
 
 
-def _f(table: str, column: str, kind: str, erase: str = "keep", note: str = "") -> Field:
-    assert kind in KINDS and erase in RULES, (table, column)
-    return Field(table, column, kind, erase, note)
+def _f(table: str, column: str, kind: str, erase: str = "keep", note: str = "", retain: tuple[str, ...] = ()) -> Field:
+    assert kind in KINDS and erase in RULES and set(retain) <= set(RETENTION_CLASSES), (table, column)
+    # A whole event goes with the `events` class (its event_address rows with it).
+    if table in ("event", "event_address"):
+        retain = tuple(dict.fromkeys(("events", *retain)))
+    if table == "review_item":
+        retain = ("review_items",)
+    return Field(table, column, kind, erase, note, retain)
 
 
 FIELDS: tuple[Field, ...] = (
@@ -88,24 +104,24 @@ FIELDS: tuple[Field, ...] = (
     _f("event", "item_id", "none", note="a hash of envelope and bytes: names nobody"),
     _f("event", "kind", "none"),
     _f("event", "source", "none"),
-    _f("event", "reason", "content", "scrub"),
+    _f("event", "reason", "content", "scrub", retain=("evidence",)),
     _f("event", "review", "none"),
     _f("event", "verified", "none"),
     _f("event", "actions", "content", "redact"),
-    _f("event", "evidence", "content", "redact"),
+    _f("event", "evidence", "content", "redact", retain=("evidence",)),
     _f("event", "occurred_at", "none"),
     *(_f("event_address", c, k, "delete") for c, k in (
         ("id", "none"), ("event_id", "none"), ("address", "identifier"), ("contact_id", "pseudonym"))),
     # inbound_item: the received message itself
     _f("inbound_item", "id", "none"),
-    _f("inbound_item", "raw", "raw", "blank"),
-    _f("inbound_item", "mail_from", "identifier", "null"),
+    _f("inbound_item", "raw", "raw", "blank", retain=("raw_mail",)),
+    _f("inbound_item", "mail_from", "identifier", "null", retain=("raw_mail",)),
     _f("inbound_item", "rcpt_tos", "identifier", "blank"),
     _f("inbound_item", "source", "none"),
     _f("inbound_item", "received_at", "none"),
     _f("inbound_item", "status", "none"),
     _f("inbound_item", "attempts", "none"),
-    _f("inbound_item", "last_error", "content", "null"),
+    _f("inbound_item", "last_error", "content", "null", retain=("raw_mail",)),
     _f("inbound_item", "available_at", "none"),
     _f("inbound_item", "updated_at", "none"),
     _f("inbound_item", "claimed_by", "none"),
@@ -159,6 +175,12 @@ BY_COLUMN: dict[tuple[str, str], Field] = {(f.table, f.column): f for f in FIELD
 def personal_fields() -> list[Field]:
     """Every column that holds data about a person (kind other than `none`)."""
     return [f for f in FIELDS if f.personal]
+
+
+def retention_rules() -> set[tuple[str, str, str]]:
+    """(table, column, class) for every column a retention class other than `contacts` changes
+    (`contacts` erases, by `erasure_rules`)."""
+    return {(f.table, f.column, cls) for f in FIELDS for cls in f.retain}
 
 
 def erasure_rules() -> set[tuple[str, str, str]]:

@@ -8,13 +8,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Protocol
 
+from sqlalchemy import bindparam, delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handlers.model import Decision
-from handlers.state.plan import Plan
-from handlers.events.rights import redact_actions
+from handlers.state.plan import OnUnsubscribe, Plan
+from handlers.events.rights import redact_actions, scrub, scrub_json
 from worker.store.connection import WriteConn
-from worker.store.erasure import erase_rows
+from worker.store.models import Membership
+from worker.store.erasure import BLANK_ITEMS, erase_rows
+from worker.store.rectify import address_change_writes
+from worker.store.retention import retain_rows
 from worker.store.pg_flush import pg_insert_all, pg_json
 from worker.store.reads import StateReads
 from worker.store.statements import (ADDRESS_CONTACTS, CLEAR_SOFT, CONTACT_SEQ, INSERT_SLOTS, JOIN, NEW_CONTACT,
@@ -35,6 +39,10 @@ class WriteAccess(Protocol):
 
 
 BeforeCommit = Callable[[WriteConn], Awaitable[None]]
+# A contact leaves a unit's list (an opt-out of a unit whose on_unsubscribe is "erase", for a
+# contact still on another unit's list: handlers.state.plan.OnUnsubscribe).
+LEAVE = delete(Membership).where(Membership.contact_id == bindparam("b_contact"),
+                                 Membership.unit == bindparam("b_unit"))
 
 
 class SqlUnitOfWork(StateReads):
@@ -74,6 +82,17 @@ class SqlUnitOfWork(StateReads):
         # outbox rows written here are claimed until then, and collected in `claimed_rows`.
         self.claimed_until: datetime | None = None
         self.claimed_rows: list[dict[str, Any]] = []
+        # What retention commands recorded here changed, per `<table>.<rule>` (worker.store.retention).
+        self.retained: dict[str, int] = {}
+
+    @property
+    def on_unsubscribe(self) -> OnUnsubscribe | None:
+        """The units whose email opt-out erases the address (set on the Database from the settings
+        by worker.app.prepare_database), with the tombstone keys; None when there are none."""
+        units = getattr(self._db, "erase_on_unsubscribe", None)
+        if not units:
+            return None
+        return OnUnsubscribe(frozenset(units), getattr(self._db, "tombstone_keys", None))
 
     @property
     def conn(self) -> WriteConn:
@@ -150,19 +169,22 @@ class SqlUnitOfWork(StateReads):
         conn = self.conn
         erased = [e.address for e in changes.erasures]
         evidence = dict(decision.evidence)
+        if erased:          # an opt-out that erases (on_unsubscribe): its own record keeps no address either
+            evidence = scrub_json(evidence, erased)
         if decision.operator:
             evidence["operator"] = decision.operator
         if changes.dropped:
             evidence["dropped"] = list(changes.dropped)
         row = {"id": event_id, "item_id": decision.item_id, "kind": decision.kind.value, "source": decision.source,
-               "reason": decision.reason, "review": decision.review, "verified": decision.verified,
+               "reason": scrub(decision.reason, erased) if erased else decision.reason,
+               "review": decision.review, "verified": decision.verified,
                "actions": redact_actions([a.to_json() for a in decision.actions], erased) if erased
                else [a.to_json() for a in decision.actions], "evidence": evidence,
                "occurred_at": now}
         held = self._held
         held["event"].append(row)
         held["review"].extend(
-            {"event_id": event_id, "kind": r.kind, "reason": row["reason"][:2000],
+            {"event_id": event_id, "kind": r.kind, "reason": (r.reason or row["reason"])[:2000],
              "address": r.address, "created_at": now,
              "due_at": r.due_at, "resolved_at": None, "resolution": None, "resolution_event_id": None}
             for r in changes.reviews)
@@ -223,9 +245,26 @@ class SqlUnitOfWork(StateReads):
         held["contact_seq"].extend({"b_id": contact_id, "b_seq": seq, "b_now": now}
                                    for contact_id, seq in last_seq.items()
                                    if contact_id not in created)   # a new contact is written with its sequence
+        if changes.address_changes:               # rectification (worker.store.rectify)
+            held["updates"].extend(address_change_writes(changes.address_changes))
+            for change in changes.address_changes:    # read both afresh if this transaction asks again
+                for address in (change.old, change.new):
+                    self._contact_of.pop(address, None)
+                    self._prefetched.pop(address, None)
+        if changes.leaves:                        # units' lists left on an opt-out (on_unsubscribe)
+            held["updates"].append((LEAVE, [{"b_contact": contact_ids[m.address], "b_unit": m.unit}
+                                            for m in changes.leaves if m.address in contact_ids]))
         if changes.erasures:
             await self.flush()                    # the event and its update first: the tombstone refers to it
             await erase_rows(conn, changes.erasures, event_id, now)
+            # The received message this decision came from (an emailed opt-out that erases) is
+            # still being handled, so erase_rows leaves it: it goes here, in the same transaction.
+            await conn.execute(BLANK_ITEMS, {"ids": [decision.item_id]})
+        if changes.retention:                     # rows past their retention period (worker.store.retention)
+            await self.flush()
+            done = await retain_rows(conn, changes.retention, event_id, now)
+            for key, n in done.items():
+                self.retained[key] = self.retained.get(key, 0) + n
 
     async def _contact_ids(self, decision: Decision, changes: Plan, now: datetime,
                            seq_of: dict[str, int]) -> tuple[dict[str, int], set[int]]:
