@@ -10,6 +10,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+CHATTY = ("mail.log", "aiohttp.access", "aiohttp.server", "aiohttp.web", "aiosqlite", "sqlalchemy", "asyncpg",
+          "aio_pika", "aiormq", "pamqp", "alembic")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -35,6 +37,11 @@ def setup(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiosmtpd logs every connection and peer address at INFO: keep it quiet.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Libraries that log data, not events, below WARNING: aiosmtpd every peer address and
+    # envelope, aiohttp every request path (/v1/contacts/{address}), the database drivers
+    # and SQLAlchemy every statement with its parameters, the AMQP clients their frames.
+    # They stay at WARNING whatever `log_level` says (tests/e2e/test_logs_private.py).
+    numeric = logging.getLevelName(level.upper())
+    quiet = max(logging.WARNING, numeric if isinstance(numeric, int) else logging.WARNING)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(quiet)
