@@ -59,6 +59,12 @@ async def prepare_database(settings: Settings, db: Database, clock: Callable[[],
     await sync_units(settings, db, clock())
     db.tombstone_keys = keyring_for(settings)      # erased addresses are found by their keyed hash
     db.erase_on_unsubscribe = frozenset(k for k, u in settings.units.items() if u.on_unsubscribe == "erase")
+    if db.erase_on_unsubscribe and db.tombstone_keys is None:
+        # Without keys an erasure cannot leave its tombstone, so the unit's promise (the
+        # address is deleted when someone unsubscribes) would quietly not be kept.
+        raise ConfigError(f"units {', '.join(sorted(db.erase_on_unsubscribe))} erase an address on unsubscribe "
+                          "(on_unsubscribe = \"erase\"), which needs keys to hash erased addresses with: "
+                          "set tokens.keys (UNSUBD_TOKENS__KEYS)")
 
 
 async def until_reachable(what: str, attempt: Callable[[], Awaitable[None]], settings: Settings) -> None:

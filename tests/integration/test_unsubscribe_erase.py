@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
@@ -171,3 +173,19 @@ async def test_an_emailed_opt_out_from_a_known_contact_erases_the_message_too(da
         assert (await s.get(Contact, cid)).origin == "erased"
     stream = [u for u in await published(database, settings) if u["contact_id"] == cid]
     assert stream[-1]["routing_key"] == "contact.erased"
+
+
+async def test_an_erasing_unit_without_keys_refuses_to_start(pg_url):
+    """On PostgreSQL without tokens.keys nothing could be erased: serve says so instead of
+    quietly keeping the addresses the unit promises to delete."""
+    from config import ConfigError
+    from worker.store.db import Database
+
+    db = Database.connect(pg_url)
+    try:
+        settings = make_settings(pg_url, **{"UNSUBD_UNITS__research-news__ON_UNSUBSCRIBE": "erase"})
+        with pytest.raises(ConfigError, match="research-news.*tokens.keys"):
+            await prepare_database(settings, db)
+        await prepare_database(make_settings(pg_url), db)        # no erasing unit: starts as before
+    finally:
+        await db.close()
