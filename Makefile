@@ -7,7 +7,9 @@ CONFIG ?= config/example.toml
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test install browser proof clean
+AXE := node_modules/axe-core/axe.min.js
+
+.PHONY: run test install browser axe proof clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "unsubd needs Python 3.11 or newer: run make PYTHON=python3.11 ...")'
@@ -38,8 +40,17 @@ browser:
 	  echo "make: Chromium is missing; run 'sudo apt-get install chromium' (browser tests skip locally, fail under CI=true)"; \
 	fi
 
-## make test: the whole test suite (installs the venv and, where it can, Chromium first)
-test: $(STAMP) browser
+## make axe: axe-core from the npm registry for the console's accessibility test (node_modules/, git-ignored);
+## without npm the test uses the copy of axe-core the axe-playwright-python wheel (test extra) carries
+axe:
+	@if [ -f "$(AXE)" ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  echo "installing axe-core from the npm registry (node_modules/axe-core)"; \
+	  npm install --no-save --no-package-lock --silent axe-core@4 >/dev/null || echo "make: npm could not install axe-core; the test uses the wheel's copy"; \
+	fi
+
+## make test: the whole test suite (installs the venv and, where it can, Chromium and axe-core first)
+test: $(STAMP) browser axe
 	UNSUBD_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## make proof: the ledger state machine at length, on SQLite and PostgreSQL (prints hypothesis statistics),

@@ -251,19 +251,20 @@ AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
 def _axe_path() -> Path:
-    """axe-core's script: UNSUBD_TEST_AXE if set, else the copy the PyPI package
-    axe-playwright-python carries (in the test extra, so `make test` brings it), else an
-    npm install in node_modules/axe-core. Only the script is used, not the package's code."""
+    """axe-core's script: UNSUBD_TEST_AXE if set, else the npm registry's package that
+    `make axe` installs in node_modules/, else the copy of axe-core the PyPI wheel
+    axe-playwright-python carries (the test extra: for a machine without npm). Only the
+    script is used, never the wheel's Python code."""
     if os.environ.get("UNSUBD_TEST_AXE"):
         return Path(os.environ["UNSUBD_TEST_AXE"])
+    from_npm = REPO / "node_modules" / "axe-core" / "axe.min.js"
+    if from_npm.is_file():
+        return from_npm
     try:
         from importlib.resources import files
-        bundled = Path(str(files("axe_playwright_python").joinpath("axe.min.js")))
-        if bundled.is_file():
-            return bundled
+        return Path(str(files("axe_playwright_python").joinpath("axe.min.js")))
     except ModuleNotFoundError:
-        pass
-    return REPO / "node_modules" / "axe-core" / "axe.min.js"
+        return from_npm
 
 
 def _need_axe() -> str:
@@ -272,7 +273,7 @@ def _need_axe() -> str:
     if not axe.is_file():
         if IN_CI:
             pytest.fail(f"axe-core is not at {axe}, and CI=true: the accessibility check must run")
-        pytest.skip(f"axe-core is not at {axe} (pip install axe-playwright-python; in CI this fails)")
+        pytest.skip(f"axe-core is not at {axe} (make axe; in CI this fails)")
     return axe.read_text(encoding="utf-8")
 
 
