@@ -230,6 +230,9 @@ class Plan:
     refused: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)               # for the command's summary
     dropped: list[str] = field(default_factory=list)                   # actions the rules did not allow, and why
+    # contact id -> its `contact.erased` update in `updates`: a contact's other addresses join
+    # that update (one lookup each, however many contacts a retention batch erases).
+    erased_updates: dict[int, Update] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def empty(self) -> bool:
@@ -391,10 +394,10 @@ def _plan_erase(decision: Decision, action: Action, state: CurrentState, event_i
         result.counts["already_erased" if old is not None else "unknown"] = 1 + result.counts.get(
             "already_erased" if old is not None else "unknown", 0)
         return
-    for upd in result.updates:
-        if upd.routing_key == "contact.erased" and upd.payload.get("erased_contact") == contact_id:
-            upd.payload["address_hashes"].append(digest)   # type: ignore[index]  # the contact's other address
-            return
+    earlier = result.erased_updates.get(contact_id)
+    if earlier is not None:
+        earlier.payload["address_hashes"].append(digest)   # type: ignore[index]  # the contact's other address
+        return
     result.counts["erased"] = result.counts.get("erased", 0) + 1
     seq = _next_sequence(contact)
     # The update's reason says why: "erasure" (the person asked), "retention" (its period ended).
@@ -402,7 +405,9 @@ def _plan_erase(decision: Decision, action: Action, state: CurrentState, event_i
                        now)
     payload.update(address=None, address_hash=digest, address_hashes=[digest], key_id=key_id,
                    erased_contact=contact_id)
-    result.updates.append(Update(address=address, routing_key="contact.erased", sequence=seq, payload=payload))
+    update = Update(address=address, routing_key="contact.erased", sequence=seq, payload=payload)
+    result.updates.append(update)
+    result.erased_updates[contact_id] = update
 
 
 # Why a change of address is refused: the first words of its `Plan.refused` entry, which
