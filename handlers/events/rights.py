@@ -94,23 +94,10 @@ def scrub(text: str, addresses: Iterable[str]) -> str:
     the events that name them: the forms are looked up in dictionaries around each
     '@', '%40' or '=40' of the text (every caseless form has one) and in each run of
     base64 characters, so that the cost grows with the text, not with the addresses."""
-    return _scrubber_for(addresses).scrub(text)
+    return _scrubber(tuple(addresses)).scrub(text)
 
 
 _SEPARATORS = re.compile(r"@|%40|=40")
-_LAST: list[Any] = [None]          # (a copy of the last address list, its _Scrubber): scrub_json's calls share one
-
-
-def _scrubber_for(addresses: Iterable[str]) -> _Scrubber:
-    seq = addresses if isinstance(addresses, (list, tuple)) else tuple(addresses)
-    last = _LAST[0]
-    if last is not None and type(last[0]) is type(seq) and last[0] == seq:
-        return last[1]
-    scrubber = _scrubber(tuple(seq))
-    _LAST[0] = (type(seq)(seq), scrubber)
-    return scrubber
-
-
 @functools.lru_cache(maxsize=16)
 def _scrubber(addresses: tuple[str, ...]) -> _Scrubber:
     return _Scrubber(addresses)
