@@ -83,8 +83,10 @@ def read_auto_reply(msg: Message) -> AutoReplyReport | None:
             # "I'm on leave until August, but I'd love to be a mentor": a person (issue 21).
             return None
         if not strong and reply is not None:
-            # Text signs alone: a real request in the same text wins.
-            if read_intent([t for t in (reply.own_subject, reply.text) if t], {}).optout:
+            # Text signs alone: a real request in the same text wins, and so do words that
+            # may be one (read as a reply, they go to review rather than be dropped).
+            intent = read_intent([t for t in (reply.own_subject, reply.text) if t], {})
+            if intent.optout or intent.erasure or intent.cues:
                 return None
         if not strong and not text_signs and weak:
             markers = weak

@@ -32,6 +32,17 @@ negation ("I don't want to unsubscribe", "Never stop sending", "Ikke slutt å se
 is no request. Sentences that are not read as a request but carry request-like words
 (`request_cue`, in any read language or in the cross-language table) are reported
 in `cues`, so that the decider sends them to review rather than drop them.
+
+What makes a request phrase no request, besides negation (each a phrase list):
+* `past`: it reports an opt-out done before ("Ich hatte es abbestellt", "I cancelled
+  my subscription last year"); beside a wish to come back it is an opt-in, alone it
+  goes to review;
+* `condition`: it is limited to a time or an occasion ("don't call me before 9"),
+  which unsubd cannot carry out: review;
+* a re-subscribe phrase only in a keeping clause ("..., but do keep sending me the
+  invitations") keeps something; it does not turn the opt-out into an opt-in.
+A phone or mobile number (channels.toml `number`) is the phone channel only when the
+request names no channel otherwise ("delete my mobile number, I don't want texts" is sms).
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from typing import Iterable, Mapping
 from handlers.model import ALL, Channel
 from handlers.replies.language import token_spans
 from handlers.replies.phrases import (LEMMA_GAP, LemmaRule, all_unit_words, channel_words, cross_language_cues,
-                                      lemma_rules, lemma_table, phrases, unit_words)
+                                      lemma_rules, lemma_table, number_words, phrases, unit_words)
 
 CHANNELS = (Channel.EMAIL.value, Channel.SMS.value, Channel.PHONE.value, Channel.LETTER.value)
 _QUOTED = re.compile(r"\"[^\"\n]{0,200}\"|“[^”\n]{0,200}”|”[^”\n]{0,200}”|«[^»\n]{0,200}»|„[^“\n]{0,200}“")
@@ -73,6 +84,15 @@ _CLAUSE_END = ",;:–—()"
 # sentence is lemmatised once per language read (handlers.replies.language.READ).
 LEMMA_CHARS = 600
 LEMMA_SENTENCES = 40
+
+
+# A unit's name written with an ending, as the Nordic languages and Finnish inflect a
+# proper name: a genitive ("Alumni News's", "Forskningsnytts"), a definite form, or a
+# Finnish case, with or without the colon Finnish writes after a foreign name
+# ("Research Newsista", "Research News:stä"). Only these endings: "Alumni Newsroom" is
+# no "Alumni News".
+_NAME_INFLECTION = (r"(?:[:'’-]?(?:s|n|en|et|a|ä|ta|tä|ssa|ssä|sta|stä|lla|llä|lta|ltä|lle|ksi|iin|in|ia|iä"
+                    r"|ista|istä|issa|issä|ille|ilta|iltä|ina|inä))?")
 
 
 @dataclass
@@ -190,7 +210,7 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
             intent.addresses += tuple(a.lower() for a in addresses_in(raw))
             flags = _flags(sentence)
             lemma_ok = position < LEMMA_SENTENCES and len(sentence) <= LEMMA_CHARS
-            words = _Words(sentence) if lemma_ok else None
+            words = _words(sentence) if lemma_ok else None
             if words is not None:
                 flags["erasure"] = flags["erasure"] or bool(words.hits("erasure_lemmas"))
                 flags["resubscribe"] = flags["resubscribe"] or bool(words.hits("resubscribe_lemmas"))
@@ -199,6 +219,20 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
             hits, negated_hits = _request_hits(sentence, words)
             if negated_hits and not hits:
                 flags["negated"] = True
+            if not hits and (past := phrases("past").search(sentence)) is not None \
+                    and _request_hits(sentence, words, past=False)[0]:
+                # "Ich hatte es abbestellt", "Eg sa det opp i fjor": a report of an opt-out
+                # done before is no request, but it is near one: a person reads it.
+                intent.cues += (past[1].group(0),)
+            if hits and (condition := phrases("condition").search(sentence)) is not None:
+                # "Don't call me before 9": a request limited to a time or an occasion is
+                # not one unsubd can carry out; a person reads it.
+                intent.cues += (f"{hits[0][1]} ({condition[1].group(0)})",)
+                hits = []
+            if hits and flags["resubscribe"] and not _resubscribe_asked(sentence):
+                # "... but do keep sending me the invitations": keeping something beside
+                # an opt-out narrows it; it is no request to be subscribed again.
+                flags["resubscribe"] = False
             for name, value in flags.items():
                 if value:
                     setattr(intent, name, True)
@@ -302,7 +336,7 @@ def _confidence(found: list[_Found], conflicts: list[str],
 
 
 def _languages_of(sentence: str) -> set[str]:
-    words = _Words(sentence) if len(sentence) <= LEMMA_CHARS else None
+    words = _words(sentence) if len(sentence) <= LEMMA_CHARS else None
     return {lang for lang, _phrase in _request_hits(sentence, words)[0]}
 
 
@@ -311,7 +345,7 @@ def _weak(sentence: str, unit_names: Mapping[str, tuple[str, ...]]) -> bool:
     nothing to be taken off (no list or mailing word, no channel, no unit)."""
     weak = phrases("optout_weak")
     if len(sentence) <= LEMMA_CHARS:
-        words = _Words(sentence)
+        words = _words(sentence)
         if words.hits("optout_lemmas") or words.hits("nocontact_lemmas"):
             return False        # a lemma rule always names what is asked for
     for _lang, match in phrases("optout").all_matches(sentence):
@@ -339,6 +373,10 @@ def _flags(sentence: str) -> dict[str, bool]:
 
 
 def channels_in(text: str) -> set[str]:
+    """The channels `text` names. A phone or mobile number names none here: see _scope."""
+    combined = number_words().combined
+    if combined is not None:
+        text = combined.sub(" ", text)
     words = channel_words()
     return {name for name, patterns in words.items() if patterns.any(text)}
 
@@ -355,7 +393,7 @@ def units_in(text: str, unit_names: Mapping[str, tuple[str, ...]]) -> set[str]:
         if key in found:
             continue
         for name in names:
-            if name and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE):
+            if name and re.search(rf"(?<!\w){re.escape(name)}{_NAME_INFLECTION}(?!\w)", text, re.IGNORECASE):
                 found.add(key)
                 break
     return found
@@ -389,6 +427,7 @@ def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[st
     named_units: set[str] = set()
     kept_units: set[str] = set()
     everything = False
+    numbers = False
     for sentence in optout_sentences:
         request, keeping = _split_keep(sentence)
         for clause in request:
@@ -397,6 +436,7 @@ def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[st
                 # reason, does not name the scope of the request beside it.
                 continue
             named_channels |= channels_in(clause)
+            numbers = numbers or number_words().any(clause)
             named_units |= units_in(clause, unit_names)
             everything = everything or phrases("all_contact").any(clause)
         for clause in keeping:
@@ -413,6 +453,10 @@ def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[st
         for clause in keeping:
             kept_channels |= channels_in(clause)
             kept_units |= units_in(clause, unit_names)
+    if numbers and not named_channels:
+        # "Delete my phone number": a number is the phone channel when nothing else is
+        # named; beside a named channel ("..., I don't want texts") that channel says it.
+        named_channels = {Channel.PHONE.value}
     if set(CHANNELS) <= named_channels or intent.erasure:
         everything = True
     kept_channels -= named_channels
@@ -441,13 +485,17 @@ class _Words:
 
     The dictionary forms come from simplemma, through the table of the forms of the
     words the rules name (handlers.replies.phrases.lemma_table): a word not in it is
-    compared as written."""
+    compared as written. Which words a rule token matches is worked out once per
+    token and language (`_marks`), so the rules of every list that share a token
+    ("@channel", "ikke") share the work."""
 
     def __init__(self, sentence: str) -> None:
         self.sentence = sentence
         self.spans = token_spans(sentence)
         self.surface = [sentence[a:b].lower() for a, b in self.spans]
         self._lemmas: dict[str, list[str]] = {}
+        self._marks: dict[str, dict[int, list[bool]]] = {}
+        self._hits: dict[str, list[tuple[str, int, str]]] = {}
 
     def lemmas(self, lang: str) -> list[str]:
         if lang not in self._lemmas:
@@ -457,67 +505,143 @@ class _Words:
 
     def hits(self, list_name: str) -> list[tuple[str, int, str]]:
         """(language, start offset, rule source) of each rule of `list_name` that matches."""
+        if list_name in self._hits:
+            return self._hits[list_name]
         out = []
         for lang, rule in lemma_rules(list_name):
-            start = _match_rule(rule, self.surface, self.lemmas(lang))
+            start = _match_rule(rule, self.surface, self.lemmas(lang), self._marks.setdefault(lang, {}))
             if start is not None:
                 out.append((lang, self.spans[start][0], rule.source))
+        self._hits[list_name] = out
         return out
 
 
+@lru_cache(maxsize=256)
+def _words(sentence: str) -> _Words:
+    """The _Words of `sentence`, shared by the steps that read the same sentence (the
+    request, its languages, its weakness, its clauses): each is lemmatised and matched once."""
+    return _Words(sentence)
+
+
+@dataclass(frozen=True)
+class _Token:
+    """One token of a lemma rule (handlers.replies.phrases.LemmaRule), its alternatives
+    sorted by kind, so that a word is tested with set look-ups and one
+    str.startswith/endswith per kind instead of a loop over the alternatives."""
+
+    forms: frozenset[str]          # a dictionary form or a written form
+    written: frozenset[str]        # "=form": only as written
+    prefixes: tuple[str, ...]      # "x*"
+    suffixes: tuple[str, ...]      # "*x"
+    parts: tuple[str, ...]         # "*x*"
+    classes: tuple[str, ...]       # "@channel", "@object", "@unit"
+    adjacent: bool                 # "+": must follow the previous token directly
+
+    def ok(self, word: str, lemma: str) -> bool:
+        if word in self.forms or lemma in self.forms or word in self.written:
+            return True
+        if self.prefixes and (word.startswith(self.prefixes) or lemma.startswith(self.prefixes)):
+            return True
+        if self.suffixes and (word.endswith(self.suffixes) or lemma.endswith(self.suffixes)):
+            return True
+        if self.parts and any(part in word or part in lemma for part in self.parts):
+            return True
+        return bool(self.classes) and any(_in_class(name, word) for name in self.classes)
+
+
+_CLASSES = ("@channel", "@object", "@unit")
+
+
+@lru_cache(maxsize=None)
+def _tokens_of(rule: LemmaRule) -> tuple[_Token, ...]:
+    """The tokens of `rule`, compiled once (rules are fixed package data)."""
+    out = []
+    for token in rule.tokens:
+        alts = [a.lstrip("+") for a in token]
+        forms, written, prefixes, suffixes, parts, classes = set(), set(), [], [], [], []
+        for alt in alts:
+            if alt.startswith("="):
+                written.add(alt[1:])
+            elif alt in _CLASSES:
+                classes.append(alt)
+            elif alt.startswith("*") and alt.endswith("*") and len(alt) > 2:
+                parts.append(alt[1:-1])
+            elif alt.startswith("*"):
+                suffixes.append(alt[1:])
+            elif alt.endswith("*"):
+                prefixes.append(alt[:-1])
+            else:
+                forms.add(alt)
+        out.append(_Token(frozenset(forms), frozenset(written), tuple(prefixes), tuple(suffixes), tuple(parts),
+                          tuple(classes), any(a.startswith("+") for a in token)))
+    return tuple(out)
+
+
 @lru_cache(maxsize=65536)
-def _token_ok(alternatives: tuple[str, ...], word: str, lemma: str) -> bool:
+def _in_class(name: str, word: str) -> bool:
     # Cached: pure in its arguments (the tables are fixed), and the same few hundred words
     # are asked about by every rule of every list.
-    for alt in alternatives:
-        if alt.startswith("="):
-            if alt[1:] == word:
-                return True
-        elif alt == "@channel":
-            if channels_in(word):
-                return True
-        elif alt == "@object":
-            if phrases("optout_object").any(word):
-                return True
-        elif alt == "@unit":
-            if any(patterns.any(word) for patterns in all_unit_words().values()):
-                return True
-        elif alt.startswith("*") and alt.endswith("*") and len(alt) > 2:
-            if alt[1:-1] in word or alt[1:-1] in lemma:
-                return True
-        elif alt.startswith("*"):
-            if word.endswith(alt[1:]) or lemma.endswith(alt[1:]):
-                return True
-        elif alt.endswith("*"):
-            if word.startswith(alt[:-1]) or lemma.startswith(alt[:-1]):
-                return True
-        elif alt == word or alt == lemma:
-            return True
-    return False
+    if name == "@channel":
+        return bool(channels_in(word)) or number_words().any(word)
+    if name == "@object":
+        return phrases("optout_object").any(word)
+    return any(patterns.any(word) for patterns in all_unit_words().values())
 
 
-def _match_rule(rule: LemmaRule, surface: list[str], lemma_list: list[str]) -> int | None:
+def _match_rule(rule: LemmaRule, surface: list[str], lemma_list: list[str],
+                marks: dict[int, list[bool]] | None = None) -> int | None:
     """Index of the first word where `rule` matches (its tokens in order, at most LEMMA_GAP
-    words apart), or None. Cost: words x tokens x LEMMA_GAP."""
-    first = rule.tokens[0]
-    # "+" before a token: it must follow the previous one directly ("stop +the newsletter",
-    # not "stop reading the newsletter").
-    rest = [(tuple(a.lstrip("+") for a in token), any(a.startswith("+") for a in token)) for token in rule.tokens[1:]]
+    words apart), or None. `marks` (token id -> which words it matches) is shared by the
+    rules matched against the same words. Cost: words x distinct tokens, then words x
+    tokens x LEMMA_GAP look-ups."""
+    tokens = _tokens_of(rule)
     size = len(surface)
+
+    def marked(token: _Token) -> list[bool]:
+        found = marks.get(id(token)) if marks is not None else None
+        if found is None:
+            found = [token.ok(w, l) for w, l in zip(surface, lemma_list)]
+            if marks is not None:
+                marks[id(token)] = found
+        return found
+
+    first = marked(tokens[0])
+    if True not in first:
+        return None
     for start in range(size):
-        if not _token_ok(first, surface[start], lemma_list[start]):
+        if not first[start]:
             continue
         at = start
-        for alternatives, adjacent in rest:
-            reach = at + 2 if adjacent else at + 2 + LEMMA_GAP
-            nxt = next((k for k in range(at + 1, min(size, reach))
-                        if _token_ok(alternatives, surface[k], lemma_list[k])), None)
+        for token in tokens[1:]:
+            # "+" before a token: it must follow the previous one directly ("stop +the
+            # newsletter", not "stop reading the newsletter").
+            reach = at + 2 if token.adjacent else at + 2 + LEMMA_GAP
+            hit = marked(token)
+            nxt = next((k for k in range(at + 1, min(size, reach)) if hit[k]), None)
             if nxt is None:
                 break
             at = nxt
         else:
             return start
     return None
+
+
+def _resubscribe_asked(sentence: str) -> bool:
+    """Whether a re-subscribe phrase stands in a request clause of `sentence`, not only
+    in a keeping clause ("but do keep sending me the invitations")."""
+    request, _keeping = _split_keep(sentence)
+    for clause in request:
+        if phrases("resubscribe").any(clause):
+            return True
+        if len(clause) <= LEMMA_CHARS and _words(clause).hits("resubscribe_lemmas"):
+            return True
+    return False
+
+
+def _past_spans(sentence: str) -> list[tuple[int, int]]:
+    """Where `sentence` reports an opt-out done before ("I unsubscribed last year"): the
+    request phrases inside these spans are no request (see the `past` phrase lists)."""
+    return [m.span() for _lang, m in phrases("past").all_matches(sentence)]
 
 
 def _negated_before(sentence: str, start: int) -> bool:
@@ -529,14 +653,23 @@ def _negated_before(sentence: str, start: int) -> bool:
     return bool(words) and phrases("negation").any(" ".join(words))
 
 
-def _request_hits(sentence: str, words: "_Words | None") -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """((language, phrase) of request phrases not negated, (language, phrase) of negated ones)."""
+def _request_hits(sentence: str, words: "_Words | None",
+                  past: bool = True) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """((language, phrase) of request phrases not negated, (language, phrase) of negated ones).
+
+    Phrases inside a report of an opt-out done before (`past`) count as neither, unless
+    `past` is False (to ask whether such a report hides a request phrase)."""
     hits: list[tuple[str, str]] = []
     negated: list[tuple[str, str]] = []
+    past = _past_spans(sentence) if past else []
     for lang, match in phrases("optout").all_matches(sentence):
+        if any(a <= match.start() < b for a, b in past):
+            continue
         (negated if _negated_before(sentence, match.start()) else hits).append((lang, match.group(0)))
     if words is not None:
         for name in ("optout_lemmas", "nocontact_lemmas"):
             for lang, start, source in words.hits(name):
+                if any(a <= start < b for a, b in past):
+                    continue
                 (negated if _negated_before(sentence, start) else hits).append((lang, source))
     return hits, negated

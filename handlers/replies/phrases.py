@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 
 FLAGS = re.IGNORECASE | re.UNICODE
@@ -22,7 +22,8 @@ FLAGS = re.IGNORECASE | re.UNICODE
 # The lists every language file may define (see handlers/data/phrases/en.toml).
 LISTS = ("optout", "optout_weak", "optout_object", "negated", "lookalike", "question", "resubscribe", "negation",
          "keep", "except_words", "all_contact", "third_party", "address_change", "erasure", "access", "attribution",
-         "separator", "header_block", "app_signature", "signoff", "footer", "request_cue", "contrast", "report")
+         "separator", "header_block", "app_signature", "signoff", "footer", "request_cue", "contrast", "report",
+         "past", "condition")
 # Lists of lemma rules (see LemmaRule): matched against a sentence's words in dictionary form.
 LEMMA_LISTS = ("optout_lemmas", "nocontact_lemmas", "erasure_lemmas", "resubscribe_lemmas", "rectification_lemmas")
 # How many words may stand between two consecutive tokens of a lemma rule.
@@ -31,12 +32,29 @@ LEMMA_GAP = 3
 
 @dataclass(frozen=True)
 class Patterns:
-    """Compiled patterns of one list, with the language each came from."""
+    """Compiled patterns of one list, with the language each came from.
+
+    Most lists match nothing in most sentences, and every list is asked about every
+    sentence (the reply reader runs on every message). So each list is also compiled
+    into one alternation (`combined`): `any` is one search of the text instead of one
+    per pattern, and `search` and `all_matches` only try the patterns one by one (to
+    say which pattern and language matched, in list order) when the alternation has
+    found something. Same answers, same worst case: an alternation tried at each
+    position costs what the patterns cost tried one after another.
+    """
 
     items: tuple[tuple[str, re.Pattern[str]], ...]
 
+    @cached_property
+    def combined(self) -> re.Pattern[str] | None:
+        if not self.items:
+            return None
+        return re.compile("|".join(f"(?:{pattern.pattern})" for _lang, pattern in self.items), FLAGS)
+
     def search(self, text: str) -> tuple[str, re.Match[str]] | None:
-        """The first (language, match) in `text`, or None."""
+        """The first (language, match) in `text`, in list order, or None."""
+        if not self.any(text):
+            return None
         for lang, pattern in self.items:
             found = pattern.search(text)
             if found is not None:
@@ -44,9 +62,12 @@ class Patterns:
         return None
 
     def any(self, text: str) -> bool:
-        return self.search(text) is not None
+        combined = self.combined
+        return combined is not None and combined.search(text) is not None
 
     def all_matches(self, text: str) -> list[tuple[str, re.Match[str]]]:
+        if not self.any(text):
+            return []
         return [(lang, m) for lang, pattern in self.items for m in pattern.finditer(text)]
 
 
@@ -154,9 +175,16 @@ def phrases(list_name: str, lang: str | None = None) -> Patterns:
 
 @cache
 def channel_words() -> dict[str, Patterns]:
-    """Channel name -> patterns naming it (handlers/data/channels.toml)."""
+    """Channel name -> patterns naming it (handlers/data/channels.toml), without `number`."""
     data = _read("channels.toml")
-    return {name: Patterns(tuple(("*", re.compile(s, FLAGS)) for s in sources)) for name, sources in data.items()}
+    return {name: Patterns(tuple(("*", re.compile(s, FLAGS)) for s in sources)) for name, sources in data.items()
+            if name != "number"}
+
+
+@cache
+def number_words() -> Patterns:
+    """Words for a phone or mobile number (handlers/data/channels.toml `number`)."""
+    return Patterns(tuple(("*", re.compile(s, FLAGS)) for s in _read("channels.toml").get("number", [])))
 
 
 @cache

@@ -35,7 +35,7 @@ def test_no_false_optout_and_no_action_on_a_victim(figures: dict[str, Any]) -> N
 
 def test_optouts_acted_on_with_covering_scope(figures: dict[str, Any]) -> None:
     assert figures["optouts"] >= 170
-    assert figures["optouts_acted_covering"] >= 0.89        # 161 of 179 today (the rest in review); target 0.90
+    assert figures["optouts_acted_covering"] >= 0.90        # 217 of 238 today (the rest in review); target 0.90
     assert figures["optouts_wrong_scope"] == 0
     assert figures["over_scoped"] <= 1
 
