@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 import config
 from handlers.context import Context
 from handlers import Inbound, Kind, classify
-from handlers.bounces import dsn
+from handlers.bounces import dsn, reasons
 from handlers.mail.addresses import normalise
 
 NOW = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
@@ -225,8 +225,10 @@ WARM_UP = (b"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
 
 
 def clear_content_caches() -> None:
-    """Forget what unsubd cached about earlier messages (not compiled tables)."""
-    for cached in (normalise, getattr(dsn, "_text_reason", None)):
+    """Forget what unsubd cached about earlier messages (not compiled tables): address
+    normalisation and the reason words of diagnostic texts (handlers.bounces.reasons; it
+    was in handlers.bounces.dsn once, where this looked for it and no longer found it)."""
+    for cached in (normalise, getattr(reasons, "_text_reason", None), getattr(dsn, "_text_reason", None)):
         if cached is not None and hasattr(cached, "cache_clear"):
             cached.cache_clear()
 

@@ -15,7 +15,12 @@ Definitions (one line of expected.jsonl is a "line"; see tests/data/bounces/READ
 * found: the classifier reports the line's recipient as failed or delayed in the
   decision's evidence rows, or acts on it (suppress, soft bounce).
 * precision: reported (file, address) pairs that some bounce line of the file expects,
-  over all pairs reported on files that have bounce lines or must stay quiet.
+  over all pairs reported on files that have bounce lines or must stay quiet. A
+  decision that itself says the bounce is not about mail we sent (evidence `related:
+  false`: backscatter, a notice from a mailbox with nothing of ours) reports no
+  recipient of ours: its rows are the reading, kept for a reviewer with `why_none`,
+  and are counted apart (`unrelated rows recorded`; `precision incl. unrelated`
+  counts them as reported too).
 * acted on: a found line of action `failed` whose address gets a suppress or
   soft-bounce action (a bounce that is read but recorded only keeps no promise).
 * hard/soft: the classifier's `hard` equals the label's `hard` (a permanent problem
@@ -109,6 +114,7 @@ def load_part(part: str) -> dict[str, list[dict[str, Any]]]:
 def read_decision(decision: Any) -> dict[str, Any]:
     """What the decision reports: failed/delayed rows by address, actions, complaint names."""
     rows: dict[str, dict[str, Any]] = {}
+    unrelated: dict[str, dict[str, Any]] = {}
     actions: list[dict[str, Any]] = []
     complaints: set[str] = set()
     for action in decision.actions:
@@ -130,12 +136,15 @@ def read_decision(decision: Any) -> dict[str, Any]:
                      "outcome": row.get("outcome")}
             if address not in rows or (entry["hard"] and not rows[address]["hard"]):
                 rows[address] = entry
+        if decision.evidence.get("related") is False:
+            # "not about mail we sent" (handlers.bounces.envelope.relation): recorded, not reported
+            unrelated, rows = rows, {}
         for action in actions:
             if action["type"] in ("suppress", "soft_bounce") and action["address"]:
                 rows.setdefault(action["address"], {"status": action["status"], "hard": bool(action["hard"]),
                                                     "action": "failed", "outcome": action["type"]})
     return {"kind": decision.kind.value, "rows": rows, "actions": actions, "complaints": complaints,
-            "review": decision.review, "why": decision.reason}
+            "review": decision.review, "why": decision.reason, "unrelated": unrelated}
 
 
 class Score:
@@ -151,6 +160,9 @@ class Score:
             "files": c["files"],
             "recipient_recall": self.pct("found", "lines"),
             "recipient_precision": self.pct("reported_ok", "reported"),
+            "recipient_precision_incl_unrelated": (round(100.0 * c["reported_ok"] / (c["reported"] + c["unrelated_rows"]), 1)
+                                                   if c["reported"] + c["unrelated_rows"] else None),
+            "unrelated_rows_recorded": c["unrelated_rows"],
             "failed_lines_acted_on": self.pct("acted", "failed_found"),
             "hard_soft_agreement": self.pct("hard_ok", "hard_n"),
             "permanent_temporary_agreement": self.pct("perm_ok", "perm_n"),
@@ -192,6 +204,7 @@ def score_file(file: str, lines: list[dict[str, Any]], got: dict[str, Any], scor
             add("false_suppressions", sum(1 for a in wrong if a["type"] == "suppress"))
             miss("false action", got_actions=[f"{a['type']} {a['address']}" for a in wrong])
     if bounce_lines or kinds <= QUIET:
+        add("unrelated_rows", len(got.get("unrelated") or ()))
         for address in rows:
             add("reported")
             if address in expected:
@@ -250,6 +263,8 @@ def score_file(file: str, lines: list[dict[str, Any]], got: dict[str, Any], scor
 
 
 ROWS = [("recipient recall %", "recipient_recall"), ("recipient precision %", "recipient_precision"),
+        ("  incl. unrelated rows %", "recipient_precision_incl_unrelated"),
+        ("unrelated rows recorded", "unrelated_rows_recorded"),
         ("failed lines acted on %", "failed_lines_acted_on"), ("hard/soft agreement %", "hard_soft_agreement"), ("permanent/temporary %", "permanent_temporary_agreement"),
         ("status agreement %", "status_agreement"), ("delayed acted on", "delayed_acted_on"),
         ("complaint recipients", "complaint_recipients_found"), ("false actions (files)", "false_actions"),
@@ -286,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - a crash is a figure, not the end of the run
                 errors += 1
                 got = {"kind": "error", "rows": {}, "actions": [], "complaints": set(),
-                       "review": False, "why": f"{type(exc).__name__}: {exc}"}
+                       "review": False, "why": f"{type(exc).__name__}: {exc}", "unrelated": {}}
             score_file(file, lines, got, [total, per_form[lines[0].get("form") or "?"]], misses)
         figures = total.figures()
         figures["classifier_exceptions"] = errors

@@ -15,6 +15,7 @@ from handlers.complaints.arf import KeyLookup, authenticate_source, decide_compl
 from handlers.replies.autoreply import decide_auto_reply, read_auto_reply
 from handlers.bounces.text import decide_text_bounce, read_bounce
 from handlers.bounces.envelope import hold_implausible
+from handlers.bounces.notice import decide_unread_notice, read_unread_notice
 from handlers.events.click import decide_queue_item
 from handlers.bounces.dsn import decide_bounce, read_dsn
 from handlers.mail.message import describe_defects, is_unreadable, parse_message
@@ -36,13 +37,16 @@ Decider = Callable[[Inbound, Any, Any, datetime], Decision]
 #      JSON notifications of Amazon SES (complaints there, bounces and deliveries next)
 #   2. RFC 3464 delivery status reports
 #   3. non-standard bounces (MTA text forms), recognised by pattern tables
-#   4. auto-replies (RFC 3834 and vendor styles): recorded, never acted on
-#   5. human replies: opt-out intent, scope, or an ordinary reply
+#   4. delivery notices from a mail system that 2 and 3 could not read: recorded as
+#      bounces, so that machine mail never costs the reply reader's phrase search
+#   5. auto-replies (RFC 3834 and vendor styles): recorded, never acted on
+#   6. human replies: opt-out intent, scope, or an ordinary reply
 READERS: tuple[tuple[Reader, Decider], ...] = (
     (read_arf, decide_complaint),
     (read_ses, decide_ses),
     (read_dsn, decide_bounce),
     (read_bounce, decide_text_bounce),
+    (read_unread_notice, decide_unread_notice),
     (read_auto_reply, decide_auto_reply),
     (read_reply, decide_optout),
 )

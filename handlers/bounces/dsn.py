@@ -165,19 +165,19 @@ def read_dsn(msg: Message) -> DsnReport | None:
     try:
         found = _find_status_part(msg)
         if found is None:
-            return _report_in_text(msg)
+            return _wrapped_report(msg) or _report_in_text(msg)
         part, parent = found
         text, notes = _status_text(part)
         report = _parse_status_text(text, report_type=content_type(part).split("/", 1)[1], notes=notes)
-        report = replace(report, addressed_to=addressed_to(msg),
-                           return_path=header_text(msg, "Return-Path"),
-                           from_=header_text(msg, "From"))
+        changes: dict[str, Any] = {"addressed_to": addressed_to(msg), "return_path": header_text(msg, "Return-Path"),
+                                   "from_": header_text(msg, "From")}
         original = _returned_original(parent if parent is not None else msg, part)
         if original is not None:
-            report = replace(report, original=original)
+            changes["original"] = original
         notice = _notice_text(parent if parent is not None else msg, part)
         if notice:
-            report = replace(report, notice=notice)
+            changes["notice"] = notice
+        report = replace(report, **changes)     # one copy of the report, not three
         if not any(recipient_address(r)[0] for r in report.recipients):
             notice = read_bounce(msg, inside_report=True)
             if notice is not None:
@@ -185,6 +185,26 @@ def read_dsn(msg: Message) -> DsnReport | None:
         return report
     except RecursionError:
         return None
+
+
+def _wrapped_report(msg: Message) -> DsnReport | None:
+    """A mail system's report attached whole (message/rfc822) to a notice of the same
+    kind, with no status part of its own: a gateway that wraps the report it was given
+    in multipart/mixed (often still labelled `report-type=delivery-status`). Read from
+    the attached report, once (it has its own status part, so it is not unwrapped
+    again); None when the notice is not from a mail system or nothing attached is one."""
+    if not patterns.BOUNCE_FROM.search(header_text(msg, "From") or ""):
+        return None
+    for part, _parent in iter_parts(msg):
+        if content_type(part) not in ("message/rfc822", "message/global"):
+            continue
+        inner = payload_parts(part)
+        if (inner and content_type(inner[0]) == "multipart/report" and _find_status_part(inner[0]) is not None
+                and patterns.BOUNCE_FROM.search(header_text(inner[0], "From") or "")):
+            report = read_dsn(inner[0])
+            if report is not None:
+                return replace(report, notes=(*report.notes, "read from the report attached to this notice"))
+    return None
 
 
 # Where a report's fields start in plain text: the per-message or a recipient field at

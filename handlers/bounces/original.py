@@ -7,6 +7,7 @@ Shared by the DSN reader (handlers.bounces.dsn) and the text notice reader
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from email.message import Message
 
@@ -49,8 +50,58 @@ def returned_original(part: Message) -> ReturnedOriginal | None:
     """The identifying headers of one returned-message part (message/rfc822, or the
     text/rfc822-headers form), or None when it has none. Shared with handlers.bounces.text."""
     headers = _original_headers(part)
-    if headers is None:
+    return None if headers is None else _identifying(headers)
+
+
+MAX_INLINE = 32_000     # characters of a pasted copy searched for its header block
+MAX_INLINE_LINES = 200  # header lines read of it (an original's header is rarely longer)
+# A header field's first line (RFC 5322 section 2.2: printable ASCII but ":" and space,
+# then ":"); a continuation line starts with white space.
+_FIELD_LINE = re.compile(r"[!-9;-~]{1,76}:")
+
+
+def inline_original(copy: str | None) -> ReturnedOriginal | None:
+    """The identifying headers of a copy of the original pasted into a text notice, or None.
+
+    Text notices return the message in their own body after a marker line (qmail-send's
+    "--- Below this line is a copy of the message.", Exim's "------ This is a copy of the
+    message, including all the headers. ------", "Original message follows."). `copy`
+    is the text from that marker on: the marker line and blank lines are skipped (the
+    marker may itself be the first header, "Return-Path: <...>"), and the header block
+    is read up to the first blank line (RFC 5322 section 2.1). None when no header
+    field starts within the first lines, or none of the fields names the message.
+    Linear in the text read; never raises.
+    """
+    if not copy:
         return None
+    lines = copy[:MAX_INLINE].splitlines()
+    start = 0
+    while start < min(len(lines), 4) and not _FIELD_LINE.match(lines[start]):
+        start += 1
+    block: list[str] = []
+    keep = False
+    for line in lines[start:start + MAX_INLINE_LINES]:
+        if not line.strip():
+            break
+        field = _FIELD_LINE.match(line)
+        if field is None and line[:1] not in (" ", "\t"):
+            break       # neither a field nor a continuation line: the header has ended
+        if field is not None:
+            # Only the fields _identifying reads (and their continuation lines) are
+            # parsed: a pasted header is mostly Received lines.
+            keep = line[:field.end() - 1].strip().lower() in _IDENTIFYING
+        if keep:
+            block.append(line)
+    if not block:
+        return None
+    return _identifying(parse_headers("\n".join(block).encode("utf-8", "surrogateescape") + b"\n"))
+
+
+_IDENTIFYING = frozenset({"message-id", "from", "to", "x-original-to", "list-id", "x-nv-recipient-id", "return-path",
+                          "list-unsubscribe"})
+
+
+def _identifying(headers: Message) -> ReturnedOriginal | None:
     original = ReturnedOriginal(
         message_id=_cut(header_text(headers, "Message-ID")),
         from_=_cut(header_text(headers, "From")),

@@ -53,7 +53,9 @@ class Words:
 
     def search_lowered(self, lowered: str) -> re.Match[str] | None:
         needles = self.needles
-        if needles is not None and not any(n in lowered for n in needles):
+        # map() over the bound method keeps the loop in C (a generator expression costs
+        # a Python frame step per needle, and most texts are tested against every needle).
+        if needles is not None and not any(map(lowered.__contains__, needles)):
             return None
         return self._scan.search(lowered)
 
@@ -199,8 +201,10 @@ BOUNCE_SUBJECT = re.compile(
     r"ikke levert|kunne ikke leveres|ikke leverbar|ikke afleveret|kunne ikke afleveres|"
     r"non remis|non distribu|[ée]chec de (?:la )?(?:remise|distribution)|"
     r"notificaci[óo]n de estado|no se puede entregar|"
-    r"warning: could not send|delayed mail|delivery delayed|delivery (?:has been )?delayed|"
-    r"mail could not be delivered|error sending message|nondeliverable|"
+    r"ei voitu toimittaa|toimitus ep[äa]onnistui|onbestelbaar|niet afgeleverd|non recapitabile|"
+    r"impossibile recapitare|n[ãa]o (?:[ée] poss[íi]vel|foi poss[íi]vel) entregar|nie mo[żz]na dostarczy[ćc]|"
+    r"warning: could not send|delayed mail|delivery delayed|delivery (?:has been )?delayed|delivery warning|"
+    r"mail could not be delivered|error sending message|nondeliverable|failed mail|mail failed|"
     r"\bdsn\b|mail error|returned to sender|bounce", I)
 
 # Auto-replies are another reader's business (RFC 3834). A bounce never carries these;
@@ -225,10 +229,21 @@ FAILURE_PHRASE = Words(
     r"could not be sent|failed to deliver|non remis|n'a pas pu [eê]tre (?:remis|distribu)|"
     r"nicht zugestellt|konnte nicht zugestellt|unzustellbar|"
     r"kunde inte levereras|inte levererats|kunne ikke leveres|ikke levert|kunne ikke afleveres|"
+    # Finnish, Dutch, Spanish, Italian, Portuguese, Polish: "could not be delivered" and
+    # "delivery failed" as those languages' servers (and localised Exchange) write it.
+    r"ei voitu toimittaa|ei voida toimittaa|toimitus ep[äa]onnistui|"
+    r"niet (?:worden )?afgeleverd|kon niet worden (?:afgeleverd|bezorgd)|onbestelbaar|"
+    r"no se (?:ha )?(?:pudo|puede|podido) entregar|no pudo ser entregado|"
+    r"non [èe] stato possibile recapitare|impossibile recapitare|non recapitabile|"
+    r"n[ãa]o (?:foi|[ée]) poss[íi]vel entregar|n[ãa]o p[ôo]de ser entregue|"
+    r"nie (?:mo[żz]na|mog[łl]a zosta[ćc]) dostarcz|nie zosta[łl]a dostarczona|"
     r"exceeds (?:allowed|allocated)|not able to be delivered|delivery problems|sorry,? (?:we|i) (?:were|was)n?'?t able|i'm afraid|mail delivery failed|"
     r"smtp error|said:|remote host said|recipient address rejected|does not exist|"
     r"address (?:not found|rejected)|invalid (?:recipient|address|mailbox)|"
-    r"не может быть доставлено|не доставлено|配信|届|送信に失敗|送信できません")
+    r"(?:were|was|are|is) not able to deliver|(?:wasn't|weren't) able to deliver|"
+    r"не может быть доставлено|не доставлено|невозможно доставить|配信|届|送信に失敗|送信できません|"
+    # Chinese (simplified and traditional): "cannot be sent/delivered", "delivery failed".
+    r"无法发送|无法送达|无法投递|投递失败|发送失败|無法傳送|無法送達|傳送失敗")
 
 # A line that starts the returned copy of the original in a text notice. Everything
 # from it on is someone else's mail and is not searched for recipients. (Lower case:
@@ -296,6 +311,11 @@ MTA_FORMS: tuple[MtaForm, ...] = (
           r"^[ \t]*\"?ADDR\"?:?[ \t]*(?:\n|$)|^[ \t]*ADDR[ \t]*<[^>\n]*>:?[ \t]*$",
           temporary=r"has not yet been delivered|delivery attempts .{0,20}delay|message has been frozen|"
                     r"this is (?:just )?a warning|no action is required|will continue to be retried"),
+    # Exim names an address it expanded from an alias "(generated from <alias>)" under the
+    # failed one; when the failed one is withheld ("an undisclosed address"), the alias is
+    # the only address left, and it is the one that was mailed (flufl simple_16).
+    _form("exim-generated", r"created automatically by mail delivery software|following address(?:\(es\)|es)? failed",
+          r"^[ \t]+\(generated from ADDR\)[ \t]*$"),
     # Postfix text (lhost-postfix-* without a report part): "<addr>: host ... said: ...",
     # "<addr> (expanded from <alias>): ...".
     _form("postfix", r"this is the mail system at host|\bthe mail system\b|postfix",
@@ -310,6 +330,11 @@ MTA_FORMS: tuple[MtaForm, ...] = (
     # DragonFly Mail Agent (lhost-dragonfly-*): one sentence names the recipient.
     _form("dragonfly", r"dragonfly mail agent|there was an error delivering your mail to",
           r"error delivering your mail to <?ADDR>?"),
+    # Novell GroupWise's Internet agent: "The message that you sent was undeliverable to
+    # the following:", then each recipient indented with its reason in parentheses,
+    # "user@host (user not found)"; "Possible causes:" follows.
+    _form("groupwise", r"was undeliverable to the following",
+          r"^[ \t]*<?ADDR>?[ \t]+\([^()\n]{1,200}\)[ \t]*$"),
     # OpenSMTPD (lhost-opensmtpd-*): "addr: 550 ..." lines after the recipients list heading.
     _form("opensmtpd", r"this is the mailer-daemon, please do not reply|following\s+list\s+of\s+recipients",
           r"^[ \t]*<?ADDR>?:[ \t]",
@@ -390,7 +415,46 @@ R = BounceReason
 # User unknown. See .../#filtered" in lhost-dragonfly-09; "not listed in Domino
 # Directory" in lhost-domino-01 is not a block list). Postfix's "Recipient address
 # rejected:" prefix is any RCPT restriction, so it names no reason on its own.
-REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p)) for reason, p in (
+def _alternatives(source: str) -> list[str]:
+    """The top-level alternatives of a pattern source (split at "|" outside groups,
+    classes and escapes)."""
+    out, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(source):
+        c = source[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if source[i + 1:i + 2] == "]":
+                i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(source[start:i])
+            start = i + 1
+        i += 1
+    out.append(source[start:])
+    return out
+
+
+CHUNK = 8   # alternatives per Words of a long reason row
+
+
+def _rows(reason: BounceReason, source: str) -> list[tuple[BounceReason, Words]]:
+    """One reason row as consecutive Words of at most CHUNK alternatives each: the first
+    row that matches still names the reason (the pieces name the same one), and each
+    piece's needles rule it out on its own, so a text that has one of a long row's
+    needles is searched for a few alternatives, not for all of them."""
+    parts = _alternatives(source)
+    return [(reason, Words("|".join(parts[i:i + CHUNK]))) for i in range(0, len(parts), CHUNK)]
+
+
+REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple(row for reason, p in (
     (R.EXPIRED, r"retry (?:time|timeout) (?:not reached|exceeded)|message (?:has been )?expired|"
                 r"delivery time ?out|too long in (?:the )?queue|was not delivered within|"
                 r"could not be delivered within|delivery attempts? (?:will continue|have been failing)|"
@@ -398,11 +462,13 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                 r"unable to deliver .{0,30}for \d+ (?:days|hours)|could not deliver for the last \d+ (?:seconds|minutes|hours)|"
                 r"expired|message (?:is|was) older than|zustellung .{0,20}abgelaufen"),
     (R.MAILBOX_FULL, r"mailbox (?:is )?full|mail ?box (?:size )?(?:limit )?exceeded|over ?quota|quota (?:exceeded|full)|"
-                     r"exceed(?:ed|s)? (?:the |their |his |her )?(?:storage|quota|mailbox)|"
+                     r"exceed(?:ed|s|ing)? (?:the |their |his |her )?(?:storage|quota|mailbox)|"
                      r"insufficient (?:disk )?(?:space|storage)|disk quota|mailbox has exceeded|"
                      r"not enough (?:storage|space)|user(?:'s)? (?:mailbox|disk) (?:is )?full|"
                      r"exceeds allocated storage|inbox is full|mailfolder is full|full mailbox|"
-                     r"postfach (?:ist )?voll|speicherplatz|brevlådan är full|postkassen er full|"
+                     r"postfach (?:ist )?voll|speicherplatz|brevlådan är full|postkassen er full|postkassen er fuld|"
+                     r"postilaatikko (?:on )?täynnä|(?:mailbox|postvak|postbus) is vol|buz[óo]n (?:est[áa] )?lleno|"
+                     r"casella (?:di posta )?(?:è )?piena|caixa (?:de correio )?(?:est[áa] )?cheia|skrzynka (?:jest )?pe[łl]na|"
                      r"boîte (?:aux lettres |mail )?(?:est )?pleine|quota d[ée]pass[ée]|storage limit"),
     (R.MESSAGE_TOO_BIG, r"message (?:is )?too (?:big|large)|message size exceeds|size limit|exceeds? (?:the )?(?:maximum|max)"
                         r"[^\n]{0,20}size|message length exceeds|mail size|too large|taille maximale"),
@@ -459,6 +525,10 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                      r"finns inte|okänd (?:mottagare|användare)|ukjent (?:mottaker|bruker)|finnes ikke|"
                      r"findes ikke|ukendt (?:modtager|bruger)|"
                      r"utilisateur inconnu|destinataire inconnu|n'existe pas|adresse (?:invalide|inconnue)|"
+                     r"tuntematon (?:vastaanottaja|käyttäjä|osoite)|ei ole olemassa|"
+                     r"onbekende (?:ontvanger|gebruiker)|bestaat niet|usuario desconocido|destinatario desconocido|"
+                     r"utente sconosciuto|destinatario sconosciuto|non esiste|usu[áa]rio desconhecido|"
+                     r"destinat[áa]rio desconhecido|n[ãa]o existe|nieznany (?:odbiorca|u[żz]ytkownik)|nie istnieje|"
                      r"introuvable|"
                      # Lotus Domino/Notes in Japanese: "not found in the (Domino) directory",
                      # "not in the directory's list".
@@ -475,7 +545,12 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                      r"(?:illegal|invalid) host|hostname (?:lookup|not found)|host (?:name )?lookup|"
                      r"domain .{0,30} (?:does not|doesn't) accept mail|null mx|"
                      r"domäne (?:existiert|nicht)|domaine (?:inexistant|introuvable)"),
-    (R.NOT_ACCEPTING, r"does not accept (?:e-?)?mail|not accepting (?:e-?)?mail|accepts no mail|no longer accepts? (?:e-?)?mail|"
+    # RFC 7504: reply code 521 "host does not accept mail" with 5.3.2, and 556 "domain does
+    # not accept mail" with 5.1.10 (a null MX, RFC 7505), are answers about the destination
+    # itself, whatever words follow (lhost-dragonfly-16: "521 5.3.2"). A 521 with another
+    # code is some site's refusal of us (lhost-amazonses-16: "521 5.7.1 ... dnsbl").
+    (R.NOT_ACCEPTING, r"521[ -]5\.3\.2\b|556[ -]5\.1\.10\b|"
+                      r"does not accept (?:e-?)?mail|not accepting (?:e-?)?mail|accepts no mail|no longer accepts? (?:e-?)?mail|"
                       r"doesn't accept mail|not receiving mail|recipient (?:does not|doesn't) accept"),
     (R.RATE_LIMITED, r"too many (?:messages|connections|recipients|mails|emails)|rate ?limit|"
                      r"(?:sending|receiving|inbound|outbound) rate|try (?:again )?later|throttl|"
@@ -483,15 +558,18 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                      r"has been temporarily rate limited|unusual rate|too many concurrent|"
                      r"receiving mail at a rate"),
     (R.REPUTATION, r"poor reputation|bad reputation|low reputation|reputation|senderscore|sender score"),
-    (R.SPAM, r"\bspam\b|junk mail|unsolicited|content (?:was )?rejected|looks like spam|bulk mail|"
+    # The rows below are searched in every notice that names no earlier reason: each
+    # alternative starts with a letter (no leading \b), so that the engine can skip to
+    # candidate positions (Words._scan); "spam\b" also finds "antispam", as it should.
+    (R.SPAM, r"spam\b|junk mail|unsolicited|content (?:was )?rejected|looks like spam|bulk mail|"
              r"message (?:content )?(?:was )?(?:classified|identified|detected) as|"
              r"virus|malware|infected|phish"),
-    (R.BLOCKED, r"blacklist|blocklist|block ?list|black ?list|listed (?:on|in|at) |\brbl\b|dnsbl|spamhaus|"
+    (R.BLOCKED, r"blacklist|blocklist|block ?list|black ?list|listed (?:on|in|at) |rbl\b|dnsbl|spamhaus|"
                 r"spamcop|sorbs|barracuda ?(?:central|reputation)|blocked|client host rejected|"
                 r"connection refused|access denied|not allowed to send|refused to talk|"
-                r"reverse (?:dns|lookup)|\bptr\b|rdns|no reverse|banned|"
+                r"reverse (?:dns|lookup)|ptr\b|rdns|no reverse|banned|"
                 r"ip address .{0,40}(?:rejected|not permitted)|sender ip|your ip"),
-    (R.POLICY, r"\bspf\b|\bdkim\b|\bdmarc\b|authentication (?:failed|required)|unauthenticated|"
+    (R.POLICY, r"spf\b|dkim\b|dmarc\b|authentication (?:failed|required)|unauthenticated|"
                r"policy|relay(?:ing)? (?:denied|not permitted|access denied|prohibited)|"
                r"not permitted to relay|we do not relay|relay not permitted|"
                r"sender (?:address )?(?:rejected|denied|verify failed)|domain of sender|"
@@ -511,7 +589,7 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple((reason, Words(p
                      r"insufficient system (?:storage|resources)|system (?:is )?(?:full|busy)|"
                      r"too many hops|loop detected|mail loop|routing loop|i/o error|"
                      r"(?:mailer|program|pipe) (?:error|failed)|delivery to (?:a )?(?:pipe|program|file) failed"),
-))
+) for row in _rows(reason, p))
 del R
 
 # The remote server accepted the recipient at RCPT and refused the message after DATA
@@ -552,7 +630,14 @@ DELAY_WARNING = Words(
     r"warning only|only a warning|just a warning|endast en varning|bara en varning|"
     r"kun en advarsel|kun et varsel|bare en advarsel|nur eine warnung|lediglich eine warnung|"
     r"vain varoitus|ainoastaan varoitus|seulement un avertissement|simple avertissement|"
-    r"du behöver inte skicka om|du trenger ikke sende|sie müssen die nachricht nicht erneut senden")
+    r"du behöver inte skicka om|du trenger ikke sende|sie müssen die nachricht nicht erneut senden|"
+    # In English too: the sender need not send again, because the delivery is retried
+    # (Sendmail's "THIS IS A WARNING MESSAGE ONLY", Postfix's and OpenSMTPD's "do not need
+    # to re-send", a notice that says the message "will be retried").
+    r"warning message only|(?:do not|don't|not) need to (?:re-?send|send (?:it|this|the message|your message) again)|"
+    r"(?:delivery|message|it) will be retried|will be retried (?:for|until|automatically)|"
+    r"(?:will|shall) continue (?:to try|trying|to attempt) (?:to deliver|delivery)|has been postponed|"
+    r"delivery attempts will continue|do not resend (?:your|the) (?:original )?message")
 PERMANENT_WORDS = Words(
     r"permanent(?:ly)?|fatal error|given up|gave up|could not be delivered|couldn't be delivered|"
     r"did not reach|was not delivered|undeliverable|failed")
@@ -563,6 +648,7 @@ PERMANENT_WORDS = Words(
 EXISTENCE_WORDS = Words(
     r"(?:address|mailbox|user|recipient|account|adress|adressen|adresse)[^.\n]{0,40}(?:does not|doesn't|do not) exist|"
     r"finns inte|finnes ikke|findes ikke|existiert nicht|n'existe pas|ei ole olemassa|no longer exists?|"
+    r"bestaat niet|no existe|non esiste|n[ãa]o existe|nie istnieje|"
     r"not an active (?:e-?mail )?address|no mailbox here")
 
 # An account that is disabled, deactivated, closed or suspended, with a permanent

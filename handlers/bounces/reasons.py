@@ -80,13 +80,7 @@ def text_reason(text: str | None) -> BounceReason | None:
     """
     if not text:
         return None
-    lowered = text[:4000].lower()
-    if "@" in lowered:
-        # Words inside an address are names, not reasons: the mailbox filtered@ or
-        # expired@ says nothing about why mail to it bounced. (Links stay: a blocklist
-        # lookup URL is the reason, rhost-godaddy-02.)
-        lowered = _ADDRESS.sub(" ", lowered)
-    return _text_reason(lowered)
+    return _text_reason(text[:4000])
 
 
 # An address (local@domain), inside angle brackets or not.
@@ -94,9 +88,16 @@ _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
 
 
 @lru_cache(maxsize=1024)
-def _text_reason(lowered: str) -> BounceReason | None:
-    # Cached: one notice's text is asked about several times (recipient lines, the
-    # whole notice, the DSN's diagnostic and its context).
+def _text_reason(text: str) -> BounceReason | None:
+    # Cached on the text as given: one notice's text is asked about several times
+    # (recipient lines, the whole notice, the DSN's diagnostic and its context), and
+    # lowering it and blanking its addresses cost as much as the search.
+    lowered = text.lower()
+    if "@" in lowered:
+        # Words inside an address are names, not reasons: the mailbox filtered@ or
+        # expired@ says nothing about why mail to it bounced. (Links stay: a blocklist
+        # lookup URL is the reason, rhost-godaddy-02.)
+        lowered = _ADDRESS.sub(" ", lowered)
     for reason, pattern in patterns.REASON_PATTERNS:
         if pattern.search_lowered(lowered):
             return reason
@@ -164,10 +165,12 @@ def is_hard(reason: BounceReason, status: str | None, text: str | None = None) -
     class 5, unless the text says it is temporary."""
     if not status or not status.startswith("5."):
         return False
+    if status_meaning(status)[0] is BounceReason.SENDER_ADDRESS:
+        # X.1.7/X.1.8 name our sender's address: whatever the words say ("Domain of sender
+        # address ... does not exist", lhost-sendmail-04) is about it, not the recipient's.
+        return False
     if reason in patterns.HARD_REASONS:
         return True
-    if status_meaning(status)[0] is BounceReason.SENDER_ADDRESS:
-        return False        # X.1.7/X.1.8: the words are about our sender's account, not the recipient's
     return reason is BounceReason.SUSPENDED and not patterns.TEMPORARILY.search((text or "")[:4000])
 
 

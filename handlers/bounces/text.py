@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 from datetime import datetime
 from email.message import Message
 from html import unescape
@@ -27,7 +28,8 @@ from handlers.bounces import patterns as patterns
 from handlers.mail.addresses import normalise
 from handlers.bounces.envelope import (UNRELATED, actions_from_rows, apply_envelope, drop_unrelated, forged_original,
                                       null_sender, original_ref, relation)
-from handlers.bounces.original import ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, addressed_to, returned_original
+from handlers.bounces.original import (ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, addressed_to, inline_original,
+                                      returned_original)
 from handlers.bounces.reasons import explain, notice_context, text_reason
 from handlers.mail.message import (
     content_type,
@@ -52,8 +54,11 @@ _BLOCK_TAGS = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE
 _PARAGRAPH_END = re.compile(r"\n[ \t]*\n(?=[ \t]*\S)")
 # An RFC 5321 failure reply code (4xx or 5xx; a 2xx reply is not a failure, and a
 # "Size (in bytes): 222" is not a reply at all, lhost-verizon-02).
-_REPLY = re.compile(r"(?<![\d.])([45])\d\d(?:[ -]|$)", re.MULTILINE)
-_ENHANCED = re.compile(r"(?<!\d)(?<!\d\.)([245])\.([0-7])\.(\d{1,3})(?!\d|\.\d)")
+# Both start with their digit class and check the character before in Python: a pattern
+# that opens with a look-behind is tried at every position of the text, one with a
+# character class is scanned for that class first.
+_REPLY = re.compile(r"([45])\d\d(?:[ -]|$)", re.MULTILINE)
+_ENHANCED = re.compile(r"([245])\.([0-7])\.(\d{1,3})(?!\d|\.\d)")
 # Contexts in which an address is the sender or a mailbox of the reporting system,
 # not a failed recipient: "MAIL FROM:<a>", "envelope-from <a>", "from a", header lines
 # of the original that slipped above the cut.
@@ -98,6 +103,17 @@ class TextBounce:
     notes: tuple[str, ...] = ()
     addressed_to: tuple[str, ...] = ()   # the notice's own To, Delivered-To, ... (raw; our VERP address)
     return_path: str | None = None        # the notice's own Return-Path header, as written
+    inline_copy: bool = False             # `original` was read from a copy pasted into the notice text
+
+    @cached_property
+    def notice_code(self) -> str | None:
+        """The notice's first RFC 3463 code (asked once per recipient, found once)."""
+        return _first_code(self.notice)
+
+    @cached_property
+    def notice_reply(self) -> re.Match[str] | None:
+        """The notice's first 4xx/5xx reply code."""
+        return _first_reply(self.notice)
 
 
 # --------------------------------------------------------------------------- reading
@@ -139,21 +155,26 @@ def _read(msg: Message, inside_report: bool, nested: bool = False) -> TextBounce
     from_ = header_text(msg, "From") or ""
     x_failed = header_text(msg, "X-Failed-Recipients") or ""
     return_path = (header_text(msg, "Return-Path") or "").strip()
-    notice, original_msg = _notice(msg)
+    notice, original_msg, copy = _notice(msg)
     if not notice.strip() and not x_failed:
         return None
     lowered = notice.lower()
-    form = next((f for f in patterns.MTA_FORMS if f.detect.search_lowered(lowered)), None)
+    # Each form's signature is searched once: the first one found names the form, and the
+    # recipients are read by the first detected form that finds any.
+    detected = [f for f in patterns.MTA_FORMS if f.detect.search_lowered(lowered)]
+    form = detected[0] if detected else None
     # Exim marks its own bounces "Auto-Submitted: auto-replied" (lhost-exim-01), so
     # auto-reply signs only count against a message no MTA form or daemon sender claims.
     if (form is None and not x_failed and not patterns.BOUNCE_FROM.search(from_)
             and _is_auto_reply(msg, subject)):
         return None
+    # A Return-Path naming a mailer daemon (a bounce sent from MAILER-DAEMON@host instead
+    # of the null path of RFC 5321 section 4.5.5) says it as well as the From would.
     looks = bool(patterns.BOUNCE_FROM.search(from_) or patterns.BOUNCE_SUBJECT.search(subject)
-                 or x_failed or return_path in ("<>", ""))
+                 or x_failed or return_path in ("<>", "") or patterns.BOUNCE_FROM.search(return_path[:300]))
     if not looks and form is None:
         return None
-    recipients, via = _form_recipients(notice, lowered)
+    recipients, via = _form_recipients(notice, detected)
     # Besides the bounce-like headers, the text must say something failed: a failure
     # phrase, or an MTA form that names recipients under a daemon sender or bounce
     # subject (lhost-v5sendmail-02 says only "Host unknown" in a transcript).
@@ -201,13 +222,15 @@ def _read(msg: Message, inside_report: bool, nested: bool = False) -> TextBounce
     if len(recipients) > MAX_RECIPIENTS:
         notes.append(f"only the first {MAX_RECIPIENTS} of {len(recipients)} recipients read")
         recipients = recipients[:MAX_RECIPIENTS]
-    matched = next((f for f in patterns.MTA_FORMS if f.name == via), form)
+    matched = next((f for f in detected if f.name == via), form)
     temporary = bool(matched is not None and matched.temporary is not None
                      and matched.temporary.search_lowered(lowered))
     temporary = temporary or bool(patterns.DELAY_WARNING.search_lowered(lowered))
     return TextBounce(form=via, recipients=tuple(recipients), temporary=temporary, notice=notice[:MAX_DIAGNOSTIC * 4],
-                      subject=subject or None, from_=from_ or None, original=_original(original_msg),
-                      notes=tuple(notes), addressed_to=addressed_to(msg), return_path=return_path or None)
+                      subject=subject or None, from_=from_ or None,
+                      original=_original(original_msg) if original_msg is not None else inline_original(copy),
+                      notes=tuple(notes), addressed_to=addressed_to(msg), return_path=return_path or None,
+                      inline_copy=original_msg is None and bool(copy))
 
 
 # The classic VERP form of any return path, `base+local=domain@host` (the last "="
@@ -275,8 +298,9 @@ def _is_auto_reply(msg: Message, subject: str) -> bool:
     return bool(patterns.AUTOREPLY_SUBJECT.search(subject)) and not patterns.BOUNCE_SUBJECT.search(subject)
 
 
-def _notice(msg: Message) -> tuple[str, Message | None]:
-    """The human-readable text of the notice, cut before any inline copy; and the attached original."""
+def _notice(msg: Message) -> tuple[str, Message | None, str]:
+    """The human-readable text of the notice, cut before any inline copy; the attached
+    original; and the inline copy (the text from the marker on, "" when there is none)."""
     texts: list[str] = []
     html: list[str] = []
     original: Message | None = None
@@ -296,8 +320,8 @@ def _notice(msg: Message) -> tuple[str, Message | None]:
             texts.append(_text_of(part))
     if not texts and html:
         texts = [_html_text(h) for h in html]
-    notice = "\n".join(texts)[:MAX_NOTICE * 4]
-    return _cut(notice)[:MAX_NOTICE], original
+    notice, copy = _cut("\n".join(texts)[:MAX_NOTICE * 4])
+    return notice[:MAX_NOTICE], original, copy
 
 
 def _text_of(part: Message) -> str:
@@ -309,7 +333,7 @@ def _html_text(html: str) -> str:
     return unescape(strip_tags(text, " ", any_closer=True))
 
 
-def _cut(notice: str) -> str:
+def _cut(notice: str) -> tuple[str, str]:
     lowered = notice.lower()
     if len(lowered) == len(notice):
         match = patterns.ORIGINAL_MARKERS.search_lowered(lowered)
@@ -318,8 +342,8 @@ def _cut(notice: str) -> str:
     # A marker on the first lines is the notice's own header block (MTAs that paste
     # "Received:" first, lhost-ezweb-*); only cut if some text precedes it.
     if match is not None and notice[:match.start()].strip():
-        return notice[:match.start()]
-    return notice
+        return notice[:match.start()], notice[match.start():]
+    return notice, ""
 
 
 def _own_addresses(msg: Message, original: Message | None) -> set[str]:
@@ -339,19 +363,31 @@ def _own_addresses(msg: Message, original: Message | None) -> set[str]:
     return found
 
 
+# An X.400 O/R address carries the Internet address as a domain-defined attribute
+# (RFC 2156 section 4.2.2): "c=US;a= ;p=Org;o=Site;dda:SMTP=user@example.com;" in
+# Exchange 5.5's notices. The address regex starts at "SMTP=", an atom like any other.
+_DDA_TYPES = ("smtp=", "rfc-822=", "rfc822=")
+
+
+def _dda_address(notice: str, start: int, raw: str) -> str:
+    """`raw` without a DDA type prefix when the notice writes it as an X.400 attribute."""
+    lowered = raw[:9].lower()
+    if lowered.startswith(_DDA_TYPES) and notice[max(0, start - 4):start].lower() == "dda:":
+        return raw.partition("=")[2]
+    return raw
+
+
 def _is_system(address: str) -> bool:
     return address.split("@", 1)[0] in _SYSTEM_LOCAL
 
 
-def _form_recipients(notice: str, lowered: str) -> tuple[list[TextRecipient], str]:
-    for form in patterns.MTA_FORMS:
-        if not form.detect.search_lowered(lowered):
-            continue
+def _form_recipients(notice: str, detected: list[patterns.MtaForm]) -> tuple[list[TextRecipient], str]:
+    for form in detected:
         spans: list[tuple[int, str]] = []
         seen: set[str] = set()
         for match in form.recipients.finditer(notice):
             group = next((k for k, v in match.groupdict().items() if v and k.startswith("addr")), None)
-            address = normalise(match.group(group)) if group else None
+            address = normalise(_dda_address(notice, match.start(group), match.group(group))) if group else None
             if group is None or address is None or address in seen:
                 continue
             seen.add(address)
@@ -379,7 +415,7 @@ def _generic_recipients(notice: str, excluded: set[str], *, listed_only: bool = 
             continue
         if listed_only and not _ALONE.fullmatch(line.strip()):
             continue
-        address = normalise(match.group(0))
+        address = normalise(_dda_address(notice, match.start(), match.group(0)))
         if address is None or address in seen or address in excluded or _is_system(address):
             continue
         seen.add(address)
@@ -444,8 +480,8 @@ def assess_text(recipient: TextRecipient, bounce: TextBounce) -> dict[str, Any]:
     if not _has_reason(block) and recipient.following and _has_reason(recipient.following):
         # The reason is in a later paragraph before the next recipient (DragonFly, Notes).
         block = recipient.following
-    code = _first_code(block) or _first_code(bounce.notice)
-    reply = _REPLY.search(block) or _REPLY.search(bounce.notice)
+    code = _first_code(block) or bounce.notice_code
+    reply = _first_reply(block) or bounce.notice_reply
     default_class = "4" if bounce.temporary else (reply.group(1) if reply else None)
     if not _has_reason(block):
         # The recipient's own lines give no reason (Gmail, Domino and Sendmail put it in
@@ -492,8 +528,25 @@ def assess_text(recipient: TextRecipient, bounce: TextBounce) -> dict[str, Any]:
 
 
 def _first_code(text: str) -> str | None:
-    match = _ENHANCED.search(text or "")
-    return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}" if match else None
+    """The first RFC 3463 code in `text` not preceded by a digit or by "digit." (a version
+    number or an IP address is not a status), as "c.s.d" without leading zeros."""
+    text = text or ""
+    for match in _ENHANCED.finditer(text):
+        at = match.start()
+        if at and (text[at - 1].isdecimal() or (text[at - 1] == "." and at > 1 and text[at - 2].isdecimal())):
+            continue
+        return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}"
+    return None
+
+
+def _first_reply(text: str) -> re.Match[str] | None:
+    """The first RFC 5321 4xx/5xx reply code in `text` not preceded by a digit or a dot."""
+    for match in _REPLY.finditer(text or ""):
+        at = match.start()
+        if at and (text[at - 1].isdecimal() or text[at - 1] == "."):
+            continue
+        return match
+    return None
 
 
 def _has_reason(text: str) -> bool:
@@ -546,7 +599,10 @@ def decide_text_bounce(item: Inbound, bounce: TextBounce, ctx: Context, now: dat
     if not related:
         reason = f"{reason}; not acted on: {UNRELATED}: {related_why}"
     review = False
-    if not certain and (forged := forged_original(evidence["original"], ctx)):
+    # A copy pasted into the text is often cut short ("the first 50 lines follow"): a
+    # Message-ID missing from it is no sign of forgery, one from elsewhere still is.
+    judged = original if not bounce.inline_copy or (original or {}).get("message_id") else None
+    if not certain and (forged := forged_original(judged, ctx)):
         actions, review, reason = (), True, f"{reason}; not acted on: {forged}"
         evidence["forged"] = forged
     return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=actions, reason=reason, review=review,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
@@ -35,6 +36,24 @@ def normalise(raw: str | None) -> str | None:
         text = text[1:-1].strip()
     if not text or len(text) > 320 or any(c in text for c in " \t\r\n<>\"\\\x00"):
         return None
+    if _PLAIN.fullmatch(text) and len(text) <= 254 and text.find("@") <= 64 and "--" not in text[text.find("@"):]:
+        # A plain ASCII dot-atom at an LDH domain with an alphabetic top-level label: what
+        # email-validator would return is the text itself, lower-cased (no IDNA, no
+        # Unicode normalisation, no quoting), and most addresses in bounces are of this
+        # kind. tests/unit/test_bounce_mime.py checks both ways agree.
+        return text.lower()
+    return _validated(text)
+
+
+# RFC 5321 section 4.1.2 Dot-string and an LDH domain (RFC 1035 section 2.3.1) whose last
+# label is letters: the addresses whose canonical form needs no validator.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.){{1,126}}[A-Za-z]{{2,63}}")
+
+
+def _validated(text: str) -> str | None:
+    """`normalise` by email-validator, for the text it has cleaned (see there)."""
     local, at, domain = text.rpartition("@")
     head, dot, tld = domain.rstrip(".").rpartition(".")
     special = bool(at and dot and head and tld.lower() in SPECIAL_USE)

@@ -103,7 +103,6 @@ _LINE = re.compile(r"([^\r\n]*)(\r\n|\r|\n|)")
 # A header line (RFC 5322 section 2.2): printable US-ASCII except ":" before the colon.
 # Like the standard parser, an empty name is seen as a header line and then refused.
 _HEADER_LINE = re.compile(r"[\041-\071\073-\176]*:")
-_EOL = re.compile(r"(?:\r\n|\r|\n)\Z")
 _BLANK_LINE = re.compile(r"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
 # A boundary line, for when the declared boundary is missing: "--" and 1-70 boundary
 # characters (RFC 2046 section 5.1.1), with a header line after it.
@@ -214,11 +213,17 @@ def _set_fields(msg: Message, pairs: list[tuple[str, str]]) -> None:
         msg.defects.append(email.errors.InvalidHeaderDefect(
             f"{len(pairs)} header fields: kept the first and last {MAX_FIELDS // 2}"))
         pairs = pairs[:MAX_FIELDS // 2] + pairs[-(MAX_FIELDS // 2):]
-    set_raw = msg.set_raw
     index: dict[str, str] = {}
-    for name, value in pairs:
-        set_raw(name, value)
-        index.setdefault(name.lower(), value)
+    if msg.policy is email.policy.compat32 and isinstance(getattr(msg, "_headers", None), list):
+        # What set_raw does under compat32 (its header_store_parse returns the pair as
+        # given), without a method call per field.
+        msg._headers.extend(pairs)
+        for name, value in pairs:
+            index.setdefault(name.lower(), value)
+    else:
+        for name, value in pairs:
+            msg.set_raw(name, value)
+            index.setdefault(name.lower(), value)
     msg.__dict__[_FIRST] = index
     raw_type = index.get("content-type")
     if raw_type is not None:
@@ -288,19 +293,30 @@ def _read_multipart(msg: Message, body: str, kind: str, depth: int, budget: _Bud
     child_type = "message/rfc822" if kind == "multipart/digest" else "text/plain"
     start, _end, _close = delimiters[0]
     if start > 0:
-        msg.preamble = _EOL.sub("", body[:start])
+        msg.preamble = _chop_eol(body[:start])
     parts: list[Message] = []
     for (_s, part_start, _c), (next_start, _e, _c2) in zip(delimiters, delimiters[1:]):
         if budget.parts > MAX_PARSED_PARTS:
             break       # a MIME bomb: the parts after this many are not made
-        parts.append(_entity(_EOL.sub("", body[part_start:next_start]), depth + 1, child_type, budget))
+        parts.append(_entity(_chop_eol(body[part_start:next_start]), depth + 1, child_type, budget))
     last_start, last_end, last_close = delimiters[-1]
     if last_close:
         msg.epilogue = body[last_end:]
     else:
         msg.defects.append(email.errors.CloseBoundaryNotFoundDefect())
-        parts.append(_entity(_EOL.sub("", body[last_end:]), depth + 1, child_type, budget))
+        parts.append(_entity(_chop_eol(body[last_end:]), depth + 1, child_type, budget))
     msg.set_payload(parts)
+
+
+def _chop_eol(text: str) -> str:
+    """`text` without one final line break (CR LF, CR or LF): the one that belongs to the
+    boundary line after it (RFC 2046 section 5.1.1). Checked at the end only: a regex
+    anchored at the end of the text would be tried at every position of the part."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith(("\n", "\r")):
+        return text[:-1]
+    return text
 
 
 def _delimiters(body: str, boundary: str) -> list[tuple[int, int, bool]]:
@@ -566,10 +582,9 @@ def content_param(part: Message, param: str) -> str | None:
 
 def payload_parts(part: Message) -> list[Message]:
     """The sub-messages of a multipart or message/* part; an empty list otherwise."""
-    try:
-        payload = part.get_payload()
-    except Exception:  # noqa: BLE001
-        return []
+    # What get_payload() returns for a multipart: the stored list (a leaf's text is
+    # not wanted here, and get_payload would check its charset and encoding first).
+    payload = part.__dict__.get("_payload") if isinstance(part, Message) else None
     if isinstance(payload, list):
         return [p for p in payload if isinstance(p, Message)]
     return []
@@ -582,7 +597,23 @@ def payload_bytes(part: Message) -> bytes:
     base64 is decoded as far as it goes (stray characters skipped, missing padding
     added) and broken quoted-printable keeps the undecodable "=" sequences as they
     are, both by binascii in one linear pass (RFC 2045 sections 6.7-6.8).
+
+    The result is kept on the part: every reader (complaints, SES, DSN, text notices,
+    replies) asks for the same few parts, and parsed messages are never changed.
     """
+    cached = part.__dict__.get(_DECODED)
+    if cached is not None:
+        return cached
+    data = _payload_bytes(part)
+    part.__dict__[_DECODED] = data
+    return data
+
+
+_DECODED = "_unsubd_decoded"
+_TEXT = "_unsubd_text"
+
+
+def _payload_bytes(part: Message) -> bytes:
     try:
         raw = part.get_payload()
         if isinstance(raw, str) and len(raw) > MAX_ENCODED_PART:
@@ -619,7 +650,15 @@ def part_text(part: Message) -> str:
     UTF-8 first when the bytes are valid UTF-8 (a declared us-ascii or Latin-1 often
     hides UTF-8), except for the 7-bit stateful charsets (ISO-2022-JP, UTF-7), whose
     escape sequences would pass as ASCII; then the declared charset; then Latin-1.
+    Kept on the part, as `payload_bytes` is.
     """
+    cached = part.__dict__.get(_TEXT)
+    if cached is None:
+        cached = part.__dict__[_TEXT] = _part_text(part)
+    return cached
+
+
+def _part_text(part: Message) -> str:
     data = payload_bytes(part)
     charset = (content_param(part, "charset") or "").strip().lower()
     candidates = [charset, "utf-8"] if charset.startswith(_SEVEN_BIT_CHARSETS) else ["utf-8", charset]

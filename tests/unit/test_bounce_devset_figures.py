@@ -17,13 +17,16 @@ from handlers import Inbound, classify
 
 # Reached when this test was written (dev, 119 files): recall 100.0, precision 98.0 (the two
 # quiet files whose stranger is recorded, not acted on), hard/soft 100.0, complaints 8/8.
+# Raised after the merge of the earlier holdout (dev, 156 files): recall, precision (rows of
+# decisions that say they are not about mail we sent are recorded, not reported; see
+# bench.bounce_devset), hard/soft, status all 100.0, no delay acted on.
 FLOORS = {
-    "recipient_recall": 99.0,
-    "recipient_precision": 97.5,
-    "failed_lines_acted_on": 99.0,
-    "hard_soft_agreement": 97.0,
-    "permanent_temporary_agreement": 98.0,
-    "status_agreement": 98.0,
+    "recipient_recall": 99.5,
+    "recipient_precision": 99.5,
+    "failed_lines_acted_on": 99.5,
+    "hard_soft_agreement": 99.0,
+    "permanent_temporary_agreement": 99.5,
+    "status_agreement": 99.0,
 }
 
 

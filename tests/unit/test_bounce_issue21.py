@@ -414,3 +414,260 @@ def test_classify_json_says_why_a_backscatter_recipient_is_not_acted_on() -> Non
                 "Message-ID: <x2@spam.example>\n\nBuy\n")
     (entry,) = classify_record("x.eml", run(dsn(group("rfc822; v@victim.example"), original=stranger)))["recipients"]
     assert entry["effect"] == "none" and "backscatter" in entry["why"] and entry["hard"] is True
+
+
+# ------------------------------------------------------------------ 10. text notices: the copy, languages, delays, forms
+
+
+def text_notice(body: str, *, subject: str = "failure notice", sender: str = "MAILER-DAEMON@mx.kund.example",
+                to: str = "bounces@mail.example.org") -> str:
+    return (f"Return-Path: <>\nFrom: {sender}\nTo: {to}\nSubject: {subject}\n"
+            "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n" + body)
+
+
+QMAIL_HEAD = ("Hi. This is the qmail-send program at mx.kund.example.\n"
+              "I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+              "This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+              "<{rcpt}>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"
+              "--- Below this line is a copy of the message.\n\n")
+
+
+def test_backscatter_in_a_text_notice_is_read_from_its_pasted_copy() -> None:
+    # qmail pastes the returned message after its marker line; that copy used our bounce
+    # address as its return path but is someone else's spam: recorded, never acted on.
+    copy = ("Return-Path: <bounces@mail.example.org>\nFrom: Prize <win@prize.example>\n"
+            "To: nils@kund.example\nSubject: You won\nMessage-ID: <77.x@prize.example>\n\nClaim now\n")
+    d = run(text_notice(QMAIL_HEAD.format(rcpt="nils@kund.example") + copy))
+    assert d.kind is Kind.BOUNCE and d.actions == ()
+    assert d.evidence["related"] is False and "backscatter" in d.evidence["relation"]
+    assert d.evidence["original"]["message_id"] == "<77.x@prize.example>"
+    (row,) = d.evidence["recipients"]
+    assert row["address"] == "nils@kund.example" and row["proposed"] == "suppress"
+
+
+def test_a_pasted_copy_of_our_own_message_ties_the_notice_to_us() -> None:
+    d = run(text_notice(QMAIL_HEAD.format(rcpt="nils@kund.example") + OUR_ORIGINAL.format(to="nils@kund.example", n=21)))
+    assert d.evidence["related"] is True
+    assert acted(d) == {"nils@kund.example": ActionType.SUPPRESS}
+
+
+@pytest.mark.parametrize("marker", ["------ This is a copy of the message, including all the headers. ------\n\n",
+                                    "Original message follows.\n", ""])
+def test_inline_original_reads_the_header_block_after_the_marker(marker: str) -> None:
+    from handlers.bounces.original import inline_original
+
+    found = inline_original(marker + "Return-Path: <r@a.example>\nMessage-ID:\n <m1@a.example>\n"
+                            "To: x@b.example\n\nBody: not a header\n")
+    assert found is not None and found.message_id == "<m1@a.example>" and found.to == "x@b.example"
+    assert inline_original("Original message follows.\n\nJust some text, no header.\n") is None
+    assert inline_original("") is None
+
+
+@pytest.mark.parametrize("subject, body", [
+    ("Toimitus epäonnistui: Uutiskirje",
+     "Viestiäsi ei voitu toimittaa vastaanottajalle:\n\n    {rcpt}\n\nSyy: tuntematon vastaanottaja.\n"),
+    ("Onbestelbaar: Nieuwsbrief",
+     "Uw bericht kon niet worden afgeleverd bij:\n\n    {rcpt}\n\nReden: onbekende ontvanger.\n"),
+    ("No se puede entregar: Boletín",
+     "No se pudo entregar su mensaje a:\n\n    {rcpt}\n\nMotivo: usuario desconocido.\n"),
+    ("Non recapitabile: Notiziario",
+     "Impossibile recapitare il messaggio a:\n\n    {rcpt}\n\nMotivo: utente sconosciuto.\n"),
+    ("Não é possível entregar: Boletim",
+     "Não foi possível entregar a mensagem para:\n\n    {rcpt}\n\nMotivo: o destinatário não existe.\n"),
+    ("Nie można dostarczyć: Biuletyn",
+     "Wiadomość nie została dostarczona do:\n\n    {rcpt}\n\nPowód: adres nie istnieje.\n"),
+])
+def test_failure_notices_in_more_languages_name_the_recipient(subject: str, body: str) -> None:
+    # A custom notice with no MTA form and no status code, from a postmaster: read by the
+    # language's own "could not be delivered", and believed hard when it says the address
+    # does not exist or is unknown.
+    d = run(text_notice(body.format(rcpt="kari@kund.example"), subject=subject, sender="postmaster@kund.example"))
+    assert d.kind is Kind.BOUNCE
+    (row,) = d.evidence["recipients"]
+    assert row["address"] == "kari@kund.example" and row["action"] == "failed"
+    assert row["reason"] == "user_unknown"
+
+
+def test_finnish_notice_with_a_code_is_a_hard_bounce() -> None:
+    d = run(text_notice("Viestiäsi ei voitu toimittaa seuraavalle vastaanottajalle:\n\n    aino@kund.example\n\n"
+                        "Syy: postilaatikkoa ei ole olemassa (550 5.1.1).\n", subject="Ei voitu toimittaa: Uutiset",
+                        sender="postmaster@kund.example"))
+    assert acted(d) == {"aino@kund.example": ActionType.SUPPRESS}
+    assert d.actions[0].status == "5.1.1"
+
+
+@pytest.mark.parametrize("tail", [
+    "Delivery of this message has been delayed for 4 hours; it will be retried.\nYou do not need to send it again.",
+    "THIS IS A WARNING MESSAGE ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE.",
+    "The message will be retried for 5 days.",
+])
+def test_english_delay_wording_is_not_a_failure(tail: str) -> None:
+    # OpenSMTPD-like notice: its recipient line is the same in a failure and a warning;
+    # only the closing words say delivery is still being tried.
+    d = run(text_notice("Hi!\n\nThis is the MAILER-DAEMON, please DO NOT REPLY to this email.\n\n"
+                        "An error has occurred while attempting to deliver a message for\n"
+                        "the following list of recipients:\n\nnora@kund.example: Network error on destination MXs\n\n"
+                        + tail + "\n", subject="Delivery status notification: warning"))
+    (row,) = d.evidence["recipients"]
+    assert row["action"] == "delayed" and row["outcome"] is None
+    assert all(a.type not in (ActionType.SUPPRESS, ActionType.SOFT_BOUNCE) for a in d.actions)
+
+
+def test_same_notice_without_delay_wording_is_a_failure() -> None:
+    d = run(text_notice("Hi!\n\nThis is the MAILER-DAEMON, please DO NOT REPLY to this email.\n\n"
+                        "An error has occurred while attempting to deliver a message for\n"
+                        "the following list of recipients:\n\nnora@kund.example: 550 5.2.2 Mailbox full\n"))
+    assert acted(d) == {"nora@kund.example": ActionType.SOFT_BOUNCE}
+
+
+@pytest.mark.parametrize("reason, outcome, hard", [
+    ("user not found", ActionType.SUPPRESS, True),
+    ("mailbox full", ActionType.SOFT_BOUNCE, False),
+])
+def test_groupwise_list_with_reasons_in_parentheses(reason: str, outcome: ActionType, hard: bool) -> None:
+    # GroupWise's agent names each recipient with its reason in parentheses and no code;
+    # a known form, so "user not found" is the address's own problem, not a filter's guess.
+    d = run(text_notice("The message that you sent was undeliverable to the following:\n"
+                        f"\tmarit@kund.example ({reason})\n\tother@kund.example\n\nPossible causes:\n"
+                        "\tThe e-mail address was typed incorrectly\n", subject="Undeliverable: Nyheter",
+                        sender="Mail Delivery System <postmaster@gw.kund.example>"))
+    assert acted(d) == {"marit@kund.example": outcome}
+    assert d.evidence["form"] == "groupwise" and d.actions[0].hard is hard
+
+
+# ------------------------------------------------------------------ 11. more rules of the formats (shared corpus gaps)
+
+
+def test_x400_address_gives_its_internet_address_attribute() -> None:
+    # RFC 2156: an O/R address carries the RFC 822 address as a domain-defined attribute.
+    d = run(text_notice("Your message\n\n  To:      news@mail.example.org\n  Subject: Nyheter\n\n"
+                        "did not reach the following recipient(s):\n\n"
+                        "c=SE;a= ;p=Kund;o=Site1;dda:SMTP=Bo.Ek@kund.example; on Mon, 2 Mar 2026 10:00:00 +0100\n"
+                        "    The recipient name is not recognized\n", subject="Undeliverable: Nyheter"))
+    assert [r["address"] for r in d.evidence["recipients"]] == ["bo.ek@kund.example"]
+
+
+def _wrapped(sender: str) -> str:
+    inner = ("From: postmaster@mx.kund.example\nTo: bounces@mail.example.org\nSubject: Delivery Status Notification\n"
+             'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary="in"\n\n'
+             "--in\nContent-Type: text/plain\n\nDelivery failed.\n\n--in\nContent-Type: message/delivery-status\n\n"
+             "Reporting-MTA: dns; mx.kund.example\n\nFinal-Recipient: rfc822; ulla@kund.example\nAction: failed\n"
+             "Status: 5.1.1\n\n--in--\n")
+    return (f"From: {sender}\nTo: bounces@mail.example.org\nSubject: Delivery Status Notification (Failure)\n"
+            'MIME-Version: 1.0\nContent-Type: multipart/mixed; report-type=delivery-status; boundary="out"\n\n'
+            f"--out\nContent-Type: message/rfc822\n\n{inner}\n--out--\n")
+
+
+def test_a_report_wrapped_whole_by_its_gateway_is_read_from_inside() -> None:
+    d = run(_wrapped("postmaster@kund.example"))
+    assert d.kind is Kind.BOUNCE and acted(d) == {"ulla@kund.example": ActionType.SUPPRESS}
+    assert "read from the report attached to this notice" in d.evidence["notes"]
+
+
+def test_a_report_forwarded_by_a_person_is_not_unwrapped() -> None:
+    d = run(_wrapped("Ulla Berg <ulla.berg@kund.example>"))
+    assert d.kind is not Kind.BOUNCE and d.actions == ()
+
+
+@pytest.mark.parametrize("status, diag, hard", [
+    ("5.3.2", "smtp; 521 5.3.2 <a@kund.example>: Recipient address rejected", True),
+    ("5.1.10", "smtp; 556 5.1.10 Recipient address rejected", True),
+    ("5.7.1", "smtp; 521-5.7.1 client blocked using a DNS blocklist", False),
+])
+def test_rfc7504_reply_codes(status: str, diag: str, hard: bool) -> None:
+    # RFC 7504: 521 with 5.3.2 (host does not accept mail) and 556 with 5.1.10 (domain
+    # does not accept mail) are about the destination; a 521 for a blocklist is not.
+    d = run(dsn(group("rfc822; a@kund.example", status=status, diag=diag)))
+    (row,) = d.evidence["recipients"]
+    assert row["hard"] is hard
+
+
+def test_a_sender_status_code_outweighs_recipient_words() -> None:
+    # X.1.8 names our sender's domain; "does not exist" is then about it, not the recipient.
+    d = run(dsn(group("rfc822; a@kund.example", status="5.1.8",
+                      diag="smtp; 553 5.1.8 <news@mail.example.org>... Domain of sender address does not exist")))
+    (row,) = d.evidence["recipients"]
+    assert row["hard"] is False and acted(d) == {"a@kund.example": ActionType.SOFT_BOUNCE}
+
+
+@pytest.mark.parametrize("body", [
+    "Delivery of email to this address\n\n\"pia@kund.example\"\n\nhas been postponed due to a full mailbox.\n"
+    "We will continue to try to deliver your message over the next few days.\n",
+    "Your message could not be delivered to the following recipients:\n\npia@kund.example\n\n"
+    "Please do not resend your original message. Delivery attempts will continue to be made for 5 day(s).\n",
+])
+def test_postponed_delivery_is_a_delay_not_a_failure(body: str) -> None:
+    d = run(text_notice(body, subject="Mail Delivery Warning", sender="Mail Delivery System <postmaster@kund.example>"))
+    (row,) = d.evidence["recipients"]
+    assert row["address"] == "pia@kund.example" and row["action"] == "delayed"
+    assert all(a.type not in (ActionType.SUPPRESS, ActionType.SOFT_BOUNCE) for a in d.actions)
+
+
+@pytest.mark.parametrize("intro", [
+    "Unfortunately, we were not able to deliver your message to the following address(es):",
+    "邮件无法发送到您指定的地址中。",
+])
+def test_qmail_like_notices_in_other_wordings_are_read(intro: str) -> None:
+    d = run(text_notice(f"{intro}\n\n<jan@kund.example>:\nThis person's account is exceeding their quota.\n\n"
+                        "--- Below the next line is a copy of the message.\n",
+                        subject="failure notice", sender="MAILER-DAEMON@mx.kund.example"))
+    (row,) = d.evidence["recipients"]
+    assert row["address"] == "jan@kund.example" and row["action"] == "failed"
+
+
+def test_quota_wording_exceeding() -> None:
+    assert text_reason_of("This person's account is exceeding their quota.") == "mailbox_full"
+
+
+def text_reason_of(text: str) -> str | None:
+    from handlers.bounces.reasons import text_reason
+
+    found = text_reason(text)
+    return found.value if found is not None else None
+
+
+def test_exim_undisclosed_address_gives_the_alias_it_was_generated_from() -> None:
+    d = run(text_notice("This message was created automatically by mail delivery software.\n\n"
+                        "A message that you sent could not be delivered to one or more of its\n"
+                        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+                        "  an undisclosed address\n    (generated from alias@kund.example)\n",
+                        subject="Mail delivery failed: returning message to sender",
+                        sender="Mail Delivery System <Mailer-Daemon@mx.kund.example>"))
+    assert [r["address"] for r in d.evidence["recipients"]] == ["alias@kund.example"]
+
+
+def test_a_return_path_naming_a_mailer_daemon_marks_a_notice_without_from() -> None:
+    raw = ("Return-Path: <MAILER-DAEMON@mx.kund.example>\nTo: bounces@mail.example.org\nSubject: Nyheter\n\n"
+           "A message could not be delivered to:\nolle@kund.example\n"
+           "The address above does not exist.\n")
+    d = run(raw)
+    assert d.kind is Kind.BOUNCE and [r["address"] for r in d.evidence["recipients"]] == ["olle@kund.example"]
+
+
+def test_an_unreadable_notice_from_a_mail_system_is_recorded_not_read_as_a_reply() -> None:
+    raw = text_notice("Your message could not be delivered.\nPlease unsubscribe me from nothing; no address here.\n",
+                      subject="Undeliverable: Nyheter", sender="Mail Delivery Subsystem <MAILER-DAEMON@mx.kund.example>")
+    d = run(raw)
+    assert d.kind is Kind.UNKNOWN and d.actions == () and not d.review
+    assert "delivery notice from a mail system" in d.reason
+
+
+def test_a_postmasters_own_reply_to_a_notice_is_still_read_as_a_reply() -> None:
+    raw = text_notice("Hello, this person has left us. Please remove the address from your list.\n",
+                      subject="Re: Undeliverable: Nyheter", sender="Postmaster <postmaster@kund.example>")
+    d = run(raw)
+    assert d.kind in (Kind.REPLY, Kind.OPTOUT) and "delivery notice from a mail system" not in d.reason
+
+
+def test_a_pasted_copy_claiming_our_sender_with_a_foreign_message_id_is_forged() -> None:
+    copy = ("Return-Path: <bounces@mail.example.org>\nFrom: Alumninytt <alumni@mail.example.org>\n"
+            "To: nils@kund.example\nSubject: Alumninytt\nMessage-ID: <1@elsewhere.example>\n\nHej\n")
+    d = run(text_notice(QMAIL_HEAD.format(rcpt="nils@kund.example") + copy))
+    assert d.actions == () and d.review and "forged" in d.evidence
+
+
+def test_a_pasted_copy_cut_before_its_message_id_is_no_sign_of_forgery() -> None:
+    # "The first lines of your message follow": a copy without Message-ID under our From.
+    copy = "Return-Path: <bounces@mail.example.org>\nFrom: Alumninytt <alumni@mail.example.org>\nTo: nils@kund.example\n"
+    d = run(text_notice(QMAIL_HEAD.format(rcpt="nils@kund.example") + copy))
+    assert acted(d) == {"nils@kund.example": ActionType.SUPPRESS} and "forged" not in d.evidence

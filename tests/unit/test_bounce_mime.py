@@ -262,3 +262,45 @@ def test_a_header_block_keeps_its_first_and_last_fields_beyond_the_cap() -> None
     assert any("header fields" in str(d) for d in msg.defects)
     small = parse_message(b"Subject: s\r\nFrom: a@example.se\r\n\r\nhi\r\n")
     assert len(small.keys()) == 2 and not small.defects
+
+
+# ------------------------------------------------------------------ handlers.mail.addresses fast path
+
+_ADDRESS_CHARS = st.sampled_from(list("aAzZ09.-_+!#$%&'*/=?^`{|}~@") + ["xn--", "--", ".local", ".test", ".com", "ä", "1"])
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_ADDRESS_CHARS, min_size=1, max_size=40).map("".join))
+def test_plain_address_fast_path_agrees_with_the_validator(text: str) -> None:
+    # normalise() answers a plain ASCII dot-atom address without email-validator; it must
+    # give exactly what the validator gives (the same address, or None).
+    from handlers.mail.addresses import _validated, normalise
+
+    normalise.cache_clear()
+    cleaned = text.strip()
+    if not cleaned or any(c in cleaned for c in " \t\r\n<>\"\\\x00") or cleaned[:7].lower() == "rfc822;":
+        return
+    assert normalise(cleaned) == _validated(cleaned), cleaned
+
+
+@pytest.mark.parametrize("text, want", [
+    ("Anna.Berg@Example.SE", "anna.berg@example.se"), ("a+b@mail.kund.example", "a+b@mail.kund.example"),
+    ("x@y.local", "x@y.local"), ("a..b@example.se", None), ("a@example.123", None), ("a@-x.example", None),
+    ("a@xn--bcher-kva.example", "a@bücher.example"), ("a@b.c-d.example", "a@b.c-d.example"),
+])
+def test_plain_addresses_and_their_edges(text: str, want: str | None) -> None:
+    from handlers.mail.addresses import normalise
+
+    assert normalise(text) == want
+
+
+def test_a_parts_decoded_body_and_text_are_kept_for_the_next_reader() -> None:
+    # Every reader (complaints, SES, DSN, text notices, replies) asks for the same parts:
+    # the body is decoded once per part, and the text is the same object the next time.
+    from handlers.mail.message import part_text, payload_bytes
+
+    msg = parse_message(b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                        b"SGVqIGTDpHIh\r\n")
+    first = part_text(msg)
+    assert first == "Hej där!" and part_text(msg) is first
+    assert payload_bytes(msg) is payload_bytes(msg)

@@ -85,3 +85,26 @@ def test_sample_file_names_in_comments_exist() -> None:
     root = corpus.corpus_dir() / "bounces" / "sisimai"
     for name in set(re.findall(r"\b((?:lhost|rhost|rfc3464)-[a-z0-9]+-\d\d)\b", source)):
         assert list(root.glob(f"*/{name}.eml")), name
+
+
+def test_long_reason_rows_are_split_without_changing_which_reason_wins() -> None:
+    # patterns._rows cuts a row into pieces of a few alternatives (each with its own needle
+    # gate); consecutive pieces name the same reason, so the first match names the same one.
+    from handlers.bounces import patterns as P
+
+    assert P._alternatives(r"a(?:b|c)|[|]x|\|y|z[\]|]w|q") == ["a(?:b|c)", "[|]x", r"\|y", r"z[\]|]w", "q"]
+    merged: list[tuple[object, list[str]]] = []
+    for reason, words in P.REASON_PATTERNS:
+        if merged and merged[-1][0] is reason:
+            merged[-1][1].append(words.pattern.pattern)
+        else:
+            merged.append((reason, [words.pattern.pattern]))
+    whole = [(reason, P.Words("|".join(sources))) for reason, sources in merged]
+    assert len(whole) < len(P.REASON_PATTERNS)
+    texts = ["550 5.1.1 user unknown", "mailbox is full", "blocked using spamhaus", "account has been disabled",
+             "spf check failed for sender domain", "message expired after 5 days in queue", "no reason here",
+             "connection timed out while talking", "the recipient's mailbox does not exist", "over quota"]
+    for text in texts:
+        split = next((r for r, w in P.REASON_PATTERNS if w.search(text)), None)
+        joined = next((r for r, w in whole if w.search(text)), None)
+        assert split is joined, text
