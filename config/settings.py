@@ -385,6 +385,15 @@ class ConsoleSettings(_Frozen):
     # This many wrong passwords in a row lock the account for `lockout_minutes`.
     lockout_after: int = Field(5, ge=1, le=100)
     lockout_minutes: float = Field(15.0, gt=0)
+    # A session unused for this long is refused, and its user is sent to sign in again.
+    session_idle_minutes: float = Field(30.0, gt=0, le=24 * 60)
+    # Sign-in attempts per client address (an IPv6 client by its /64): a bucket of
+    # `signin_burst` attempts that refills at `signin_per_minute`; an empty bucket is
+    # answered 429. At most `signin_clients` addresses are remembered (the least
+    # recently seen are forgotten first), so a flood of addresses cannot grow memory.
+    signin_per_minute: float = Field(10.0, gt=0)
+    signin_burst: int = Field(20, ge=1, le=1000)
+    signin_clients: int = Field(10_000, ge=100, le=10_000_000)
 
 
 class Settings(BaseSettings):

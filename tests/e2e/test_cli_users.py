@@ -48,9 +48,12 @@ def test_add_list_and_sign_in(tmp_path):
     assert [(x["name"], x["role"], x["state"]) for x in rows] == [("ada", "admin", "active"),
                                                                    ("olle", "viewer", "active")]
     now = datetime.now(timezone.utc)
+    assert [x["last_sign_in_at"] for x in rows] == [None, None]
     user = sign_in(db, "ada", PASSWORD, now)
     assert user is not None and user.role == "admin"
     assert sign_in(db, "ada", PASSWORD + "x", now) is None
+    rows = {x["name"]: x for x in map(json.loads, unsubd(db, "list", "--json").stdout.splitlines())}
+    assert rows["ada"]["last_sign_in_at"] == now.isoformat() and rows["olle"]["last_sign_in_at"] is None
 
 
 def test_bad_input_is_refused_with_a_message_and_exit_2(tmp_path):

@@ -3,7 +3,9 @@
 A communications officer signs in (with the keyboard only), finds a contact, reads why
 it was suppressed, releases the suppression with a reason, settles a review item,
 downloads the suppressions and reads on the dashboard the numbers the database holds;
-all without JavaScript. A viewer sees no action and a crafted POST is refused; a form
+all without JavaScript. An admin adds an operator on the users page, who then signs
+in. A viewer is not offered the users page and is refused it, sees no action, and a
+crafted POST is refused; a form
 without its token is refused; five wrong passwords lock the account. Screenshots of
 each page go to test-artifacts/ (git-ignored).
 
@@ -50,7 +52,7 @@ async def test_a_communications_officer_works_in_the_console(served):
     async_playwright = _need_browser()
     db, base = served
     now = datetime.now(timezone.utc)
-    for name, role in (("officer", "operator"), ("vera", "viewer"), ("lotta", "operator")):
+    for name, role in (("officer", "operator"), ("vera", "viewer"), ("lotta", "operator"), ("ada", "admin")):
         await users.add_user(db, name, accounts.hash_password(PASSWORD), role, now)
     await add_contact(db, "anna@example.se")
     await suppress(db, "anna@example.se", at=now - timedelta(hours=2))
@@ -187,10 +189,42 @@ async def test_a_communications_officer_works_in_the_console(served):
             assert page.url.startswith(f"{base}/console/login")
             await ctx.close()
 
+            # -- An admin adds an operator on the users page; the new operator signs in.
+            ctx = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB",
+                                            java_script_enabled=False)
+            page = await ctx.new_page()
+            await _sign_in(page, base, "ada")
+            await page.wait_for_url(f"{base}/console/")
+            await page.get_by_role("link", name="Users").click()
+            assert page.url == f"{base}/console/users"
+            await page.get_by_label("User name", exact=True).fill("nils")
+            await page.get_by_label("Role", exact=True).select_option("operator")
+            await page.get_by_label("Password (at least 12 characters").fill("nils has a long password")
+            await page.get_by_role("button", name="Add", exact=True).click()
+            assert await page.get_by_role("status").inner_text() == "The user nils is added."
+            row = page.locator("table tbody tr").filter(has=page.locator("th:text-is('nils')"))
+            assert [c.strip() for c in await row.locator("td").all_inner_texts()] == ["operator", "active", "never"]
+            await shot(page, "users")
+            async with db.sessions() as s:
+                nils = await s.scalar(select(ConsoleUser).where(ConsoleUser.name == "nils"))
+            assert nils is not None and nils.role == "operator" and not nils.disabled
+            await page.get_by_role("button", name="Sign out").click()
+            await _sign_in(page, base, "nils", "nils has a long password")
+            await page.wait_for_url(f"{base}/console/")
+            assert "Signed in as nils (operator)" in await page.content()
+            assert await page.get_by_role("link", name="Users").count() == 0
+            await ctx.close()
+
             # -- A viewer sees no action, and a crafted POST with a valid token is refused.
             ctx = await browser.new_context(java_script_enabled=False, locale="en-GB")
             page = await ctx.new_page()
             await _sign_in(page, base, "vera")
+            await page.wait_for_url(f"{base}/console/")
+            assert await page.get_by_role("link", name="Users").count() == 0       # the users page is not offered
+            refused_page = await page.goto(f"{base}/console/users?lang=en")
+            assert refused_page.status == 403
+            assert "Only an admin can see and change" in await page.get_by_role("alert").inner_text()
+            assert "nils" not in await page.locator("main").inner_text()
             await page.goto(f"{base}/console/contact?address=bertil%40example.se&lang=en")
             buttons = [b.strip() for b in await page.locator("main button").all_inner_texts()]
             assert buttons == ["Search"], buttons
@@ -304,7 +338,7 @@ async def test_no_serious_accessibility_violations_on_any_console_page_or_the_pr
             for lang in ("sv", "en"):
                 for path in ("/console/", "/console/review", "/console/contact?address=anna%40example.se",
                              "/console/contact?address=nobody%40example.se", "/console/suppressions",
-                             "/console/parked", "/console/rights", "/console/dashboard",
+                             "/console/parked", "/console/rights", "/console/dashboard", "/console/users",
                              "/console/suppressions?since=nonsense"):
                     url = f"{path}{'&' if '?' in path else '?'}lang={lang}"
                     await page.goto(f"{base}{url}")
@@ -316,7 +350,7 @@ async def test_no_serious_accessibility_violations_on_any_console_page_or_the_pr
             await ctx.close()
         finally:
             await browser.close()
-    assert len(found) == 21
+    assert len(found) == 23
     assert not {url: v for url, v in found.items() if v}, found
 
 

@@ -4,13 +4,14 @@ and the pages, in process with the aiohttp test client, on SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
@@ -83,11 +84,12 @@ def settings_for(database: Any, **env: str) -> Any:
     return make_settings(str(database.engine.url.render_as_string(hide_password=False)), **KEYS_ENV, **env)
 
 
-@pytest.fixture
-async def console(database):
+@contextlib.asynccontextmanager
+async def open_console(database: Any, **env: str) -> AsyncIterator[Console]:
+    """The whole HTTP app on a real socket, with a test clock and settings `env`."""
     database.tombstone_keys = KEYRING
     clock = Clock()
-    settings = settings_for(database)
+    settings = settings_for(database, **env)
     server = TestServer(build_app(settings, database.sessions, no_metrics, db=database, clock=clock),
                         host="127.0.0.1")
     await server.start_server()
@@ -98,6 +100,22 @@ async def console(database):
         yield Console(client, database, clock, settings)
     finally:
         await client.close()
+
+
+async def second_client(console: Console) -> Console:
+    """Another browser on the same server and clock, with its own cookies. Close it with
+    `await other.client.session.close()` (closing the TestClient would stop the server)."""
+    server = console.client.server
+    jar = CookieJar(unsafe=True, treat_as_secure_origin=[f"http://127.0.0.1:{server.port}"])
+    client = TestClient(server, cookie_jar=jar)
+    await client.start_server()
+    return Console(client, console.db, console.clock, console.settings)
+
+
+@pytest.fixture
+async def console(database):
+    async with open_console(database) as opened:
+        yield opened
 
 
 async def count(database: Any, model: Any, *where: Any) -> int:
@@ -509,7 +527,8 @@ async def test_every_page_has_a_title_a_heading_a_skip_link_and_a_language_switc
     await add_user(console.db, "ada", "admin")
     await console.sign_in("ada")
     for path in ("/console/", "/console/review", "/console/contact", "/console/suppressions", "/console/parked",
-                 "/console/rights", "/console/dashboard", "/console/contact?address=nobody%40example.se"):
+                 "/console/rights", "/console/dashboard", "/console/users",
+                 "/console/contact?address=nobody%40example.se"):
         for lang, word in (("sv", "Logga ut"), ("en", "Sign out")):
             r = await console.client.get(path, params={"lang": lang})
             text = await r.text()
@@ -623,3 +642,272 @@ async def test_the_console_is_not_under_the_api_keys_and_can_be_turned_off(datab
     off = settings_for(database, UNSUBD_CONSOLE__ENABLED="false")
     async with TestClient(TestServer(build_app(off, database.sessions, no_metrics, db=database))) as client:
         assert (await client.get("/console/login")).status == 404
+
+
+# -- the users page (admins) ----------------------------------------------------------------------------
+
+
+async def stored_user(database: Any, name: str) -> tuple[users.User, str] | None:
+    return await users.find_user(database, name)
+
+
+async def password_works(database: Any, name: str, password: str) -> bool:
+    found = await users.find_user(database, name)
+    return found is not None and accounts.check_password(found[1], password)[0]
+
+
+async def test_an_admin_adds_changes_disables_and_resets_users(console, caplog):
+    await add_user(console.db, "ada", "admin")
+    await console.sign_in("ada")
+    page = await (await console.client.get("/console/users?lang=en")).text()
+    assert '<a href="/console/users" aria-current="page">Users</a>' in page
+    assert re.search(r"<th scope=\"row\" class=\"address\">ada \(you\)</th><td>admin</td><td>active</td>"
+                     r"<td>2026-03-02 09:00</td>", page), page                   # last sign-in: T0
+    caplog.set_level("INFO", logger="unsubd.console")
+
+    # Added with a password the admin chose: it signs in, and the list shows the user.
+    r = await console.post("/console/users/add", {"name": "Olle", "role": "operator", "password": "a password for olle"})
+    assert r.status == 303 and r.headers["Location"] == "/console/users?done=added&user=olle"
+    assert await password_works(console.db, "olle", "a password for olle")
+    page = await (await console.client.get(r.headers["Location"] + "&lang=en")).text()
+    assert "The user olle is added." in page and "<td>operator</td><td>active</td><td>never</td>" in page
+
+    # Added with no password: one is made and shown on this answer only.
+    r = await console.post("/console/users/add", {"name": "bo", "role": "viewer", "password": ""})
+    assert r.status == 200
+    shown = re.search(r'<code class="secret" id="generated">([^<]+)</code>', await r.text()).group(1)
+    assert len(shown) >= accounts.MIN_PASSWORD and await password_works(console.db, "bo", shown)
+    assert shown not in await (await console.client.get("/console/users")).text()
+
+    # A new role, disabled (their sessions end), enabled, a new password (unlocks).
+    olle = await second_client(console)
+    try:
+        assert (await olle.sign_in("olle", "a password for olle")).status == 303
+        assert (await console.post("/console/users/role", {"name": "olle", "role": "viewer"})).status == 303
+        assert (await stored_user(console.db, "olle"))[0].role == "viewer"
+        assert "(viewer)" in await (await olle.client.get("/console/?lang=en")).text()     # at once, same session
+        r = await console.post("/console/users/disable", {"name": "olle"})
+        assert r.status == 303 and "done=disabled" in r.headers["Location"]
+        assert (await olle.client.get("/console/", allow_redirects=False)).status == 303
+        assert (await olle.sign_in("olle", "a password for olle")).status == 401
+        assert (await console.post("/console/users/enable", {"name": "olle"})).status == 303
+        async with console.db.transaction() as s:
+            row = await s.scalar(select(ConsoleUser).where(ConsoleUser.name == "olle"))
+            row.failed_logins, row.locked_until = 3, T0 + timedelta(hours=1)
+        page = await (await console.client.get("/console/users?lang=en")).text()
+        assert "locked until 2026-03-02 10:00 UTC" in page
+        r = await console.post("/console/users/reset", {"name": "olle", "password": "another password, olle"})
+        assert r.status == 303
+        user = (await stored_user(console.db, "olle"))[0]
+        assert user.locked_until is None and user.failed_logins == 0
+        assert await password_works(console.db, "olle", "another password, olle")
+        assert not await password_works(console.db, "olle", "a password for olle")
+        assert (await olle.sign_in("olle", "another password, olle")).status == 303
+    finally:
+        await olle.client.session.close()
+
+    # Who did what is in the log; the passwords are not.
+    done = [(r.getMessage(), r.__dict__.get("actor"), r.__dict__.get("user")) for r in caplog.records
+            if r.getMessage().startswith("console users:")]
+    assert done == [("console users: added", "ada", "olle"), ("console users: added", "ada", "bo"),
+                    ("console users: role changed", "ada", "olle"), ("console users: disabled", "ada", "olle"),
+                    ("console users: enabled", "ada", "olle"), ("console users: password reset", "ada", "olle")]
+    assert shown not in caplog.text and "a password for olle" not in caplog.text
+
+
+async def test_only_an_admin_sees_or_uses_the_users_page(console):
+    await add_user(console.db, "ada", "admin")
+    for name, role in (("vera", "viewer"), ("olle", "operator")):
+        await add_user(console.db, name, role)
+        await console.sign_in(name)
+        overview = await (await console.client.get("/console/?lang=en")).text()
+        assert "/console/users" not in overview                          # no link in the navigation
+        r = await console.client.get("/console/users?lang=en")
+        text = await r.text()
+        assert r.status == 403 and "Only an admin can see and change the console" in text
+        assert "ada" not in text.split("</header>", 1)[1]
+        token = await console.csrf()
+        for path, form in (("/console/users/add", {"name": "eve", "role": "admin", "password": ""}),
+                           ("/console/users/role", {"name": name, "role": "admin"}),
+                           ("/console/users/reset", {"name": "ada", "password": "taken over now!"}),
+                           ("/console/users/disable", {"name": "ada"})):
+            r = await console.post(path, form, csrf=token)
+            assert r.status == 403 and "Your role may not do that" in await r.text(), path
+        await console.post("/console/logout", {}, csrf=token)
+    assert await stored_user(console.db, "eve") is None
+    assert [(u.name, u.role, u.disabled) for u in await users.list_users(console.db)] == \
+        [("ada", "admin", False), ("olle", "operator", False), ("vera", "viewer", False)]
+    assert await password_works(console.db, "ada", PASSWORD)
+
+
+async def test_a_users_form_without_its_token_or_from_another_site_changes_nothing(console):
+    await add_user(console.db, "ada", "admin")
+    await add_user(console.db, "olle", "operator")
+    await console.sign_in("ada")
+    token = await console.csrf()
+    for csrf, origin in ((None, "auto"), ("0" * 64, "auto"), (token, "https://evil.example")):
+        for path, form in (("/console/users/add", {"name": "eve", "role": "admin", "password": ""}),
+                           ("/console/users/role", {"name": "olle", "role": "admin"}),
+                           ("/console/users/disable", {"name": "olle"}),
+                           ("/console/users/reset", {"name": "olle", "password": "taken over now!"})):
+            assert (await console.post(path, form, csrf=csrf, origin=origin)).status == 403, (path, csrf, origin)
+    assert [(u.name, u.role, u.disabled) for u in await users.list_users(console.db)] == \
+        [("ada", "admin", False), ("olle", "operator", False)]
+
+
+async def test_the_last_admin_cannot_disable_or_demote_themself(console):
+    await add_user(console.db, "ada", "admin")
+    await add_user(console.db, "olle", "operator")
+    await console.sign_in("ada")
+    for path, form in (("/console/users/disable", {"name": "ada"}), ("/console/users/role", {"name": "ada",
+                                                                                             "role": "operator"})):
+        r = await console.post(path + "?lang=en", form)
+        assert r.status == 409 and "no admin could sign in then" in await r.text(), path
+    assert (await stored_user(console.db, "ada"))[0].role == "admin"
+    assert (await console.client.get("/console/users")).status == 200          # still signed in, still admin
+    # A disabled admin does not count: making olle admin and disabling him changes nothing.
+    assert (await console.post("/console/users/role", {"name": "olle", "role": "admin"})).status == 303
+    assert (await console.post("/console/users/disable", {"name": "olle"})).status == 303
+    assert (await console.post("/console/users/role", {"name": "ada", "role": "viewer"})).status == 409
+    # With another admin who can sign in, ada may step down.
+    assert (await console.post("/console/users/enable", {"name": "olle"})).status == 303
+    r = await console.post("/console/users/role", {"name": "ada", "role": "operator"})
+    assert r.status == 303
+    assert (await console.client.get("/console/users")).status == 403         # her role is read afresh
+
+
+async def test_bad_input_on_the_users_page_gets_a_message(console):
+    await add_user(console.db, "ada", "admin")
+    await console.sign_in("ada")
+    cases = [
+        ("/console/users/add", {"name": "bo ek", "role": "viewer", "password": ""}, 400, "a user name has 1 to 56"),
+        ("/console/users/add", {"name": "bo", "role": "root", "password": ""}, 400, "choose viewer, operator or admin"),
+        ("/console/users/add", {"name": "bo", "role": "viewer", "password": "short"}, 400, "at least 12 characters"),
+        ("/console/users/add", {"name": "ada", "role": "viewer", "password": ""}, 409, "called ada already"),
+        ("/console/users/disable", {"name": "nobody"}, 404, "no user called nobody"),
+        ("/console/users/reset", {"name": "nobody", "password": ""}, 404, "no user called nobody"),
+        ("/console/users/role", {"name": "nobody", "role": "viewer"}, 404, "no user called nobody"),
+    ]
+    for path, form, status, words in cases:
+        r = await console.post(path + "?lang=en", form)
+        text = await r.text()
+        assert r.status == status, (path, form, text[:300])
+        assert words.lower() in text.lower(), (words, text[:2000])
+        assert "Traceback" not in text
+    assert [u.name for u in await users.list_users(console.db)] == ["ada"]
+
+
+# -- sessions: last use, idle timeout, ended by reset ------------------------------------------------------
+
+
+async def last_seen(database: Any) -> list[datetime]:
+    async with database.sessions() as s:
+        return [x.last_seen_at for x in (await s.scalars(select(ConsoleSession))).all()]
+
+
+async def test_last_seen_is_written_at_most_once_a_minute(console):
+    await add_user(console.db, "olle", "viewer")
+    await console.sign_in("olle")
+    assert await last_seen(console.db) == [T0]
+    for seconds in (10, 30, 59):
+        console.clock.now = T0 + timedelta(seconds=seconds)
+        assert (await console.client.get("/console/", allow_redirects=False)).status == 200
+        assert await last_seen(console.db) == [T0]
+    console.clock.now = T0 + timedelta(seconds=61)
+    await console.client.get("/console/")
+    assert await last_seen(console.db) == [T0 + timedelta(seconds=61)]
+
+
+async def test_an_idle_session_ends_and_its_user_is_told_to_sign_in_again(console):
+    await add_user(console.db, "olle", "operator")
+    await suppress(console.db, "anna@example.se")
+    await console.sign_in("olle")
+    idle = timedelta(minutes=console.settings.console.session_idle_minutes)
+    assert idle == timedelta(minutes=30)
+    # Used every 20 minutes it lives on, past the idle time counted from sign-in.
+    for n in (1, 2, 3):
+        console.clock.now = T0 + n * timedelta(minutes=20)
+        assert (await console.client.get("/console/", allow_redirects=False)).status == 200
+    token = await console.csrf()
+    console.clock.now += idle
+    r = await console.post("/console/contact/release?lang=en", {"address": "anna@example.se", "reason": "x"},
+                           csrf=token)
+    assert r.status == 403 and "you were signed out after 30 minutes without activity" in await r.text()
+    assert await count(console.db, ConsoleSession) == 0
+    assert await count(console.db, Suppression, Suppression.active.is_(True)) == 1
+    # The next page sends them to sign in, with the reason.
+    await add_user(console.db, "vera", "viewer")
+    await console.sign_in("vera")
+    console.clock.now += idle + timedelta(seconds=1)
+    r = await console.client.get("/console/review?lang=en", allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"].startswith("/console/login?next=/console/review")
+    assert "ended=idle" in r.headers["Location"]
+    page = await (await console.client.get(r.headers["Location"] + "&lang=en")).text()
+    assert "You were signed out after 30 minutes without activity." in page
+
+
+async def test_an_idle_timeout_setting_is_used(database):
+    async with open_console(database, UNSUBD_CONSOLE__SESSION_IDLE_MINUTES="5") as console:
+        await add_user(console.db, "olle", "viewer")
+        await console.sign_in("olle")
+        console.clock.now = T0 + timedelta(minutes=4, seconds=59)
+        assert (await console.client.get("/console/", allow_redirects=False)).status == 200
+        console.clock.now += timedelta(minutes=5)
+        assert (await console.client.get("/console/", allow_redirects=False)).status == 303
+
+
+async def test_a_password_reset_ends_the_users_other_sessions(console):
+    await add_user(console.db, "ada", "admin")
+    await add_user(console.db, "olle", "operator")
+    await console.sign_in("ada")
+    other_ada, olle = await second_client(console), await second_client(console)
+    try:
+        assert (await other_ada.sign_in("ada")).status == 303
+        assert (await olle.sign_in("olle")).status == 303
+        assert await count(console.db, ConsoleSession) == 3
+        # Ada sets her own password: her other browser is signed out, this one is not.
+        assert (await console.post("/console/users/reset", {"name": "ada", "password": "ada's new password"})
+                ).status == 303
+        assert (await console.client.get("/console/users", allow_redirects=False)).status == 200
+        assert (await other_ada.client.get("/console/", allow_redirects=False)).status == 303
+        assert (await olle.client.get("/console/", allow_redirects=False)).status == 200
+        # Olle's new password ends his session.
+        assert (await console.post("/console/users/reset", {"name": "olle", "password": ""})).status == 200
+        assert (await olle.client.get("/console/", allow_redirects=False)).status == 303
+        assert await count(console.db, ConsoleSession) == 1
+    finally:
+        await other_ada.client.session.close()
+        await olle.client.session.close()
+
+
+# -- the per-client sign-in limit --------------------------------------------------------------------------
+
+
+async def test_sign_in_attempts_from_one_client_are_limited(database):
+    from worker.ingress.metrics import CONSOLE_SIGN_IN_LIMITED
+
+    async with open_console(database, UNSUBD_CONSOLE__SIGNIN_BURST="3",
+                            UNSUBD_CONSOLE__SIGNIN_PER_MINUTE="2") as console:
+        await add_user(console.db, "olle", "operator")
+        before = CONSOLE_SIGN_IN_LIMITED.value
+        for name in ("olle", "anyone", "someone"):                 # three tries, any names
+            assert (await console.sign_in(name, "not the password")).status == 401
+        r = await console.sign_in("olle")                          # the right password, but too many tries
+        text = await r.text()
+        assert r.status == 429 and r.headers["Retry-After"] == "30"
+        assert "Too many sign-in attempts" in text or "För många inloggningsförsök" in text
+        assert "Traceback" not in text and await count(console.db, ConsoleSession) == 0
+        assert CONSOLE_SIGN_IN_LIMITED.value == before + 1
+        async with database.sessions() as s:                       # the account's own count did not move
+            assert (await s.scalar(select(ConsoleUser).where(ConsoleUser.name == "olle"))).failed_logins == 1
+        metrics = await (await console.client.get("/metrics")).text()
+        assert f"unsubd_console_sign_in_limited_total {float(before + 1)}" in metrics
+        # Half a minute later one attempt is back (2 a minute), and only one.
+        console.clock.now = T0 + timedelta(seconds=30)
+        assert (await console.sign_in("olle")).status == 303
+        other = await second_client(console)                       # another browser, the same address
+        try:
+            assert (await other.sign_in("olle")).status == 429
+        finally:
+            await other.client.session.close()
+        assert CONSOLE_SIGN_IN_LIMITED.value == before + 2

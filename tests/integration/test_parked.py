@@ -4,19 +4,25 @@ PostgreSQL) and on RabbitMQ's dead-letter queue; and `unsubd parked` as a real c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import uuid
 from pathlib import Path
+from typing import Any, AsyncIterator
 
 import aio_pika
+import aiormq
+import pytest
 
 from handlers.model import Decision, Inbound
 from worker.pipeline.consumer import Consumer
 from worker.store.db import Database
 from worker.store.models import InboundItem
-from worker.queue.parked import list_parked, replay
+from worker.queue.amqp import Broker
+from worker.queue.parked import HOLDING_SUFFIX, list_parked, replay
 from worker.pipeline.pool import ClassifyTimeout
 from worker.queue.embedded import EmbeddedQueue
-from tests.conftest import make_settings
+from tests.conftest import make_settings, port_open, service_missing
 from tests.e2e.test_cli import unsubd
 from tests.integration import test_amqp_batch
 from tests.integration import test_queue_contract as contract
@@ -156,3 +162,153 @@ async def test_a_message_the_broker_dead_lettered_by_itself_is_listed_and_replay
     await b.start()
     await wait_for(lambda: _applied(b, [it.id]), timeout=30)
     assert b.consumer.counters.applied == 1 and b.consumer.counters.parked == 0
+
+
+# -- the dead-letter queue on RabbitMQ: looking does not wear a parked message out ----------------------
+
+
+@contextlib.asynccontextmanager
+async def rabbit_names() -> AsyncIterator[Any]:
+    """Settings with queue and exchange names of this test's own, deleted afterwards."""
+    if not port_open("127.0.0.1", 5672):
+        service_missing("RabbitMQ on 127.0.0.1:5672")
+    p = f"p{uuid.uuid4().hex[:10]}"
+    settings = make_settings(**{"UNSUBD_AMQP_URL": RABBIT_URL, "UNSUBD_AMQP__INBOUND_QUEUE": f"{p}.inbound",
+                                "UNSUBD_AMQP__DEAD_LETTER_EXCHANGE": f"{p}.dlx",
+                                "UNSUBD_AMQP__DEAD_LETTER_QUEUE": f"{p}.dlq", "UNSUBD_AMQP__UPDATES_EXCHANGE": f"{p}.up"})
+    try:
+        yield settings
+    finally:
+        conn = await aio_pika.connect(RABBIT_URL)
+        async with conn:
+            n = settings.amqp
+            for q in (n.inbound_queue, n.dead_letter_queue, n.dead_letter_queue + HOLDING_SUFFIX):
+                ch = await conn.channel()
+                await ch.queue_delete(q)
+            ch = await conn.channel()
+            for x in (n.dead_letter_exchange, n.updates_exchange):
+                await ch.exchange_delete(x)
+
+
+async def park_on_rabbit(settings: Any, n: int, start: int = 0) -> list[str]:
+    """`n` messages dead-lettered the way the consumer does it: to the exchange, with the error."""
+    ids = []
+    conn = await aio_pika.connect(RABBIT_URL)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        dlx = await ch.get_exchange(settings.amqp.dead_letter_exchange, ensure=False)
+        for i in range(start, start + n):
+            ids.append(f"parked-{i:03d}")
+            await dlx.publish(aio_pika.Message(f"message {i}".encode(), message_id=ids[-1],
+                                               headers={"x-unsubd-error": f"error {i}",
+                                                        "x-unsubd-parked-at": "2026-12-08T00:00:00+00:00"},
+                                               delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                              routing_key=settings.amqp.dead_letter_queue, mandatory=True)
+    return ids
+
+
+async def is_classic(name: str) -> bool:
+    """The queue `name` accepts being declared as a classic queue (a quorum queue refuses)."""
+    conn = await aio_pika.connect(RABBIT_URL)
+    async with conn:
+        ch = await conn.channel()
+        try:
+            await ch.declare_queue(name, durable=True, arguments={"x-queue-type": "classic"})
+            return True
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            return False
+
+
+@pytest.mark.rabbitmq
+async def test_listing_the_parked_messages_many_times_neither_loses_nor_reorders_them():
+    """RabbitMQ 4 drops a quorum queue's message after 20 returns; the parked page is
+    looked at far more often than that."""
+    async with rabbit_names() as settings:
+        broker = Broker(settings)
+        await broker.connect()                         # declares the dead-letter queue
+        await broker.close()
+        assert await is_classic(settings.amqp.dead_letter_queue)
+        ids = await park_on_rabbit(settings, 5)
+        for _ in range(30):
+            listed = await list_parked(settings, None, 100)
+            assert [p.id for p in listed] == ids
+            assert [p.error for p in listed] == [f"error {i}" for i in range(5)]
+        # A partial look (the page shows at most `limit`) also hands the rest back in place.
+        for _ in range(5):
+            assert [p.id for p in await list_parked(settings, None, 2)] == ids[:2]
+        assert [p.id for p in await list_parked(settings, None, 100)] == ids
+        assert await replay(settings, None, {ids[2]}, utcnow()) == [ids[2]]
+        assert [p.id for p in await list_parked(settings, None, 100)] == ids[:2] + ids[3:]
+
+
+@pytest.mark.rabbitmq
+async def test_a_quorum_dead_letter_queue_of_an_earlier_release_is_moved_without_loss():
+    async with rabbit_names() as settings:
+        n = settings.amqp
+        conn = await aio_pika.connect(RABBIT_URL)
+        async with conn:                               # as an earlier release declared it, under RabbitMQ 4's limit
+            ch = await conn.channel()
+            dlx = await ch.declare_exchange(n.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+            old = await ch.declare_queue(n.dead_letter_queue, durable=True,
+                                         arguments={"x-queue-type": "quorum", "x-delivery-limit": 20})
+            await old.bind(dlx, routing_key=n.dead_letter_queue)
+        ids = await park_on_rabbit(settings, 7)
+        # The hazard, on this broker: such a queue loses its messages after 20 looks.
+        control = f"{n.dead_letter_queue}.control"
+        conn = await aio_pika.connect(RABBIT_URL)
+        async with conn:
+            ch = await conn.channel()
+            q = await ch.declare_queue(control, durable=True, arguments={"x-queue-type": "quorum",
+                                                                        "x-delivery-limit": 20})
+            await ch.default_exchange.publish(aio_pika.Message(b"x", delivery_mode=2), routing_key=control)
+            looks = 0
+            while True:
+                look = await conn.channel()
+                if await (await look.get_queue(control, ensure=False)).get(no_ack=False, fail=False) is None:
+                    break
+                await look.close()
+                looks += 1
+                assert looks <= 25
+            assert looks == 21
+            await (await conn.channel()).queue_delete(control)
+        assert not await is_classic(n.dead_letter_queue)
+
+        # Connecting moves them to a classic queue, in order, with their errors.
+        broker = Broker(settings)
+        await broker.connect()
+        await broker.close()
+        assert await is_classic(n.dead_letter_queue)
+        for _ in range(25):
+            listed = await list_parked(settings, None, 100)
+            assert [(p.id, p.error) for p in listed] == [(i, f"error {k}") for k, i in enumerate(ids)]
+        # New dead letters still arrive, after them; the holding queue is gone; connecting again moves nothing.
+        more = await park_on_rabbit(settings, 2, start=7)
+        broker = Broker(settings)
+        await broker.connect()
+        await broker.close()
+        assert [p.id for p in await list_parked(settings, None, 100)] == ids + more
+        conn = await aio_pika.connect(RABBIT_URL)
+        async with conn:
+            with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+                await (await conn.channel()).declare_queue(n.dead_letter_queue + HOLDING_SUFFIX, passive=True)
+
+
+@pytest.mark.rabbitmq
+async def test_a_move_cut_short_is_finished_by_the_next_process():
+    """A process that stopped after moving the messages to the holding queue (and
+    deleting the old one) leaves them there; the next one to connect brings them back."""
+    async with rabbit_names() as settings:
+        n = settings.amqp
+        conn = await aio_pika.connect(RABBIT_URL)
+        async with conn:
+            ch = await conn.channel()
+            dlx = await ch.declare_exchange(n.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+            holding = await ch.declare_queue(n.dead_letter_queue + HOLDING_SUFFIX, durable=True,
+                                             arguments={"x-queue-type": "classic"})
+            await holding.bind(dlx, routing_key=n.dead_letter_queue)
+        ids = await park_on_rabbit(settings, 3)
+        broker = Broker(settings)
+        await broker.connect()
+        await broker.close()
+        assert [p.id for p in await list_parked(settings, None, 100)] == ids
+        assert await is_classic(n.dead_letter_queue)

@@ -51,6 +51,8 @@ def test_roles():
     assert accounts.may("operator", accounts.ACT) and not accounts.may("operator", accounts.RIGHTS)
     assert accounts.may("admin", accounts.ACT) and accounts.may("admin", accounts.RIGHTS)
     assert not accounts.may("root", accounts.ACT)
+    assert [accounts.may(r, accounts.USERS) for r in ("viewer", "operator", "admin", "root")] == \
+        [False, False, True, False]
 
 
 def test_hashes_are_argon2id_salted_and_checked():
@@ -95,3 +97,58 @@ def test_form_tokens_belong_to_their_session():
 def test_only_the_hash_of_a_session_cookie_is_kept():
     stored = session_id("cookie-value")
     assert len(stored) == 64 and "cookie-value" not in stored and stored == session_id("cookie-value")
+
+
+# -- generated passwords and the per-client sign-in limit (worker.console.throttle) --------------------
+
+
+def test_a_generated_password_passes_the_rules_and_is_new_each_time():
+    made = {accounts.generate_password() for _ in range(200)}
+    assert len(made) == 200
+    for password in made:
+        assert accounts.password_problem(password, "ada") is None
+        assert len(password.replace("-", "")) == 20 and not set(password) & set("0O1lI")
+
+
+def test_a_bucket_allows_its_burst_then_refills_at_its_rate():
+    from worker.console.throttle import SignInLimit
+
+    limit = SignInLimit(per_minute=6, burst=3, capacity=100)
+    assert [limit.take("a", T0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limit.take("a", T0) == pytest.approx(10.0)           # one attempt back in 10 s
+    assert limit.take("b", T0) == 0.0                            # another client has its own
+    assert limit.take("a", T0 + timedelta(seconds=9)) == pytest.approx(1.0)
+    assert limit.take("a", T0 + timedelta(seconds=10)) == 0.0
+    assert limit.take("a", T0 + timedelta(seconds=10)) > 0
+    # A long pause fills the bucket to its burst, no further.
+    later = T0 + timedelta(hours=5)
+    assert [limit.take("a", later) == 0.0 for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_flood_of_addresses_keeps_the_table_bounded():
+    from worker.console.throttle import SignInLimit
+
+    limit = SignInLimit(per_minute=1, burst=1, capacity=100)
+    assert limit.take("attacker", T0) == 0.0 and limit.take("attacker", T0) > 0
+    for n in range(10_000):
+        limit.take(f"10.0.{n // 256}.{n % 256}", T0)
+        assert len(limit) <= 100
+    assert len(limit) == 100
+    # The least recently seen are forgotten first: a client seen now stays.
+    limit.take("recent", T0)
+    limit.take("10.9.9.9", T0)
+    assert limit.take("recent", T0) > 0
+
+
+@pytest.mark.parametrize("peer, key", [
+    ("192.0.2.7", "192.0.2.7"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),               # the same /64, the same bucket
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    ("fe80::1%eth0", "fe80::/64"),
+    (None, "?"), ("", "?"), ("not an address", "?"),
+])
+def test_the_client_key(peer, key):
+    from worker.console.throttle import client_key
+
+    assert client_key(peer) == key

@@ -15,6 +15,7 @@ unlock it (`unsubd users reset NAME`); that is all anyone learns.
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -29,8 +30,9 @@ NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,%d}" % (MAX_NAME - 1))
 
 # What a role may do, each role including the ones before it in ROLES.
 ACT = "act"                     # release, opt in, note, settle review, replay parked
-RIGHTS = "rights"               # export and erase for a rights request; manage users
-PERMISSIONS = {"viewer": frozenset(), "operator": frozenset({ACT}), "admin": frozenset({ACT, RIGHTS})}
+RIGHTS = "rights"               # export and erase for a rights request
+USERS = "users"                 # the users page: add, disable, enable, reset, change role
+PERMISSIONS = {"viewer": frozenset(), "operator": frozenset({ACT}), "admin": frozenset({ACT, RIGHTS, USERS})}
 
 # Argon2id with argon2-cffi's defaults (RFC 9106's second recommended option). A hash
 # made with other parameters verifies, and is replaced at the next sign-in.
@@ -65,6 +67,14 @@ def password_problem(password: str, name: str = "") -> str | None:
 
 def role_problem(role: str) -> str | None:
     return None if role in ROLES else f"the role is one of {', '.join(ROLES)}"
+
+
+def generate_password() -> str:
+    """A new password for someone to change or keep: 20 characters from a 31-letter
+    alphabet without look-alikes (0/O, 1/l/I), about 100 bits, in groups of five."""
+    letters = "abcdefghjkmnpqrstuvwxyz23456789"
+    raw = "".join(secrets.choice(letters) for _ in range(20))
+    return "-".join(raw[i:i + 5] for i in range(0, 20, 5))
 
 
 def hash_password(password: str) -> str:

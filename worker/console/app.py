@@ -5,11 +5,16 @@ a signed-in session, the origin of the form (another site's is refused), the for
 token, and the user's role (a viewer's POST is refused even when it is well formed).
 Actions go through worker.ops (release, opt-in, review, rights, parked) or
 handlers.state.apply (a note), with `console:<user>` as the operator, so every event
-says who did it.
+says who did it. The users page (admins only) changes console users through
+worker.store.users, as `unsubd users` does: they are staff accounts, not contact state,
+so those changes are logged with the admin's name rather than written as events.
+Sign-in attempts are limited per client address (worker.console.throttle) besides the
+per-account lockout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import email
 import email.policy
@@ -17,6 +22,7 @@ import hmac
 import io
 import json
 import logging
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -31,14 +37,16 @@ from sqlalchemy import func, select
 
 from config import Settings
 from handlers.events import operator as operator_commands
-from handlers.mail.addresses import normalise
+from handlers.mail.addresses import address_hash, normalise
 from handlers.model import ALL, WILDCARD, Channel, Scope
 from handlers.state.apply import apply
 from worker.console import accounts
-from worker.console.auth import (COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE, Authenticate, PasswordSignIn,
+from worker.console.auth import (COOKIE_PATH, LOGIN_COOKIE, SESSION_COOKIE, Authenticate, Found, PasswordSignIn,
                                  current_session, form_token, form_token_ok, start_session)
 from worker.console.text import LANGUAGES, LANGUAGE_NAMES, TEXT, choose
+from worker.console.throttle import SignInLimit, client_key
 from worker.ingress.http import foreign_origin, origin_of
+from worker.ingress.metrics import CONSOLE_SIGN_IN_LIMITED
 from worker.ops import admin, review as review_ops, rights
 from worker.ops.contacts import show as show_contact
 from worker.store import users
@@ -50,12 +58,13 @@ log = logging.getLogger("unsubd.console")
 
 HERE = Path(__file__).resolve().parent
 LANG_COOKIE = "unsubd_console_lang"
-SESSION_KEY = web.RequestKey("console_session", object)     # the request's session (or None), read once
+SESSION_KEY = web.RequestKey("console_session", object)     # the request's Found session, read once
 CHANNELS = [c.value for c in Channel]
 RAW_LIMIT = 20_000                 # characters of a received message's text shown on the review page
 MAX_HEADERS = 40
 PAGE_ROWS = 500                    # rows of the suppressions page (the CSV has them all)
 MAX_TEXT = 2000                    # a reason or a note
+USER_DONE = ("added", "disabled", "enabled", "reset", "role")
 
 # The console allows no script and no frame, and loads nothing from elsewhere. Styles
 # come from its own stylesheet; the SVG charts use presentation attributes only.
@@ -105,6 +114,12 @@ def see_other(location: str) -> web.Response:
 
 def operator_name(session: Session) -> str:
     return f"console:{session.user.name}"
+
+
+def operator_name_safe(name: str) -> str:
+    """A console user's name for the log: as it is, or hashed when it is an address
+    (names may be; addresses stay out of logs)."""
+    return address_hash(name) if "@" in name else name
 
 
 def message_text(raw: bytes, limit: int = RAW_LIMIT) -> dict[str, Any]:
@@ -168,6 +183,8 @@ class Console:
         self.settings, self.db, self.clock, self.authenticate = settings, db, clock, authenticate
         self.origins = {o for o in (origin_of(settings.tokens.base_url),) if o}
         self.css = (HERE / "static" / "console.css").read_text(encoding="utf-8")
+        c = settings.console
+        self.sign_in_limit = SignInLimit(c.signin_per_minute, c.signin_burst, c.signin_clients)
 
     # -- language, rendering ------------------------------------------------------------
 
@@ -192,6 +209,7 @@ class Console:
             user=session.user if session else None, csrf=form_token(session.csrf_secret) if session else "",
             may_act=bool(role and accounts.may(role, accounts.ACT)),
             may_rights=bool(role and accounts.may(role, accounts.RIGHTS)),
+            may_users=bool(role and accounts.may(role, accounts.USERS)),
             path=request.path, role_name=t["role." + role] if role else "",
             languages=[(code, LANGUAGE_NAMES[code], str(here.update_query(lang=code))) for code in LANGUAGES],
             unit_name=lambda u: self._unit_name(u, lang), channel_name=lambda c: t.get("channel." + c, c),
@@ -222,24 +240,33 @@ class Console:
         """
         return foreign_origin(request, self.origins) is not None
 
-    async def session(self, request: web.Request) -> Session | None:
+    async def _found(self, request: web.Request) -> Found:
         if SESSION_KEY not in request:
-            request[SESSION_KEY] = await current_session(self.db, request.cookies.get(SESSION_COOKIE), self.clock())
-        return request[SESSION_KEY]
+            idle = timedelta(minutes=self.settings.console.session_idle_minutes)
+            request[SESSION_KEY] = await current_session(self.db, request.cookies.get(SESSION_COOKIE), self.clock(),
+                                                         idle)
+        found = request[SESSION_KEY]
+        assert isinstance(found, Found)
+        return found
+
+    async def session(self, request: web.Request) -> Session | None:
+        return (await self._found(request)).session
 
     async def viewer(self, request: web.Request) -> Session:
-        """The signed-in session of a GET; without one, off to the sign-in page."""
-        session = await self.session(request)
-        if session is None:
-            target = request.rel_url.path_qs
-            raise web.HTTPSeeOther(f"{COOKIE_PATH}login?{urlencode({'next': target})}")
-        return session
+        """The signed-in session of a GET; without one, off to the sign-in page (saying so
+        when the session has just ended for want of use)."""
+        found = await self._found(request)
+        if found.session is None:
+            query = {"next": request.rel_url.path_qs, **({"ended": "idle"} if found.idle else {})}
+            raise web.HTTPSeeOther(f"{COOKIE_PATH}login?{urlencode(query)}")
+        return found.session
 
     async def form(self, request: web.Request, need: str | None) -> tuple[Session, MultiDictProxy[Any]]:
         """The session and form of a POST, after every check; raises Refusal otherwise."""
-        session = await self.session(request)
+        found = await self._found(request)
+        session = found.session
         if session is None:
-            raise Refusal(403, "signed_out")
+            raise Refusal(403, "idle" if found.idle else "signed_out", minutes=self._idle_minutes())
         if self.cross_site(request):
             log.warning("console form refused: posted from another site")
             raise Refusal(403, "cross_site")
@@ -253,6 +280,9 @@ class Console:
             log.warning("console action refused: role %s may not %s", session.user.role, need)
             raise Refusal(403, "forbidden")
         return session, form
+
+    def _idle_minutes(self) -> str:
+        return f"{self.settings.console.session_idle_minutes:g}"
 
     def _text(self, form: Mapping[str, Any], name: str) -> str:
         value = form.get(name)
@@ -302,17 +332,21 @@ class Console:
         return COOKIE_PATH
 
     async def login_page(self, request: web.Request) -> web.Response:
-        if await self.session(request) is not None:
+        found = await self._found(request)
+        if found.session is not None:
             raise web.HTTPSeeOther(self._next(request.query.get("next")))
-        return self._login_form(request, 200, error=None, next_path=request.query.get("next"))
+        ended = found.idle or request.query.get("ended") == "idle"
+        return self._login_form(request, 200, error=None, next_path=request.query.get("next"),
+                                ended=TEXT[self.lang(request)]["login.idle"].format(minutes=self._idle_minutes())
+                                if ended else None)
 
     def _login_form(self, request: web.Request, status: int, error: str | None,
-                    next_path: Any = None) -> web.Response:
+                    next_path: Any = None, ended: str | None = None) -> web.Response:
         pre = request.cookies.get(LOGIN_COOKIE)
         if not pre or len(pre) > 100:
             pre = secrets.token_urlsafe(32)
         response = self.render(request, "login.html", "login.title", status, None, login_token=pre,
-                               next=self._next(next_path), error=error,
+                               next=self._next(next_path), error=error, ended=ended,
                                lockout=TEXT[self.lang(request)]["login.lockout"].format(
                                    n=self.settings.console.lockout_after,
                                    minutes=f"{self.settings.console.lockout_minutes:g}"))
@@ -320,7 +354,23 @@ class Console:
                             secure=self.settings.console.cookie_secure, httponly=True, samesite="Strict")
         return response
 
+    def _limited(self, request: web.Request) -> web.Response | None:
+        """A 429 page when this client has spent its sign-in attempts (worker.console.throttle),
+        else None. Every POST to the sign-in form counts, before anything else is looked at."""
+        wait = self.sign_in_limit.take(client_key(request.remote), self.clock())
+        if wait <= 0:
+            return None
+        CONSOLE_SIGN_IN_LIMITED.inc()
+        log.warning("console sign-in refused: too many attempts from one client")
+        seconds = max(1, math.ceil(wait))
+        response = self.refusal_page(request, Refusal(429, "login.limited", seconds=seconds), None)
+        response.headers["Retry-After"] = str(seconds)
+        return response
+
     async def login(self, request: web.Request) -> web.Response:
+        limited = self._limited(request)
+        if limited is not None:
+            return limited
         if self.cross_site(request):
             raise Refusal(403, "cross_site")
         try:
@@ -655,6 +705,115 @@ class Console:
             raise Refusal(400, "rights.refused", why=str(exc)) from None
         return see_other(f"{COOKIE_PATH}rights?done={'erased' if result else 'nothing'}")
 
+    # -- users (admins only) ---------------------------------------------------------------------------
+    # The functions of `unsubd users` (worker.store.users), not `apply`: console users are
+    # staff accounts, not contact state. Each change is logged with who made it.
+
+    async def _admin(self, request: web.Request) -> Session:
+        session = await self.viewer(request)
+        if not accounts.may(session.user.role, accounts.USERS):
+            log.warning("console users page refused: role %s", session.user.role)
+            raise Refusal(403, "users.admin_only")
+        return session
+
+    async def users_page(self, request: web.Request) -> web.Response:
+        session = await self._admin(request)
+        done, name = request.query.get("done"), (request.query.get("user") or "")[:accounts.MAX_NAME]
+        return await self._users(request, session, done=done if done in USER_DONE else None, name=name)
+
+    async def _users(self, request: web.Request, session: Session, done: str | None = None, name: str = "",
+                     generated: str | None = None) -> web.Response:
+        now = self.clock()
+        listed = [{"user": u, "locked": accounts.is_locked(u.locked_until, now)}
+                  for u in await users.list_users(self.db)]
+        return self.render(request, "users.html", "users.title", session=session, listed=listed, roles=accounts.ROLES,
+                           done=done, done_name=name, generated=generated, min_password=accounts.MIN_PASSWORD)
+
+    def _user_name(self, form: Mapping[str, Any]) -> str:
+        name = self._text(form, "name").lower()
+        if accounts.name_problem(name) is not None:
+            raise Refusal(400, "users.bad_name", n=accounts.MAX_NAME)
+        return name
+
+    def _role(self, form: Mapping[str, Any]) -> str:
+        role = self._text(form, "role")
+        if accounts.role_problem(role) is not None:
+            raise Refusal(400, "users.bad_role")
+        return role
+
+    def _password(self, form: Mapping[str, Any], name: str) -> tuple[str, bool]:
+        """The password given, or a new one made here; (password, made here)."""
+        given = form.get("password")
+        if not isinstance(given, str) or given == "":
+            return accounts.generate_password(), True
+        if accounts.password_problem(given, name) is not None:
+            raise Refusal(400, "users.bad_password", n=accounts.MIN_PASSWORD)
+        return given, False
+
+    def _audit(self, session: Session, action: str, name: str, **more: str) -> None:
+        """Who did what to which user, in the log (names that are addresses are hashed)."""
+        log.info("console users: %s", action, extra={"actor": operator_name_safe(session.user.name),
+                                                      "user": operator_name_safe(name), **more})
+
+    async def user_add(self, request: web.Request) -> web.Response:
+        session, form = await self.form(request, accounts.USERS)
+        name, role = self._user_name(form), self._role(form)
+        password, made = self._password(form, name)
+        hashed = await asyncio.to_thread(accounts.hash_password, password)
+        try:
+            await users.add_user(self.db, name, hashed, role, self.clock())
+        except users.UserExists:
+            raise Refusal(409, "users.exists", name=name) from None
+        self._audit(session, "added", name, role=role)
+        if made:
+            return await self._users(request, session, "added", name, generated=password)
+        return see_other(f"{COOKIE_PATH}users?{urlencode({'done': 'added', 'user': name})}")
+
+    async def user_disable(self, request: web.Request) -> web.Response:
+        return await self._set_disabled(request, True)
+
+    async def user_enable(self, request: web.Request) -> web.Response:
+        return await self._set_disabled(request, False)
+
+    async def _set_disabled(self, request: web.Request, disabled: bool) -> web.Response:
+        session, form = await self.form(request, accounts.USERS)
+        name = self._user_name(form)
+        try:
+            found = await users.set_disabled(self.db, name, disabled, self.clock(), keep_an_admin=True)
+        except users.LastAdmin:
+            raise Refusal(409, "users.last_admin") from None
+        if not found:
+            raise Refusal(404, "users.unknown", name=name)
+        done = "disabled" if disabled else "enabled"
+        self._audit(session, done, name)
+        return see_other(f"{COOKIE_PATH}users?{urlencode({'done': done, 'user': name})}")
+
+    async def user_reset(self, request: web.Request) -> web.Response:
+        session, form = await self.form(request, accounts.USERS)
+        name = self._user_name(form)
+        password, made = self._password(form, name)
+        hashed = await asyncio.to_thread(accounts.hash_password, password)
+        # The user's other sessions end; an admin who sets their own password stays signed in.
+        if not await users.set_password(self.db, name, hashed, self.clock(),
+                                        keep_session=session.id if name == session.user.name else None):
+            raise Refusal(404, "users.unknown", name=name)
+        self._audit(session, "password reset", name)
+        if made:
+            return await self._users(request, session, "reset", name, generated=password)
+        return see_other(f"{COOKIE_PATH}users?{urlencode({'done': 'reset', 'user': name})}")
+
+    async def user_role(self, request: web.Request) -> web.Response:
+        session, form = await self.form(request, accounts.USERS)
+        name, role = self._user_name(form), self._role(form)
+        try:
+            found = await users.set_role(self.db, name, role, self.clock(), keep_an_admin=True)
+        except users.LastAdmin:
+            raise Refusal(409, "users.last_admin") from None
+        if not found:
+            raise Refusal(404, "users.unknown", name=name)
+        self._audit(session, "role changed", name, role=role)
+        return see_other(f"{COOKIE_PATH}users?{urlencode({'done': 'role', 'user': name})}")
+
     # -- dashboard -------------------------------------------------------------------------------------
 
     async def dashboard_page(self, request: web.Request) -> web.Response:
@@ -716,4 +875,10 @@ def build_console(settings: Settings, db: Database, clock: Callable[[], datetime
     r.add_post("/rights/export", console.rights_export)
     r.add_post("/rights/erase", console.rights_erase)
     r.add_get("/dashboard", console.dashboard_page)
+    r.add_get("/users", console.users_page)
+    r.add_post("/users/add", console.user_add)
+    r.add_post("/users/disable", console.user_disable)
+    r.add_post("/users/enable", console.user_enable)
+    r.add_post("/users/reset", console.user_reset)
+    r.add_post("/users/role", console.user_role)
     return app

@@ -6,7 +6,11 @@
   own that ends in `start_session` with the user it vouches for; the pages and the role
   checks do not change.
 * A session is a random 32-byte value in a cookie (Secure, HttpOnly, SameSite=Strict,
-  Path=/console/); the database keeps only its SHA-256. Signing out deletes the row.
+  Path=/console/); the database keeps only its SHA-256. Signing out deletes the row, so
+  do disabling its user and a new password for its user (except the session of a user
+  who sets their own). A session ends `session_hours` after sign-in, or once it has not
+  been used for `session_idle_minutes`; its `last_seen_at` is written at most once a
+  minute (TOUCH_EVERY), not on every request, so the idle time is known to that minute.
 * Every POST form carries a token: HMAC-SHA256 of a fixed label under the session's
   `csrf_secret`, compared in constant time. The sign-in form, before there is a
   session, carries the value of a short-lived random cookie (double submit).
@@ -35,6 +39,7 @@ SESSION_COOKIE = "unsubd_console"
 LOGIN_COOKIE = "unsubd_console_login"
 COOKIE_PATH = "/console/"
 FORM_LABEL = b"unsubd console form v1"
+TOUCH_EVERY = timedelta(minutes=1)
 
 Authenticate = Callable[[str, str, datetime], Awaitable[User | None]]
 
@@ -95,7 +100,28 @@ async def start_session(db: Database, settings: Settings, user: User, now: datet
     return value
 
 
-async def current_session(db: Database, cookie_value: str | None, now: datetime) -> Session | None:
+@dataclass(frozen=True)
+class Found:
+    """The session of a request's cookie, or None; `idle` when there was one that has
+    now ended for want of use (its row is deleted)."""
+
+    session: Session | None
+    idle: bool = False
+
+
+async def current_session(db: Database, cookie_value: str | None, now: datetime,
+                          idle_after: timedelta) -> Found:
+    """The live session of a cookie. One unused for `idle_after` is ended (deleted). A
+    used one has its last_seen_at moved to `now` if that is TOUCH_EVERY or more behind."""
     if not cookie_value or len(cookie_value) > 200:
-        return None
-    return await users.load_session(db, session_id(cookie_value), now)
+        return Found(None)
+    session = await users.load_session(db, session_id(cookie_value), now)
+    if session is None:
+        return Found(None)
+    seen = session.last_seen_at or now
+    if now - seen >= idle_after:
+        await users.delete_session(db, session.id)
+        return Found(None, idle=True)
+    if now - seen >= TOUCH_EVERY:
+        await users.touch_session(db, session.id, now)
+    return Found(session)

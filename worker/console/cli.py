@@ -141,7 +141,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"name": user.name, "role": user.role, "state": state.split(" ")[0],
                               "locked_until": user.locked_until.isoformat() if user.locked_until else None,
-                              "created_at": user.created_at.isoformat()}))
+                              "created_at": user.created_at.isoformat(),
+                              "last_sign_in_at": user.last_sign_in_at.isoformat() if user.last_sign_in_at else None}))
         else:
             print(f"{user.name}\t{user.role}\t{state}")
     if not found and not args.json:

@@ -64,12 +64,28 @@ HELP: dict[str, str] = {
     "rights_requests_overdue": "Data-subject rights requests past their due date.",
     "queue_depth": "Inbound items waiting or in hand (embedded queue; 0 with RabbitMQ).",
     "outbox_lag_seconds": "Seconds the oldest unpublished update has waited (0 with none waiting).",
+    "console_sign_in_limited_total": "Console sign-in attempts refused (429) by the per-client rate limit.",
 }
 FALLBACK_HELP = "unsubd figure {name} (counters end in _total; see README, Metrics)."
 
 # 250 -> update: from a few milliseconds (embedded, idle) to minutes (a backlog, an outage).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, math.inf)
 CLASSIFY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, math.inf)
+
+
+class ProcessCount:
+    """A count kept by this process for every exporter in it (a scrape shows the process's
+    figure, as Prometheus expects of a counter). For parts that have no exporter at hand:
+    the console, built apart from the app's exporter, counts its rate-limited sign-ins here."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+
+CONSOLE_SIGN_IN_LIMITED = ProcessCount()
 
 
 def help_for(name: str) -> str:
@@ -111,7 +127,7 @@ class Exporter:
     def render(self, values: Mapping[str, Any]) -> bytes:
         """The exposition text of `values` (counters and gauges) and the histograms."""
         # Set and read without an await between: concurrent scrapes cannot mix their figures.
-        self._figures.values = dict(values)
+        self._figures.values = {"console_sign_in_limited_total": CONSOLE_SIGN_IN_LIMITED.value, **values}
         try:
             return generate_latest(self.registry)
         finally:

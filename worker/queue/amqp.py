@@ -41,6 +41,7 @@ from worker.pipeline.consumer import Consumer, Outcome
 from worker.store.db import GroupCommit
 from worker.errors import QueueUnavailable, is_outage
 from worker.outbox.relay import OutboundUpdate
+from worker.queue.parked import DLQ_ARGUMENTS, ensure_dead_letter_queue
 
 log = logging.getLogger("unsubd.amqp")
 
@@ -83,6 +84,7 @@ class Broker:
         except Exception as exc:              # noqa: BLE001 - refused, DNS, auth, timeout
             raise QueueUnavailable(f"cannot reach RabbitMQ at {_redact(self._settings.amqp_url)}: "
                                    f"{type(exc).__name__}: {exc}"[:300]) from exc
+        await ensure_dead_letter_queue(self.connection, self.names)     # a classic queue: worker/queue/parked.py
         channel = await self.connection.channel()
         try:
             await self.declare(channel)
@@ -97,8 +99,8 @@ class Broker:
         """
         n = self.names
         dlx = await channel.declare_exchange(n.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
-        dlq = await channel.declare_queue(n.dead_letter_queue, durable=True,
-                                          arguments={"x-queue-type": "quorum"})
+        # Classic, not quorum: listing parked items must not count as deliveries (worker/queue/parked.py).
+        dlq = await channel.declare_queue(n.dead_letter_queue, durable=True, arguments=DLQ_ARGUMENTS)
         await dlq.bind(dlx, routing_key=n.dead_letter_queue)
         inbound = await channel.declare_queue(n.inbound_queue, durable=True, arguments={
             "x-queue-type": "quorum",

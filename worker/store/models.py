@@ -290,7 +290,8 @@ class ConsoleUser(Base):
     """Someone who signs in to the operator console (worker.console): a member of staff,
     not a data subject. `password_hash` is an Argon2id hash (argon2-cffi); `role` is
     viewer, operator or admin; `failed_logins` counts wrong passwords since the last
-    sign-in, and `locked_until` holds the account shut after too many of them."""
+    sign-in, and `locked_until` holds the account shut after too many of them;
+    `last_sign_in_at` is the last correct password (shown on the console's users page)."""
 
     __tablename__ = "console_user"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -302,6 +303,7 @@ class ConsoleUser(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class ConsoleSession(Base):

@@ -162,7 +162,7 @@ FIELDS: tuple[Field, ...] = (
     # console_user and console_session: staff accounts of the operator console, not data subjects
     *(_f("console_user", c, "none", note="staff account") for c in (
         "id", "name", "password_hash", "role", "disabled", "failed_logins", "locked_until", "created_at",
-        "updated_at")),
+        "updated_at", "last_sign_in_at")),
     *(_f("console_session", c, "none", note="staff session") for c in (
         "id", "user_id", "csrf_secret", "created_at", "last_seen_at", "expires_at")),
     # sent_count: how many messages a unit sent on a day; about no one

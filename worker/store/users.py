@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,10 @@ from worker.store.models import ConsoleSession, ConsoleUser
 
 class UserExists(ValueError):
     """A user of that name exists already."""
+
+
+class LastAdmin(ValueError):
+    """The change would leave no admin who can sign in; nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class User:
     failed_logins: int
     locked_until: datetime | None
     created_at: datetime
+    last_sign_in_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -43,11 +48,12 @@ class Session:
     csrf_secret: str
     expires_at: datetime
     user: User
+    last_seen_at: datetime | None = None
 
 
 def _user(row: ConsoleUser) -> User:
     return User(id=row.id, name=row.name, role=row.role, disabled=row.disabled, failed_logins=row.failed_logins,
-                locked_until=row.locked_until, created_at=row.created_at)
+                locked_until=row.locked_until, created_at=row.created_at, last_sign_in_at=row.last_sign_in_at)
 
 
 async def add_user(db: Database, name: str, password_hash: str, role: str, now: datetime) -> User:
@@ -77,22 +83,52 @@ async def list_users(db: Database) -> list[User]:
         return [_user(r) for r in (await s.scalars(select(ConsoleUser).order_by(ConsoleUser.name))).all()]
 
 
-async def set_disabled(db: Database, name: str, disabled: bool, now: datetime) -> bool:
-    """Disable (or enable) a user; disabling ends their sessions. False when there is no such user."""
+async def _keep_an_admin(s: Any, user_id: int) -> None:
+    """Raise LastAdmin unless some admin other than `user_id` can still sign in. The admin
+    rows are locked while this is read (PostgreSQL; SQLite has one writer), so that two
+    admins demoting each other at the same moment cannot both succeed."""
+    others = (await s.scalars(select(ConsoleUser.id).where(ConsoleUser.role == "admin",
+                                                          ConsoleUser.disabled.is_(False),
+                                                          ConsoleUser.id != user_id).with_for_update())).all()
+    if not others:
+        raise LastAdmin("no other admin could sign in; make another user an admin first")
+
+
+async def set_disabled(db: Database, name: str, disabled: bool, now: datetime, keep_an_admin: bool = False) -> bool:
+    """Disable (or enable) a user; disabling ends their sessions. False when there is no such user.
+    With `keep_an_admin`, disabling the last admin who can sign in raises LastAdmin."""
     async with db.transaction() as s:
-        user_id = await s.scalar(select(ConsoleUser.id).where(ConsoleUser.name == name))
-        if user_id is None:
+        row = await s.scalar(select(ConsoleUser).where(ConsoleUser.name == name).with_for_update())
+        if row is None:
             return False
-        await s.execute(update(ConsoleUser).where(ConsoleUser.id == user_id)
+        if disabled and keep_an_admin and row.role == "admin" and not row.disabled:
+            await _keep_an_admin(s, row.id)
+        await s.execute(update(ConsoleUser).where(ConsoleUser.id == row.id)
                         .values(disabled=disabled, updated_at=now))
         if disabled:
-            await s.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user_id))
+            await s.execute(delete(ConsoleSession).where(ConsoleSession.user_id == row.id))
         return True
 
 
-async def set_password(db: Database, name: str, password_hash: str, now: datetime, role: str | None = None) -> bool:
+async def set_role(db: Database, name: str, role: str, now: datetime, keep_an_admin: bool = False) -> bool:
+    """A new role; the user's sessions go on with it (each request reads the role afresh).
+    False when there is no such user. With `keep_an_admin`, demoting the last admin who can
+    sign in raises LastAdmin."""
+    async with db.transaction() as s:
+        row = await s.scalar(select(ConsoleUser).where(ConsoleUser.name == name).with_for_update())
+        if row is None:
+            return False
+        if keep_an_admin and row.role == "admin" and role != "admin" and not row.disabled:
+            await _keep_an_admin(s, row.id)
+        await s.execute(update(ConsoleUser).where(ConsoleUser.id == row.id).values(role=role, updated_at=now))
+        return True
+
+
+async def set_password(db: Database, name: str, password_hash: str, now: datetime, role: str | None = None,
+                       keep_session: str | None = None) -> bool:
     """A new password (and, given `role`, a new role): unlocks the account, clears its
-    failures and ends its sessions. False when there is no such user."""
+    failures and ends its sessions, except `keep_session` (the session of a user who
+    changes their own password). False when there is no such user."""
     async with db.transaction() as s:
         user_id = await s.scalar(select(ConsoleUser.id).where(ConsoleUser.name == name))
         if user_id is None:
@@ -102,7 +138,10 @@ async def set_password(db: Database, name: str, password_hash: str, now: datetim
         if role is not None:
             values["role"] = role
         await s.execute(update(ConsoleUser).where(ConsoleUser.id == user_id).values(**values))
-        await s.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user_id))
+        ended = delete(ConsoleSession).where(ConsoleSession.user_id == user_id)
+        if keep_session is not None:
+            ended = ended.where(ConsoleSession.id != keep_session)
+        await s.execute(ended)
         return True
 
 
@@ -127,7 +166,8 @@ async def record_failure(db: Database, user_id: int, now: datetime,
 async def record_success(db: Database, user_id: int, now: datetime, new_hash: str | None = None) -> None:
     """A correct password: the failure count starts again (and the hash is replaced, when
     its parameters are out of date)."""
-    values: dict[str, object] = {"failed_logins": 0, "locked_until": None, "updated_at": now}
+    values: dict[str, object] = {"failed_logins": 0, "locked_until": None, "updated_at": now,
+                                 "last_sign_in_at": now}
     if new_hash is not None:
         values["password_hash"] = new_hash
     async with db.transaction() as s:
@@ -145,7 +185,8 @@ async def create_session(db: Database, session_id: str, user_id: int, csrf_secre
 
 async def load_session(db: Database, session_id: str, now: datetime) -> Session | None:
     """The session with that id and its user, or None when it is unknown, expired, or its
-    user is disabled."""
+    user is disabled. (Whether it has been idle too long is the caller's rule:
+    worker.console.auth.current_session.)"""
     async with db.sessions() as s:
         found = (await s.execute(select(ConsoleSession, ConsoleUser)
                                  .join(ConsoleUser, ConsoleUser.id == ConsoleSession.user_id)
@@ -155,7 +196,14 @@ async def load_session(db: Database, session_id: str, now: datetime) -> Session 
     session, user = found
     if session.expires_at <= now or user.disabled:
         return None
-    return Session(id=session.id, csrf_secret=session.csrf_secret, expires_at=session.expires_at, user=_user(user))
+    return Session(id=session.id, csrf_secret=session.csrf_secret, expires_at=session.expires_at, user=_user(user),
+                   last_seen_at=session.last_seen_at)
+
+
+async def touch_session(db: Database, session_id: str, now: datetime) -> None:
+    """The session was used at `now` (worker.console.auth calls this at most once a minute per session)."""
+    async with db.transaction() as s:
+        await s.execute(update(ConsoleSession).where(ConsoleSession.id == session_id).values(last_seen_at=now))
 
 
 async def delete_session(db: Database, session_id: str) -> None:
