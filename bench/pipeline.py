@@ -514,7 +514,7 @@ def settle(server: Serve, inbound_queue: str | None, limit: float = 300) -> floa
             listed = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name", "messages"],
                                     capture_output=True, text=True, timeout=60).stdout
             waiting += sum(int(n) for name, n in (line.split() for line in listed.splitlines() if line.strip())
-                           if name == inbound_queue)
+                           if name in (inbound_queue, f"{inbound_queue}.bulk"))
         if waiting == 0 and int(now.get("outbox_backlog", 0)) == 0:
             used = cpu_seconds(server)
             time.sleep(QUIET_SECONDS)
@@ -576,6 +576,7 @@ async def _delete_broker_names(env: dict[str, str]) -> None:
         channel = await conn.channel()
         for key in ("UNSUBD_AMQP__INBOUND_QUEUE", "UNSUBD_AMQP__DEAD_LETTER_QUEUE"):
             await channel.queue_delete(env[key])
+        await channel.queue_delete(env["UNSUBD_AMQP__INBOUND_QUEUE"] + ".bulk")     # heavy items (worker/queue/amqp.py)
         for key in ("UNSUBD_AMQP__DEAD_LETTER_EXCHANGE", "UNSUBD_AMQP__UPDATES_EXCHANGE"):
             await channel.exchange_delete(env[key])
 

@@ -191,7 +191,7 @@ async def _delete_names(names: dict[str, str]) -> None:
     conn = await aio_pika.connect(RABBIT)
     async with conn:
         ch = await conn.channel()
-        for queue in (names["inbound"], names["dlq"]):
+        for queue in (names["inbound"], names["inbound"] + ".bulk", names["dlq"]):
             await ch.queue_delete(queue)
         for exchange in (names["dlx"], names["updates"]):
             await ch.exchange_delete(exchange)

@@ -89,6 +89,13 @@ class SmtpSettings(_Frozen):
     per_client_sessions: int = Field(50, ge=0)        # concurrent sessions per client; 0: no cap
     per_client_rate: float = Field(20.0, ge=0)        # new connections per second per client; 0: no limit
     per_client_burst: int = Field(100, ge=1)          # ... of which this many at once (token bucket)
+    # The rate is enforced only on a client already holding this many sessions, or on
+    # every client while the listener is under stress (stress_threshold); 0: always. A
+    # real MTA sending at full speed opens many short sessions (50 a second and more) but
+    # holds few at once, within its own concurrency limit (Postfix's default per
+    # destination is 20): it is not refused. Tokens are spent either way, so when stress
+    # begins, the clients that were connecting fastest are the first slowed.
+    rate_after_sessions: int = Field(20, ge=0)
     # The last reserved_slots of max_sessions go only to clients holding at most
     # heavy_client_sessions sessions, so one client can never take them all.
     reserved_slots: int = Field(20, ge=0)
@@ -154,6 +161,14 @@ class ConsumerSettings(_Frozen):
     # listener then takes the CPU it needs during a burst and the queue absorbs it
     # (bench/pipeline.py, production, accept beside a consumer: see README, Status).
     nice: int = Field(19, ge=0, le=19)
+    # Lanes (issue 22): an item of more than heavy_bytes (raw bytes) is heavy. At most
+    # heavy_concurrency heavy items are in flight at once (embedded queue: claimed; in
+    # production the bulk queue's prefetch, worker/queue/amqp.py), never all of
+    # `concurrency` (at most concurrency - 1), so ordinary items always have slots and
+    # overtake heavy ones waiting in the queue. Ordinary bounces and replies are a few KB;
+    # the hostile burst's messages are 300 KB.
+    heavy_bytes: int = Field(64 * 1024, ge=1024)
+    heavy_concurrency: int = Field(8, ge=1)
 
 
 class ParseSettings(_Frozen):
@@ -161,6 +176,13 @@ class ParseSettings(_Frozen):
     cpu_seconds: float = Field(5.0, gt=0)         # CPU time one message may take
     wall_seconds: float = Field(15.0, gt=0)       # wall time one message may take
     memory_mb: int = Field(1024, ge=64)           # address space of one parser process
+    # Lanes (worker/pipeline/pool.py): heavy items (over consumer.heavy_bytes, or running
+    # longer than slow_seconds) may hold at most workers - light_workers processes (at
+    # least one); light_workers stay for ordinary items, which are also served first.
+    # When slow items hold more than that, up to light_workers extra processes start for
+    # ordinary items: the pool has at most workers + light_workers processes.
+    light_workers: int = Field(1, ge=1)
+    slow_seconds: float = Field(1.0, gt=0)
 
 
 class AmqpSettings(_Frozen):

@@ -54,7 +54,7 @@ async def names(rabbit: str) -> AsyncIterator[dict[str, str]]:
             conn = await aio_pika.connect(rabbit)
             async with conn:
                 ch = await conn.channel()
-                for q in (f"{p}.inbound", f"{p}.dlq"):
+                for q in (f"{p}.inbound", f"{p}.inbound.bulk", f"{p}.dlq"):
                     await ch.queue_delete(q)
                 for x in (f"{p}.dlx", f"{p}.updates"):
                     await ch.exchange_delete(x)

@@ -193,6 +193,35 @@ async def test_a_batch_stays_within_its_byte_limit(rabbit_backend: Rabbit):
     await wait_for(lambda: _applied(rabbit_backend, ids), timeout=30)
 
 
+@pytest.mark.parametrize("rabbit_backend", [{"UNSUBD_CONSUMER__HEAVY_BYTES": "1024"}], indirect=True)
+async def test_heavy_items_go_alone_to_the_bulk_queue_and_light_ones_batch_on_the_inbound_one(
+        rabbit_backend: Rabbit):
+    """Issue 22, lanes: the queue is chosen at accept time by size. Heavy items (over
+    consumer.heavy_bytes) are each a message of their own on `<inbound>.bulk`, whose
+    arguments match the inbound queue's (quorum, delivery limit, dead-lettering); light
+    ones batch as before. The consumer takes both and applies each item once."""
+    light = [item(f"bounce:light{i}@kommun-vast.example".encode()) for i in range(10)]
+    heavy = [item(f"bounce:heavy{i}@kommun-vast.example\n".encode() + b"z" * 2000) for i in range(3)]
+    assert all(await asyncio.gather(*(rabbit_backend._enqueue(i) for i in [*light, *heavy])))
+    conn = await aio_pika.connect(RABBIT_URL)
+    async with conn:
+        ch = await conn.channel()
+        bulk = await ch.declare_queue(rabbit_backend.broker.bulk_queue, passive=True)
+        inbound = await ch.declare_queue(rabbit_backend.settings.amqp.inbound_queue, passive=True)
+        assert bulk.declaration_result.message_count == 3
+        assert 1 <= inbound.declaration_result.message_count < 10         # the light ones, batched
+        first = await bulk.get(no_ack=False)
+        assert first.content_type == "message/rfc822" and first.message_id in {i.id for i in heavy}
+        await ch.close()                                                   # unacknowledged: it goes back
+    await rabbit_backend.start()
+    ids = [i.id for i in [*light, *heavy]]
+    await wait_for(lambda: _applied(rabbit_backend, ids), timeout=30)
+    await wait_for(lambda: _depth(rabbit_backend, 0), timeout=30)
+    await rabbit_backend.stop()
+    assert await events_for(rabbit_backend.db, ids) == {i: 1 for i in ids}
+    assert await rabbit_backend.parked() == {}
+
+
 async def test_poison_in_a_batch_is_parked_alone_and_the_rest_applied(rabbit_backend: Rabbit):
     poison, hang = item(b"poison"), item(b"hang")
     good = [item(f"bounce:beside{i}@kommun-vast.example".encode()) for i in range(4)]

@@ -182,7 +182,8 @@ async def rabbit_names() -> AsyncIterator[Any]:
         conn = await aio_pika.connect(RABBIT_URL)
         async with conn:
             n = settings.amqp
-            for q in (n.inbound_queue, n.dead_letter_queue, n.dead_letter_queue + HOLDING_SUFFIX):
+            for q in (n.inbound_queue, n.inbound_queue + ".bulk", n.dead_letter_queue,
+                      n.dead_letter_queue + HOLDING_SUFFIX):
                 ch = await conn.channel()
                 await ch.queue_delete(q)
             ch = await conn.channel()
@@ -312,3 +313,39 @@ async def test_a_move_cut_short_is_finished_by_the_next_process():
         await broker.close()
         assert [p.id for p in await list_parked(settings, None, 100)] == ids
         assert await is_classic(n.dead_letter_queue)
+
+
+@pytest.mark.rabbitmq
+async def test_a_heavy_parked_message_is_replayed_to_the_bulk_queue_and_a_light_one_to_the_inbound_queue():
+    """Replaying keeps issue 22's lanes: a parked item larger than consumer.heavy_bytes
+    goes back to `<inbound>.bulk`, where it can never fill the inbound queue's prefetch."""
+    async with rabbit_names() as settings:
+        broker = Broker(settings)
+        await broker.connect()
+        try:
+            channel = await broker.channel()
+            await broker.declare(channel)
+            await broker.declare_bulk(channel)
+            await channel.close()
+        finally:
+            await broker.close()
+        heavy = b"x" * (settings.consumer.heavy_bytes + 1)
+        conn = await aio_pika.connect(RABBIT_URL)
+        async with conn:
+            ch = await conn.channel(publisher_confirms=True)
+            dlx = await ch.get_exchange(settings.amqp.dead_letter_exchange, ensure=False)
+            for item_id, body in (("parked-light", b"small"), ("parked-heavy", heavy)):
+                await dlx.publish(aio_pika.Message(body, message_id=item_id, headers={"x-unsubd-error": "e"},
+                                                   delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                  routing_key=settings.amqp.dead_letter_queue, mandatory=True)
+        assert sorted(await replay(settings, None, None, utcnow())) == ["parked-heavy", "parked-light"]
+        conn = await aio_pika.connect(RABBIT_URL)
+        async with conn:
+            ch = await conn.channel()
+            found = {}
+            for name in (settings.amqp.inbound_queue, settings.amqp.inbound_queue + ".bulk"):
+                queue = await ch.get_queue(name, ensure=False)
+                while (message := await queue.get(no_ack=True, fail=False)) is not None:
+                    found[message.message_id] = name
+        assert found == {"parked-light": settings.amqp.inbound_queue,
+                         "parked-heavy": settings.amqp.inbound_queue + ".bulk"}

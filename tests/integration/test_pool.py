@@ -214,3 +214,118 @@ async def test_the_pool_stops_a_classifier_that_spins_while_others_flow(settings
     # Starting workers, parsing and killing all happen off the loop: it never stalls
     # (the bound is loose on purpose; a blocked loop would be late by seconds).
     assert max(lateness) < 1.0
+
+# --- lanes (issue 22) ------------------------------------------------------------------------
+
+SPIN_SECONDS = 0.6
+
+
+def spin_or_act(item: Inbound, ctx: object, now: datetime) -> Decision:
+    """In the worker: `spin ...` keeps the CPU busy for SPIN_SECONDS and succeeds (a large
+    message that is slow but within its limits); anything else is tests.support.pool_fns.act."""
+    import time
+
+    if item.raw.startswith(b"spin"):
+        until = time.monotonic() + SPIN_SECONDS
+        while time.monotonic() < until:
+            pass
+        return Decision.ignore(item.id, Kind.UNKNOWN, reason="spun")
+    return act(item, ctx, now)
+
+
+async def timed(pool: ClassifyPool, raw: bytes) -> float:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await run(pool, raw)).reason == f"ok {raw.decode()}"
+    return loop.time() - started
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+async def test_ordinary_items_overtake_a_burst_of_large_slow_ones(settings):
+    """Six large items (over heavy_bytes), each slow but within its limits, arrive before
+    ordinary ones. Before the lanes they held both workers and an ordinary item waited for
+    them (about three spins, 1.8 s); now they hold at most workers - light_workers, and an
+    ordinary item takes about as long as with no burst: measured against the calm time of
+    the same run, never an absolute time."""
+    async with ClassifyPool(settings, classify_fn=spin_or_act, workers=2, cpu_seconds=5, wall_seconds=20,
+                            heavy_bytes=1024) as pool:
+        await asyncio.gather(run(pool, b"warm"), run(pool, b"up"))              # both workers started
+        calm = [await timed(pool, f"calm {i}".encode()) for i in range(7)]
+        burst = [asyncio.create_task(pool.classify(inbound(b"spin " + b"x" * 4096 + bytes([65 + i])), NOW))
+                 for i in range(6)]
+        for _ in range(200):                                                    # bounded: the burst has begun
+            if pool.lanes.heavy:
+                break
+            await asyncio.sleep(0.01)
+        during = [await timed(pool, f"during {i}".encode()) for i in range(7)]
+        waiting = sum(not t.done() for t in burst)
+        decisions = await asyncio.wait_for(asyncio.gather(*burst), BOUND)
+    assert [d.reason for d in decisions] == ["spun"] * 6
+    assert waiting >= 3, "the burst was over before the ordinary items were measured"
+    assert median(during) <= 5 * median(calm), (calm, during)
+
+
+async def test_small_items_that_run_long_leave_a_worker_for_ordinary_ones(settings):
+    """Items small enough for the light lane that get stuck: once they have run
+    slow_seconds they count as heavy, and an ordinary item gets a worker of its own
+    (started for it) instead of waiting for their wall-time limit."""
+    async with ClassifyPool(settings, classify_fn=act, workers=2, wall_seconds=20, slow_seconds=0.3) as pool:
+        await asyncio.gather(run(pool, b"warm"), run(pool, b"up"))
+        stuck = [asyncio.create_task(pool.classify(inbound(f"sleep {i}".encode()), NOW)) for i in range(2)]
+        try:
+            assert (await run(pool, b"quick")).reason == "ok quick"
+            assert not any(s.done() for s in stuck)          # answered while both workers were stuck
+            assert pool.lanes.promoted == 2
+        finally:
+            for s in stuck:
+                s.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+
+
+async def test_heavy_items_keep_moving_while_ordinary_ones_stream(settings):
+    """The heavy lane is never starved: with ordinary items always waiting, a heavy one
+    still gets the next worker whenever none is running."""
+    async with ClassifyPool(settings, classify_fn=act, workers=1, heavy_bytes=1024) as pool:
+        await run(pool, b"warm")
+        light = [asyncio.create_task(run(pool, f"light {i}".encode())) for i in range(20)]
+        heavy = asyncio.create_task(run(pool, b"large " + b"y" * 2048))
+        done, _ = await asyncio.wait([heavy, *light], return_when=asyncio.FIRST_COMPLETED, timeout=BOUND)
+        assert (await heavy).reason.startswith("ok large")
+        finished_before = sum(t.done() for t in light)
+        await asyncio.gather(*light)
+    assert finished_before < 20                              # it did not wait for every ordinary item
+
+
+async def test_the_lanes_on_the_books():
+    """Lanes' rules without processes: heavy items hold at most workers - light_workers;
+    a waiting light item goes first while a heavy one runs; with none running, a heavy one
+    goes first; a slow light item counts as heavy and frees room for a light one."""
+    from worker.pipeline.pool import Lanes
+
+    lanes = Lanes(workers=2, light_workers=1)
+    h1 = await lanes.acquire(True)
+    h2 = asyncio.create_task(lanes.acquire(True))             # over the heavy cap: waits
+    await asyncio.sleep(0)
+    assert not h2.done()
+    l1 = await lanes.acquire(False)                            # the worker kept for light items
+    l2 = asyncio.create_task(lanes.acquire(False))             # both workers busy: waits
+    await asyncio.sleep(0)
+    assert not l2.done() and (lanes.heavy, lanes.light) == (1, 1)
+    lanes.release(l1)                                          # light first while a heavy one runs
+    await asyncio.sleep(0)
+    assert l2.done() and not h2.done()
+    l3 = asyncio.create_task(lanes.acquire(False))
+    await asyncio.sleep(0)
+    lanes.release(h1)                                          # no heavy running: the heavy one first
+    await asyncio.sleep(0)
+    assert h2.done() and not l3.done() and (lanes.heavy, lanes.light) == (1, 1)
+    lanes.promote(l2.result())                                 # the light one ran long: now heavy
+    await asyncio.sleep(0)
+    assert l3.done() and (lanes.heavy, lanes.light) == (2, 1) and lanes.promoted == 1   # an extra process
+    for t in (h2.result(), l2.result(), l3.result()):
+        lanes.release(t)
+        lanes.release(t)                                       # twice changes nothing
+    assert (lanes.heavy, lanes.light) == (0, 0)

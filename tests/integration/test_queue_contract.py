@@ -47,13 +47,31 @@ def item(raw: bytes) -> Inbound:
     return Inbound.from_smtp(raw + b"\n" + uuid.uuid4().hex.encode(), "", ["bounces@mail.example.org"], utcnow())
 
 
+class Held:
+    """Items `hold:ADDRESS` wait in classify until `release` is set; `holding` counts
+    those waiting now (reset per test by the lanes test)."""
+
+    release = asyncio.Event()
+    holding = 0
+    most = 0
+
+
 async def classify(it: Inbound, now: datetime) -> Decision:
-    """Stub classifier: `bounce:ADDRESS` suppresses ADDRESS; `poison` fails; `hang` hits the time limit."""
+    """Stub classifier: `bounce:ADDRESS` suppresses ADDRESS; `poison` fails; `hang` hits the
+    time limit; `hold:ADDRESS` suppresses ADDRESS once Held.release is set."""
     head = it.raw.split(b"\n", 1)[0]
     if head == b"poison":
         raise ClassifyFailed("ValueError: cannot read this message")
     if head == b"hang":
         raise ClassifyTimeout("cpu time limit (1s) exceeded")
+    if head.startswith(b"hold:"):
+        Held.holding += 1
+        Held.most = max(Held.most, Held.holding)
+        try:
+            await Held.release.wait()
+        finally:
+            Held.holding -= 1
+        head = head.replace(b"hold:", b"bounce:", 1)
     address = head.removeprefix(b"bounce:").decode()
     act = Action(ActionType.SUPPRESS, address, status="5.1.1", reason="user_unknown", hard=True)
     return Decision(item_id=it.id, kind=Kind.BOUNCE, actions=(act,), reason="dsn 5.1.1")
@@ -164,8 +182,11 @@ class Rabbit(Backend):
         conn = await aio_pika.connect(RABBIT_URL)
         async with conn:
             ch = await conn.channel()
-            q = await ch.declare_queue(self.settings.amqp.inbound_queue, passive=True)
-            return q.declaration_result.message_count or 0
+            n = 0
+            for name in (self.settings.amqp.inbound_queue, self.broker.bulk_queue):
+                q = await ch.declare_queue(name, passive=True)
+                n += q.declaration_result.message_count or 0
+            return n
 
     async def close(self) -> None:
         await self.broker.close()
@@ -175,7 +196,7 @@ class Rabbit(Backend):
             async with conn:
                 ch = await conn.channel()
                 n = self.settings.amqp
-                for q in (n.inbound_queue, n.dead_letter_queue):
+                for q in (n.inbound_queue, f"{n.inbound_queue}.bulk", n.dead_letter_queue):
                     await ch.queue_delete(q)
                 for x in (n.dead_letter_exchange, n.updates_exchange):
                     await ch.exchange_delete(x)
@@ -189,16 +210,34 @@ async def _pg_database() -> str:
     return await _create_pg_database()
 
 
-@pytest.fixture(params=["embedded-sqlite", "embedded-postgres", "rabbitmq-postgres"])
+KINDS = ["embedded-sqlite", "embedded-postgres", "rabbitmq-postgres"]
+
+
+@pytest.fixture(params=KINDS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    kind = request.param
+    async for b in _backend(request.param, tmp_path, {}):
+        yield b
+
+
+# Lanes (issue 22): 4 slots (prefetch 4 on RabbitMQ), of which heavy items (over 1 KiB) may hold 2.
+LANES_ENV = {"UNSUBD_CONSUMER__CONCURRENCY": "4", "UNSUBD_AMQP__PREFETCH": "4",
+             "UNSUBD_CONSUMER__HEAVY_CONCURRENCY": "2", "UNSUBD_CONSUMER__HEAVY_BYTES": "1024"}
+
+
+@pytest.fixture(params=KINDS)
+async def lanes_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async for b in _backend(request.param, tmp_path, LANES_ENV):
+        yield b
+
+
+async def _backend(kind: str, tmp_path: Path, extra: dict[str, str]) -> AsyncIterator[Backend]:
     pg_name = None
     if kind == "embedded-sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}"
     else:
         pg_name = await _pg_database()
         url = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{pg_name}"
-    env = dict(CONTRACT_ENV)
+    env = {**CONTRACT_ENV, **extra}
     if kind == "rabbitmq-postgres":
         if not port_open("127.0.0.1", 5672):
             service_missing("RabbitMQ on 127.0.0.1:5672")
@@ -323,3 +362,38 @@ async def test_poison_is_parked_with_its_reason_and_later_items_flow(backend: Ba
 
 async def _parked_count(backend: Backend, n: int) -> bool:
     return backend.consumer.counters.parked >= n
+
+
+async def test_ordinary_items_overtake_heavy_ones_that_would_fill_every_slot(lanes_backend: Backend):
+    """Issue 22: six heavy items (over consumer.heavy_bytes) wait first, more than the four
+    slots; each is held in classify. Before the lanes every slot was a heavy item's and the
+    ordinary bounce behind them waited for as long as they did (here: for ever). Now heavy
+    items hold at most heavy_concurrency (2) slots, the ordinary one is applied while they
+    are still held, and afterwards every item is applied exactly once."""
+    backend = lanes_backend
+    Held.release, Held.holding, Held.most = asyncio.Event(), 0, 0
+    pad = b"\n" + b"x" * 2048                                  # over heavy_bytes (1024)
+    heavy = [Inbound.from_smtp(f"hold:heavy{i}@kommun-vast.example".encode() + pad + uuid.uuid4().hex.encode(),
+                               "", ["bounces@mail.example.org"], utcnow()) for i in range(6)]
+    for it in heavy:
+        await backend.enqueue(it)
+    await backend.start()
+    await wait_for(lambda: _holding(2), timeout=30)
+    ordinary = item(b"bounce:ordinary@kommun-vast.example")
+    await backend.enqueue(ordinary)
+    try:
+        await wait_for(lambda: _all_applied(backend, [ordinary.id]), timeout=30)
+        assert Held.holding == 2 and Held.most == 2              # the heavy ones still held, two at a time
+    finally:
+        Held.release.set()
+    ids = [it.id for it in heavy] + [ordinary.id]
+    await wait_for(lambda: _all_applied(backend, ids), timeout=60)
+    await backend.stop()
+    assert await events_for(backend.db, ids) == {i: 1 for i in ids}
+    assert await outbox_rows(backend.db) == 7
+    assert Held.most == 2
+    assert await backend.left_in_queue() == 0 and await backend.parked() == {}
+
+
+async def _holding(n: int) -> bool:
+    return Held.holding >= n

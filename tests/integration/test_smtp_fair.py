@@ -175,7 +175,7 @@ async def test_a_client_over_its_session_cap_gets_421_4_7_0_and_others_do_not(li
     assert listener.gate.held == {}                          # nothing left behind per client
 
 
-@with_settings(per_client_rate=0.001, per_client_burst=3)
+@with_settings(per_client_rate=0.001, per_client_burst=3, rate_after_sessions=0)
 async def test_a_client_connecting_too_often_gets_421_4_7_0(listener: SmtpServer):
     port = port_of(listener)
     for _ in range(3):                                       # the burst
@@ -189,6 +189,75 @@ async def test_a_client_connecting_too_often_gets_421_4_7_0(listener: SmtpServer
     writer.close()
     assert await asyncio.to_thread(send_one, port, LEGIT, plain()) is True     # another client is not slowed
     assert listener.gate.refused["client_rate"] == 1
+
+
+async def test_an_mta_sending_at_full_speed_over_short_sessions_is_served_by_default(listener: SmtpServer):
+    """Issue 22: a real MTA sending a queue at full speed from one address opens a new
+    connection per message, far above 20 a second, but holds few at once. Under the
+    default settings every message is taken; before, everything past the burst of 100
+    and 20 a second got 421 4.7.0. Asserted too: the sender did outrun that old limit."""
+    port = port_of(listener)
+    raw = plain(subject="from a busy MTA")
+    n, threads = 400, 8
+    started = asyncio.get_running_loop().time()
+
+    def sender(k: int) -> list[bool]:
+        return [send_one(port, LEGIT, raw) for _ in range(k)]
+
+    results = await asyncio.gather(*(asyncio.to_thread(sender, n // threads) for _ in range(threads)))
+    elapsed = asyncio.get_running_loop().time() - started
+    accepted = sum(sum(r) for r in results)
+    old_limit = 100 + 20 * elapsed                           # per_client_burst + per_client_rate x seconds, as before
+    assert n > old_limit, f"{n} connections in {elapsed:.1f} s did not outrun the old limit ({old_limit:.0f})"
+    assert accepted == n and len(stored(listener)) == n
+    assert listener.gate.refused["client_rate"] == 0
+
+
+@with_settings(per_client_rate=0.001, per_client_burst=2, rate_after_sessions=3, reserved_slots=0)
+async def test_a_client_holding_many_sessions_is_held_to_its_rate_and_a_light_one_is_not(listener: SmtpServer):
+    port = port_of(listener)
+    held = [await connect(port, FLOOD) for _ in range(3)]    # past its burst, but holding few: admitted
+    assert all(first.startswith(b"220") for _, _, first in held)
+    reader, writer, first = await connect(port, FLOOD)       # holding 3, its bucket empty
+    assert first.startswith(b"421 4.7.0") and b"slow down" in first
+    writer.close()
+    for _ in range(5):                                       # another client, past its burst, holding none
+        reader, writer, first = await connect(port, LEGIT)
+        assert first.startswith(b"220")
+        writer.write(b"QUIT\r\n")
+        await read_to_eof(reader)
+        writer.close()
+    assert listener.gate.refused["client_rate"] == 1
+    for _, w, _ in held:
+        w.close()
+
+
+@with_settings(max_sessions=10, stress_threshold=0.5, per_client_rate=0.001, per_client_burst=1,
+               reserved_slots=0, per_client_sessions=0)
+async def test_under_stress_every_client_is_held_to_its_rate(listener: SmtpServer):
+    """Default rate_after_sessions (20): outside stress nobody here is held to the rate;
+    above stress_threshold x max_sessions, everyone is, and a client that has been
+    connecting fastest (its bucket spent) is the one refused."""
+    port = port_of(listener)
+    reader, writer, first = await connect(port, LEGIT)       # spends LEGIT's one token
+    assert first.startswith(b"220")
+    writer.write(b"QUIT\r\n")
+    await read_to_eof(reader)
+    writer.close()
+    reader, writer, first = await connect(port, LEGIT)       # past its burst, no stress: served
+    assert first.startswith(b"220")
+    writer.write(b"QUIT\r\n")
+    await read_to_eof(reader)
+    writer.close()
+    held = [await connect(port, FLOOD) for _ in range(6)]    # 6 of 10 > 50 %: stress
+    assert all(first.startswith(b"220") for _, _, first in held)
+    assert listener.gate.stressed
+    reader, writer, first = await connect(port, LEGIT)
+    assert first.startswith(b"421 4.7.0") and b"slow down" in first
+    writer.close()
+    assert listener.gate.refused["client_rate"] == 1
+    for _, w, _ in held:
+        w.close()
 
 
 @with_settings(max_sessions=10, reserved_slots=3, heavy_client_sessions=2, per_client_sessions=0)

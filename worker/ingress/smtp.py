@@ -16,7 +16,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Iterable
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from config import ConfigError, Settings
 from handlers.mail.addresses import address_hash
@@ -48,6 +48,7 @@ REPLY_IDLE = "421 4.4.2 Idle for too long, closing connection"
 REPLY_LINE_TOO_LONG = "451 4.3.0 Line too long for this server, message not stored, try again later"
 REPLY_NEED_TLS = "530 5.7.0 Must issue a STARTTLS command first"
 MAX_RECIPIENTS = 100
+_END = b"\r\n.\r\n"               # the end of DATA: a line of one "." (RFC 5321 section 4.1.1.4)
 # aiosmtpd's own replies that the listener words differently (see above).
 _AIOSMTPD_LINE_TOO_LONG = "500 Line too long"
 _REWRITE = {"530 Must issue a STARTTLS command first": REPLY_NEED_TLS}
@@ -135,10 +136,12 @@ class ClientGate:
     """Who may open a session: the listener's admission policy, shared by all its sessions.
 
     In the order checked: the global cap (`max_sessions`, 421 4.3.2); a token bucket per
-    client (`per_client_rate` new connections a second, `per_client_burst` at once);
-    `per_client_sessions` concurrent sessions per client; and the last `reserved_slots`
-    of the cap, which a client already holding more than `heavy_client_sessions` cannot
-    take. Above `stress_threshold` of the cap the listener is under stress (until it is
+    client (`per_client_rate` new connections a second, `per_client_burst` at once),
+    enforced only on a client holding at least `rate_after_sessions` sessions or while
+    the listener is under stress (0: always), so that an MTA sending at full speed over
+    many short sessions is served; `per_client_sessions` concurrent sessions per client;
+    and the last `reserved_slots` of the cap, which a client already holding more than
+    `heavy_client_sessions` cannot take. Above `stress_threshold` of the cap the listener is under stress (until it is
     back to 90 % of that): idle sessions get `stress_idle_timeout` (see `timeout`),
     existing ones at once.
 
@@ -150,7 +153,8 @@ class ClientGate:
     """
 
     def __init__(self, max_sessions: int, *, sessions: set[Any] | None = None, per_client_sessions: int = 0,
-                 per_client_rate: float = 0.0, per_client_burst: int = 1, reserved_slots: int = 0,
+                 per_client_rate: float = 0.0, per_client_burst: int = 1, rate_after_sessions: int = 0,
+                 reserved_slots: int = 0,
                  heavy_client_sessions: int = 0, stress_threshold: float = 1.0,
                  stress_idle_timeout: float | None = None, exempt: Iterable[str] = (), table_size: int = 10000,
                  ipv6_prefix: int = 64, clock: Callable[[], float] = time.monotonic) -> None:
@@ -159,6 +163,7 @@ class ClientGate:
         self.per_client_sessions = per_client_sessions
         self.rate = per_client_rate
         self.burst = float(per_client_burst)
+        self.rate_after_sessions = rate_after_sessions
         # At most max_sessions - 1 reserved: a cap of 2 with the default 20 still admits someone.
         self.reserved_slots = min(reserved_slots, max_sessions - 1)
         self.heavy_client_sessions = heavy_client_sessions
@@ -182,6 +187,7 @@ class ClientGate:
         smtp = settings.smtp
         return cls(smtp.max_sessions, sessions=sessions, per_client_sessions=smtp.per_client_sessions,
                    per_client_rate=smtp.per_client_rate, per_client_burst=smtp.per_client_burst,
+                   rate_after_sessions=smtp.rate_after_sessions,
                    reserved_slots=smtp.reserved_slots, heavy_client_sessions=smtp.heavy_client_sessions,
                    stress_threshold=smtp.stress_threshold, stress_idle_timeout=smtp.stress_idle_timeout,
                    exempt=smtp.exempt_clients, table_size=smtp.client_table_size,
@@ -207,14 +213,19 @@ class ClientGate:
             return self._refuse("busy", REPLY_BUSY)
         if exempt:
             return None
-        if self.rate > 0 and not self._take_token(key):
-            return self._refuse("client_rate", REPLY_CLIENT_RATE)
         held = self.held.get(key, 0)
+        if self.rate > 0 and not self._take_token(key) and self._rate_applies(held, total):
+            return self._refuse("client_rate", REPLY_CLIENT_RATE)
         if self.per_client_sessions and held >= self.per_client_sessions:
             return self._refuse("client_sessions", REPLY_CLIENT_SESSIONS)
         if total >= self.max_sessions - self.reserved_slots and held > self.heavy_client_sessions:
             return self._refuse("reserved", REPLY_RESERVED)
         return None
+
+    def _rate_applies(self, held: int, total: int) -> bool:
+        """Whether a client holding `held` of `total` sessions is held to its rate now."""
+        return (self.rate_after_sessions == 0 or held >= self.rate_after_sessions
+                or self.stressed or total > self.stress_above)
 
     def _refuse(self, reason: str, reply: str) -> str:
         self.refused[reason] += 1
@@ -268,6 +279,30 @@ class ClientGate:
         if self.stressed and self.stress_idle_timeout is not None:
             return min(normal, self.stress_idle_timeout)
         return normal
+
+
+class _LineLengths:
+    """The longest CRLF-ended line (CRLF included) of a stream read in chunks, and the
+    line still open, whichever is longer. Linear: bytes.split does the scanning."""
+
+    def __init__(self) -> None:
+        self.open = 0                 # bytes of the line not yet ended
+        self.cr = False               # the last chunk ended in CR: an LF next ends that line
+        self.longest = 0
+
+    def longest_after(self, chunk: bytes) -> int:
+        if self.cr and chunk.startswith(b"\n"):
+            self.longest = max(self.longest, self.open + 1)
+            self.open, chunk = 0, chunk[1:]
+        pieces = chunk.split(b"\r\n")
+        if len(pieces) == 1:
+            self.open += len(chunk)
+        else:
+            self.longest = max(self.longest, self.open + len(pieces[0]) + 2,
+                               max(map(len, pieces[1:-1]), default=-2) + 2)
+            self.open = len(pieces[-1])
+        self.cr = chunk.endswith(b"\r")
+        return max(self.longest, self.open)
 
 
 class _LimitedSMTP(SMTP):
@@ -333,6 +368,100 @@ class _LimitedSMTP(SMTP):
             else:
                 status = _REWRITE.get(status, status)
         await super().push(status)
+
+    # DATA. aiosmtpd reads the message a line at a time in Python: for a 300 KB message of
+    # short lines that was most of the listener's CPU during a hostile burst (issue 22),
+    # and ordinary mail waited for the loop behind it. This reader finds the end
+    # (CRLF "." CRLF, RFC 5321 section 4.1.1.4) with StreamReader.readuntil, which searches
+    # in C, so its cost does not grow with the number of lines; line lengths are measured
+    # with bytes.split. The replies are aiosmtpd's: 500 for an over-long line (which push
+    # turns into 451), 552 beyond data_size_limit, each only after the end has arrived
+    # (RFC 5321 section 4.2.5). A bare LF "." LF does not end DATA (SMTP smuggling).
+
+    put_back = True                   # see _read_data; the tests turn it off to try the other way
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content, error = await self._read_data()
+        except asyncio.CancelledError:
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
+        if error is not None:
+            await self.push(error)
+            self._set_post_data_state()
+            return
+        self.envelope.original_content = content
+        # The listener takes bytes (decode_data=False); decoding is aiosmtpd's, for completeness.
+        self.envelope.content = content.decode("utf-8", "surrogateescape") if self._decode_data else content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> tuple[bytes, str | None]:
+        """The message up to its end line, dot-stuffing undone (RFC 5321 section 4.5.2),
+        and None; or b"" and the reply for a line or a message too long (all of it read)."""
+        reader = self._reader
+        parts: list[bytes] = []
+        tail = _END[:2]               # the CRLF that ended the DATA command: a "." line may come first
+        lines = _LineLengths()
+        size = 0
+        buffered = getattr(reader, "_buffer", None)
+        if self.put_back and isinstance(buffered, bytearray):
+            # That CRLF goes back in front of what is buffered, so that readuntil finds an
+            # end line even as the first line. (asyncio keeps the buffer as a bytearray,
+            # which aiosmtpd itself clears on STARTTLS.) Without it, the end line is
+            # looked for piece by piece below, correct but slow on some inputs.
+            buffered[0:0] = _END[:2]
+            tail, size = b"", -2      # the first chunk read carries it; dropped below
+        error: str | None = None
+        limit = self.data_size_limit
+        while True:
+            # Could what was read last be the start of the end line? Then read only what
+            # would complete it (never past it: pipelined commands may follow).
+            k = next((k for k in (4, 3, 2, 1) if tail.endswith(_END[:k])), 0)
+            if k:
+                chunk = await reader.readexactly(len(_END) - k)
+                ended = chunk == _END[k:]
+            else:
+                try:
+                    chunk = await reader.readuntil(_END)
+                    ended = True
+                except asyncio.LimitOverrunError as exc:      # no end yet within the buffer's limit
+                    chunk = await reader.read(exc.consumed)
+                    ended = False
+            size += len(chunk) - (3 if ended else 0)          # the "." line is not the message's
+            if error is None and lines.longest_after(chunk) > self.line_length_limit:
+                error, parts = "500 Line too long (see RFC5321 4.5.3.1.6)", []
+            elif error is None and limit and size > limit:
+                error, parts = "552 Error: Too much mail data", []
+            elif error is None:
+                parts.append(chunk)
+            if ended:
+                break
+            if tail:
+                tail = (tail + chunk)[-4:]
+        if error is not None:
+            return b"", error
+        data = b"".join(parts)[:-3]   # less the "." line; the CRLF before it ends the last line
+        if not tail:
+            data = data[2:]           # less the CRLF put back in front
+        if data.startswith(b".") or b"\r\n." in data:
+            data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
+        return data, None
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         if command != "DATA":

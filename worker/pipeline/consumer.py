@@ -56,7 +56,7 @@ class Timings(Protocol):
 class InboundQueue(Protocol):
     arrived: asyncio.Event
 
-    async def claim(self, limit: int) -> list[Claimed]: ...
+    async def claim(self, limit: int, heavy_limit: int | None = None) -> list[Claimed]: ...
     async def done(self, item_id: str) -> None: ...
     async def retry(self, item_id: str, error: str, attempts: int) -> float: ...
     async def park(self, item_id: str, error: str) -> None: ...
@@ -226,6 +226,13 @@ class Consumer:
         # Set when the consumer is to stop: an item waiting out an outage is then released.
         self.stopping = asyncio.Event()
 
+    @property
+    def heavy_slots(self) -> int:
+        """In-flight slots heavy items may hold: `heavy_concurrency`, but never every slot
+        (with `concurrency` 1, the one slot is shared)."""
+        c = self._settings
+        return max(1, min(c.heavy_concurrency, c.concurrency - 1))
+
     async def _probe(self) -> None:
         """One empty transaction: the database answers and begins a write."""
         uow = self._uow()
@@ -243,7 +250,12 @@ class Consumer:
 
         At start, and every quarter lease after, it takes back the items of consumers that
         have stopped (`recover`); those (`crashed`) are then handled one at a time, alone.
-        While an outage lasts it claims nothing.
+        While an outage lasts it claims nothing. Heavy items (over `heavy_bytes`) hold at
+        most `heavy_slots` of the `concurrency` slots, so ordinary items always find a
+        slot and are claimed past heavy ones that wait (issue 22). Order per contact is
+        what it was: each update's sequence number is taken when its decision commits,
+        under the contact's row lock, so an ordinary item applied before a heavy one that
+        arrived earlier (as items in flight together always could be) gets the next number.
         """
         assert self._queue is not None, "run() drives the embedded queue; RabbitMQ calls handle()"
         self.stopping = stopping
@@ -257,17 +269,24 @@ class Consumer:
         crashed = claim_crashed is not None   # there may be items of a crash to handle, alone
         alone: asyncio.Task[None] | None = None
 
+        heavy: set[asyncio.Task[None]] = set()    # in flight and over heavy_bytes: the heavy lane
+
         def _done(task: asyncio.Task[None]) -> None:
             in_flight.pop(task, None)
+            heavy.discard(task)
             finished.set()
 
         def start(c: Claimed) -> asyncio.Task[None]:
             task = asyncio.create_task(self.process(c))
             in_flight[task] = c.item.id
+            if len(c.item.raw) > self._settings.heavy_bytes:
+                heavy.add(task)
             task.add_done_callback(_done)
             return task
 
         limit = self._settings.concurrency
+        heavy_limit = self.heavy_slots
+        lanes = hasattr(self._queue, "heavy_bytes")             # the embedded queue's claim takes heavy_limit
         # Every claim is a write transaction (on SQLite, a commit to disk), so under load
         # items are claimed in batches of at least a quarter of the slots, not one per
         # finished item; with nothing in flight, whatever is due is claimed at once.
@@ -316,7 +335,10 @@ class Consumer:
                     self._queue.arrived.clear()   # before claiming: no arrival goes unseen
                     claimed: list[Claimed] = []
                     try:
-                        claimed = await self._queue.claim(room)
+                        if lanes:
+                            claimed = await self._queue.claim(room, max(0, heavy_limit - len(heavy)))
+                        else:
+                            claimed = await self._queue.claim(room)
                     except Exception as exc:      # noqa: BLE001 - the database may be briefly away
                         if is_outage(exc):
                             self.outage.trip(exc)

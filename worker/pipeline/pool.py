@@ -22,6 +22,16 @@ classified 393 to 678 corpus messages/s against 370 to 467.
 A worker holds one item at a time, so a slow item never delays another that could run
 elsewhere.
 
+Lanes (issue 22): a burst of large messages, each within its CPU limit, used to take
+every worker while ordinary bounces queued behind them (bench/attack_proof.py, hostile:
+250 -> update went from milliseconds to seconds). Now an item is heavy when its raw bytes
+exceed `heavy_bytes` (settings.consumer.heavy_bytes, 64 KiB), or once it has run for
+`slow_seconds`; heavy items hold at most `workers - light_workers` workers (at least
+one), and a waiting light item goes before a waiting heavy one. When items that turned
+slow hold the workers kept for light ones, up to `light_workers` more processes start
+for light items, so the pool runs at most `workers + light_workers` processes. Heavy
+items are never starved: with none running, the next free worker is a heavy item's.
+
 Workers are started with "forkserver", never "fork": the parent runs an asyncio loop
 with helper threads, and forking a threaded process can copy a held lock into the child.
 """
@@ -36,6 +46,7 @@ import pickle
 import resource
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
@@ -71,12 +82,109 @@ class _Worker:
         self.timer: asyncio.TimerHandle | None = None
 
 
+class Ticket:
+    """A worker slot held by one item, in the heavy or the light lane."""
+
+    __slots__ = ("heavy", "released", "timer")
+
+    def __init__(self, heavy: bool) -> None:
+        self.heavy = heavy
+        self.released = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Lanes:
+    """Which waiting item may have a worker next (see the module's docstring, Lanes).
+
+    Counts only: it never blocks the loop and holds no process. `promoted` counts light
+    items that ran long enough to count as heavy.
+    """
+
+    def __init__(self, workers: int, light_workers: int) -> None:
+        self.workers = workers
+        # More than `workers` would let ordinary items keep a heavy one from ever starting.
+        self.light_workers = min(light_workers, workers)
+        self.heavy_cap = max(1, workers - self.light_workers)
+        self.heavy = 0                          # running: heavy by size, or slow
+        self.light = 0
+        self.promoted = 0
+        self._waiting: dict[bool, deque[asyncio.Future[Ticket]]] = {True: deque(), False: deque()}
+
+    def waiting(self, heavy: bool) -> int:
+        return sum(1 for f in self._waiting[heavy] if not f.done())
+
+    def _fits(self, heavy: bool) -> bool:
+        total = self.heavy + self.light
+        if heavy:
+            return self.heavy < self.heavy_cap and total < self.workers
+        return total < self.workers or (self.light < self.light_workers
+                                        and total < self.workers + self.light_workers)
+
+    def _grant(self, heavy: bool) -> Ticket:
+        if heavy:
+            self.heavy += 1
+        else:
+            self.light += 1
+        return Ticket(heavy)
+
+    async def acquire(self, heavy: bool) -> Ticket:
+        """A slot in `heavy`'s lane, once the rules allow it (FIFO within a lane)."""
+        queue = self._waiting[heavy]
+        if not self.waiting(heavy) and self._fits(heavy):
+            return self._grant(heavy)
+        future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
+        queue.append(future)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(future.result())   # granted as the caller gave up
+            raise
+
+    def release(self, ticket: Ticket) -> None:
+        if ticket.released:
+            return
+        ticket.released = True
+        if ticket.timer is not None:
+            ticket.timer.cancel()
+        if ticket.heavy:
+            self.heavy -= 1
+        else:
+            self.light -= 1
+        self._wake()
+
+    def promote(self, ticket: Ticket) -> None:
+        """A light item has run `slow_seconds`: from now on it counts as heavy."""
+        if ticket.released or ticket.heavy:
+            return
+        ticket.heavy = True
+        self.light -= 1
+        self.heavy += 1
+        self.promoted += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to waiters: a heavy one first only while no heavy item runs
+        (so that heavy items always progress), then light ones, then heavy ones."""
+        while True:
+            for heavy in ((True, False) if self.heavy == 0 else (False, True)):
+                queue = self._waiting[heavy]
+                while queue and queue[0].done():        # callers that gave up
+                    queue.popleft()
+                if queue and self._fits(heavy):
+                    queue.popleft().set_result(self._grant(heavy))
+                    break
+            else:
+                return
+
+
 class ClassifyPool:
     """Runs `classify_fn(item, context, now)` in a bounded pool of worker processes (the
     handlers.context.Context of `settings`, built once in each process).
 
-    Limits default to `settings.parse` (workers, cpu_seconds, wall_seconds, memory_mb);
-    the keyword arguments override them. `classify_fn` must be a picklable top-level
+    Limits default to `settings.parse` (workers, cpu_seconds, wall_seconds, memory_mb,
+    light_workers, slow_seconds) and `settings.consumer.heavy_bytes`; the keyword
+    arguments override them. `classify_fn` must be a picklable top-level
     function; by default it is `handlers.classify.classify`, imported in the worker.
 
     Usable as `async with ClassifyPool(settings) as pool: await pool.classify(item, now)`.
@@ -91,16 +199,21 @@ class ClassifyPool:
         cpu_seconds: float | None = None,
         wall_seconds: float | None = None,
         memory_mb: int | None = None,
+        light_workers: int | None = None,
+        slow_seconds: float | None = None,
+        heavy_bytes: int | None = None,
     ) -> None:
         parse = settings.parse
         self.workers = workers if workers is not None else parse.workers
         self.cpu_seconds = cpu_seconds if cpu_seconds is not None else parse.cpu_seconds
         self.wall_seconds = wall_seconds if wall_seconds is not None else parse.wall_seconds
         self.memory_mb = memory_mb if memory_mb is not None else parse.memory_mb
+        self.slow_seconds = slow_seconds if slow_seconds is not None else parse.slow_seconds
+        self.heavy_bytes = heavy_bytes if heavy_bytes is not None else settings.consumer.heavy_bytes
+        self.lanes = Lanes(self.workers, light_workers if light_workers is not None else parse.light_workers)
         # Settings is a frozen pydantic model and pickles as is; each worker gets it once.
         self._initargs = (settings, classify_fn, self.cpu_seconds, self.memory_mb)
-        # One item per worker; a burst waits here, on the loop, bytes and all.
-        self._slots = asyncio.Semaphore(self.workers)
+        # One item per worker; a burst waits here (self.lanes), on the loop, bytes and all.
         self._idle: list[_Worker] = []
         self._live: set[_Worker] = set()
         self._starting = asyncio.Lock()                 # one process start at a time
@@ -126,9 +239,13 @@ class ClassifyPool:
             payload = pickle.dumps((item, now), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:                        # e.g. the item would not pickle
             raise ClassifyFailed(_describe(exc)) from None
-        async with self._slots:
+        loop = asyncio.get_running_loop()
+        ticket = await self.lanes.acquire(len(item.raw) > self.heavy_bytes)
+        try:
             for attempt in (1, 2):
                 worker = await self._take()
+                if not ticket.heavy and ticket.timer is None:   # from now on, not counting a worker's start-up
+                    ticket.timer = loop.call_later(self.slow_seconds, self.lanes.promote, ticket)
                 answer = worker.answer = asyncio.get_running_loop().create_future()
                 worker.timer = asyncio.get_running_loop().call_later(
                     self.wall_seconds, self._retire, worker,
@@ -151,6 +268,8 @@ class ClassifyPool:
                         answer.cancel()
                     raise
             raise AssertionError("unreachable")
+        finally:
+            self.lanes.release(ticket)
 
     async def warm_up(self) -> None:
         """Start the worker processes and load the classifier in each, before real mail.

@@ -16,6 +16,11 @@ In:  SMTP listeners publish each accepted message to the quorum queue
      (RabbitMQ counts that too) has the lost delivery subtracted, when it comes back
      to this process; one given back because the consumer stopped during an outage
      is published again with its attempts so far (H_EARLIER_ATTEMPTS), uncounted.
+     Heavy items (over consumer.heavy_bytes) go to a queue of their own, the bulk queue
+     `<inbound_queue>.bulk` (same arguments), chosen at accept time by size, never in a
+     batch. A consumer takes the bulk queue on a channel of its own whose prefetch is
+     consumer.heavy_concurrency, so heavy items can never fill the inbound queue's
+     prefetch window, and ordinary mail is delivered past them (issue 22).
 Out: the relay publishes outbox rows to the topic exchange `unsubd.updates`.
 """
 
@@ -110,6 +115,26 @@ class Broker:
         })
         updates = await channel.declare_exchange(n.updates_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         return Topology(inbound=inbound, dead_letter_exchange=dlx, updates=updates)
+
+    @property
+    def bulk_queue(self) -> str:
+        """The heavy items' queue, named after the inbound queue."""
+        return f"{self.names.inbound_queue}.bulk"
+
+    async def declare_bulk(self, channel: AbstractChannel) -> aio_pika.abc.AbstractQueue:
+        """Declare the bulk queue on `channel`, with the inbound queue's arguments (its
+        dead-lettering included); `declare` first, which makes the dead-letter exchange."""
+        n = self.names
+        return await channel.declare_queue(self.bulk_queue, durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self._settings.consumer.max_attempts + DELIVERY_LIMIT_MARGIN,
+            "x-dead-letter-exchange": n.dead_letter_exchange,
+            "x-dead-letter-routing-key": n.dead_letter_queue,
+        })
+
+    def queue_for(self, item: Inbound) -> str:
+        """Where `item` is published: the bulk queue if it is heavy, else the inbound queue."""
+        return self.bulk_queue if len(item.raw) > self._settings.consumer.heavy_bytes else self.names.inbound_queue
 
     async def channel(self, confirms: bool = True) -> AbstractChannel:
         assert self.connection is not None, "connect() first"
@@ -231,7 +256,8 @@ class AmqpEnqueue:
     Items that arrive while a publish awaits its confirm are published together next
     (group commit): one message and one confirm for many sessions' mail, which is most
     of what the broker and aio-pika cost per message. An item that arrives alone is
-    published at once, on its own.
+    published at once, on its own. A heavy item (Broker.queue_for) is published alone to
+    the bulk queue.
     """
 
     def __init__(self, broker: Broker, settings: Settings) -> None:
@@ -247,12 +273,14 @@ class AmqpEnqueue:
     async def start(self) -> None:
         self._channel = await self._broker.channel(confirms=True)
         await self._broker.declare(self._channel)
+        await self._broker.declare_bulk(self._channel)
 
     async def __call__(self, item: Inbound) -> bool:
         if self._channel is None:
             raise QueueUnavailable("not connected to the broker")
-        if self._unbatched:                      # every item its own publish, side by side
-            result = await self._publish_one([item])
+        queue = self._broker.queue_for(item)
+        if self._unbatched or queue != self._broker.names.inbound_queue:   # its own publish, side by side
+            result = await self._publish_one([item], queue)
             if isinstance(result, BaseException):
                 raise result
             return result
@@ -270,12 +298,12 @@ class AmqpEnqueue:
         results = await asyncio.gather(*(self._publish_one(g) for g in groups))
         return [r for g, r in zip(groups, results) for _ in g]
 
-    async def _publish_one(self, items: list[Inbound]) -> bool | BaseException:
+    async def _publish_one(self, items: list[Inbound], queue: str | None = None) -> bool | BaseException:
         assert self._channel is not None
         message = to_message(items[0]) if len(items) == 1 else to_batch(items)
         try:
             result = await self._channel.default_exchange.publish(
-                message, routing_key=self._broker.names.inbound_queue, mandatory=True,
+                message, routing_key=queue or self._broker.names.inbound_queue, mandatory=True,
                 timeout=self._broker.names.publish_timeout)
         except Exception as exc:          # noqa: BLE001 - broker down, closed channel, unroutable, timeout
             return QueueUnavailable(f"broker: {type(exc).__name__}")
@@ -348,6 +376,10 @@ class AmqpConsumer:
         topology = await self._broker.declare(channel)
         queue, dlx = topology.inbound, topology.dead_letter_exchange
         self._default = channel.default_exchange
+        # The heavy lane: the bulk queue on a channel of its own, with a small prefetch.
+        bulk_channel = await self._broker.channel(confirms=True)
+        await bulk_channel.set_qos(prefetch_count=self._consumer.heavy_slots)
+        bulk = await self._broker.declare_bulk(bulk_channel)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.current_task()
@@ -359,14 +391,16 @@ class AmqpConsumer:
                 if task is not None:
                     self._in_flight.discard(task)
 
-        tag = await queue.consume(on_message)
+        tags = [(queue, await queue.consume(on_message)), (bulk, await bulk.consume(on_message))]
         await stopping.wait()
-        try:
-            await queue.cancel(tag)              # no new deliveries; unacked ones return to the queue
-        except Exception as exc:                 # noqa: BLE001
-            log.warning("cancelling the consumer failed: %s", type(exc).__name__)
+        for q, tag in tags:
+            try:
+                await q.cancel(tag)              # no new deliveries; unacked ones return to the queue
+            except Exception as exc:             # noqa: BLE001
+                log.warning("cancelling the consumer failed: %s", type(exc).__name__)
         if self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+        await bulk_channel.close()
         await channel.close()
 
     def _attempts(self, message: AbstractIncomingMessage) -> int:
@@ -478,7 +512,7 @@ class AmqpConsumer:
         has had; returns once the broker has confirmed them all."""
         assert self._default is not None
         results = await asyncio.gather(*(self._default.publish(
-            to_message(i, earlier_attempts), routing_key=self._broker.names.inbound_queue, mandatory=True,
+            to_message(i, earlier_attempts), routing_key=self._broker.queue_for(i), mandatory=True,
             timeout=self._broker.names.publish_timeout) for i in items), return_exceptions=True)
         if not all(confirmed(r) for r in results):
             raise QueueUnavailable("the inbound queue did not confirm the items of a batch")

@@ -5,6 +5,8 @@ SMTP 250 given after it means the message survives a crash. Concurrent puts shar
 commit (group commit): the items that arrive while one commit is running are written
 by the next, in one transaction, and each caller returns once its own row is
 committed. Consumers claim items with a lease, and every claim counts as an attempt.
+A claim may take at most so many heavy items (over consumer.heavy_bytes): ordinary items
+are then claimed past heavy ones that wait (the consumer's lanes, issue 22).
 A consumer marks an item done in the transaction that applies its decision (`done_in`).
 
 A claimed item names its claimer (`Claimer`: machine, boot, process, queue). Items
@@ -48,11 +50,17 @@ log = logging.getLogger("unsubd.queue")
 PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
 _T = InboundItem.__table__
 _EXISTING = select(_T.c.id).where(_T.c.id.in_(bindparam("ids", expanding=True)))
-_DUE = (select(_T.c.id, _T.c.raw, _T.c.mail_from, _T.c.rcpt_tos, _T.c.received_at, _T.c.source, _T.c.attempts)
+_DUE = (select(_T.c.id, _T.c.raw, _T.c.mail_from, _T.c.rcpt_tos, _T.c.received_at, _T.c.source, _T.c.attempts,
+               _T.c.available_at)
         .where(_T.c.status == PENDING, _T.c.available_at <= bindparam("b_now"),
                _T.c.crashed == bindparam("b_crashed"))
         .order_by(_T.c.available_at, _T.c.received_at)
         .limit(bindparam("b_limit")))
+# The lanes (consumer.heavy_bytes): length() of a BLOB (SQLite) or bytea (PostgreSQL) is
+# read from the value's header, without reading the value itself.
+_SIZE = func.length(_T.c.raw)
+_DUE_LIGHT = _DUE.where(_SIZE <= bindparam("b_heavy"))
+_DUE_HEAVY = _DUE.where(_SIZE > bindparam("b_heavy"))
 _LEASE = (update(_T).where(_T.c.id == bindparam("b_id"))
           .values(status=PROCESSING, attempts=bindparam("b_attempts"), available_at=bindparam("b_until"),
                   claimed_by=bindparam("b_claimer"), updated_at=bindparam("b_now")))
@@ -144,7 +152,9 @@ class EmbeddedQueue:
         self._puts: GroupCommit[Inbound, bool] = GroupCommit(self._store, max_batch=128)
         insert = pg_insert if db.dialect == "postgresql" else sqlite_insert
         self._insert_new = insert(_T).on_conflict_do_nothing(index_elements=["id"])
-        self._due = _DUE.with_for_update(skip_locked=True) if db.dialect == "postgresql" else _DUE
+        locked = (lambda q: q.with_for_update(skip_locked=True)) if db.dialect == "postgresql" else (lambda q: q)
+        self._due, self._due_light, self._due_heavy = locked(_DUE), locked(_DUE_LIGHT), locked(_DUE_HEAVY)
+        self.heavy_bytes = self._settings.heavy_bytes
 
     async def put(self, item: Inbound) -> bool:
         """Store `item` durably. Returns False if an identical item was stored before.
@@ -182,9 +192,11 @@ class EmbeddedQueue:
             stored[i.id] = True
         return out
 
-    async def claim(self, limit: int) -> list[Claimed]:
-        """Lease up to `limit` items that are due, oldest first (items of a crash excepted)."""
-        return await self._claim(limit, crashed=False)
+    async def claim(self, limit: int, heavy_limit: int | None = None) -> list[Claimed]:
+        """Lease up to `limit` items that are due, oldest first (items of a crash excepted),
+        of which at most `heavy_limit` heavy ones (over consumer.heavy_bytes; None: no
+        separate limit). Ordinary items then overtake heavy ones that wait: that is the lane."""
+        return await self._claim(limit, crashed=False, heavy_limit=heavy_limit)
 
     async def claim_crashed(self) -> Claimed | None:
         """Lease one due item that was in flight when its consumer died. The caller handles
@@ -193,13 +205,23 @@ class EmbeddedQueue:
         claimed = await self._claim(1, crashed=True)
         return claimed[0] if claimed else None
 
-    async def _claim(self, limit: int, crashed: bool) -> list[Claimed]:
+    async def _claim(self, limit: int, crashed: bool, heavy_limit: int | None = None) -> list[Claimed]:
         now = self._clock()
         lease_until = now + timedelta(seconds=self._settings.lease)
         claimer = self.claimer.text
 
+        async def due(conn: WriteConn) -> list[Any]:
+            params = {"b_now": now, "b_limit": limit, "b_crashed": crashed, "b_heavy": self.heavy_bytes}
+            if heavy_limit is None or heavy_limit >= limit:
+                return list((await conn.execute(self._due, params)).all())
+            rows = list((await conn.execute(self._due_light, params)).all())
+            if heavy_limit > 0:
+                rows += (await conn.execute(self._due_heavy, {**params, "b_limit": heavy_limit})).all()
+                rows.sort(key=lambda r: (r.available_at, r.received_at))
+            return rows[:limit]
+
         async def lease(conn: WriteConn) -> list[Claimed]:
-            rows = (await conn.execute(self._due, {"b_now": now, "b_limit": limit, "b_crashed": crashed})).all()
+            rows = await due(conn)
             if rows:
                 await conn.execute(_LEASE, [{"b_id": r.id, "b_attempts": r.attempts + 1, "b_until": lease_until,
                                              "b_claimer": claimer, "b_now": now} for r in rows])

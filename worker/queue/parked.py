@@ -111,6 +111,7 @@ async def _dlq_replay(settings: Settings, ids: set[str] | None) -> list[str]:
     replayed: list[str] = []
     try:
         channel = await broker.channel(confirms=True)
+        await broker.declare_bulk(channel)     # a heavy item goes back to its own lane (issue 22)
         dlq = await channel.get_queue(settings.amqp.dead_letter_queue, ensure=False)
         while (message := await dlq.get(no_ack=False, fail=False)) is not None:
             item_id = str(message.message_id or "")
@@ -125,7 +126,8 @@ async def _dlq_replay(settings: Settings, ids: set[str] | None) -> list[str]:
                 result = await channel.default_exchange.publish(aio_pika.Message(
                     message.body, headers=headers, content_type=message.content_type,
                     message_id=message.message_id, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=settings.amqp.inbound_queue, mandatory=True, timeout=settings.amqp.publish_timeout)
+                    routing_key=broker.bulk_queue if len(message.body) > settings.consumer.heavy_bytes
+                    else settings.amqp.inbound_queue, mandatory=True, timeout=settings.amqp.publish_timeout)
             except Exception as exc:            # noqa: BLE001 - unroutable, timeout, connection lost
                 result = exc
             if not confirmed(result):
