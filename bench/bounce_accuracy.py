@@ -29,8 +29,9 @@ not in the corpus, so imports and table compilation are not counted. Then, in ea
 --rounds rounds, each detector reads the whole corpus in its own pass (the order of
 the passes alternates between rounds, so neither always runs on a warmer machine),
 after `re.purge()` and after clearing unsubd's caches that are keyed by message content
-(address normalisation, reason words), so no round profits from having seen the same
-messages before. messages/s is the median round. Accuracy figures come from round 1.
+(address normalisation, reason words, the reply reader's sentences: CONTENT_CACHES),
+so no round profits from having seen the same messages before. messages/s is the
+median round. Accuracy figures come from round 1.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ import config
 from handlers.context import Context
 from handlers import Inbound, Kind, classify
 from handlers.bounces import dsn, reasons
+from handlers.mail import addresses
 from handlers.mail.addresses import normalise
+from handlers.replies import intent, phrases
 
 NOW = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
 FOLDERS = ("bsd", "dos", "err", "not", "flufl")
@@ -215,6 +218,10 @@ class Score:
         }
 
 
+# (module, function) of every lru_cache in handlers/ whose key is message content.
+CONTENT_CACHES = ((addresses, "normalise"), (reasons, "_text_reason"), (dsn, "_text_reason"),
+                  (intent, "_words"), (intent, "_in_class"), (phrases, "folded_text"))
+
 WARM_UP = (b"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
            b"To: sender@example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n"
            b"MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n"
@@ -225,10 +232,16 @@ WARM_UP = (b"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
 
 
 def clear_content_caches() -> None:
-    """Forget what unsubd cached about earlier messages (not compiled tables): address
-    normalisation and the reason words of diagnostic texts (handlers.bounces.reasons; it
-    was in handlers.bounces.dsn once, where this looked for it and no longer found it)."""
-    for cached in (normalise, getattr(reasons, "_text_reason", None), getattr(dsn, "_text_reason", None)):
+    """Forget what unsubd cached about earlier messages (not compiled tables): every
+    cache keyed by message content (CONTENT_CACHES). Address normalisation, the reason
+    words of diagnostic texts (handlers.bounces.reasons; handlers.bounces.dsn once), the
+    reply reader's sentence words and word-class answers (handlers.replies.intent
+    `_words`, `_in_class`) and its folded sentences (handlers.replies.phrases
+    `folded_text`). Caches keyed by package data (`_tokens_of`, the phrase tables) are
+    compiled tables and stay. tests/unit/test_bench_caches.py checks that every bounded
+    cache of the readers is listed."""
+    for module, name in CONTENT_CACHES:
+        cached = getattr(module, name, None)
         if cached is not None and hasattr(cached, "cache_clear"):
             cached.cache_clear()
 

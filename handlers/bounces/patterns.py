@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from handlers.bounces.status import BounceReason
+from handlers.mail.needles import required_literals
 
 I = re.IGNORECASE | re.MULTILINE
 # What a pattern source may contain besides lower-case text: escapes ("\\S", "\\b") and
@@ -58,6 +59,11 @@ class Words:
         if needles is not None and not any(map(lowered.__contains__, needles)):
             return None
         return self._scan.search(lowered)
+
+    def gate_and_scan(self) -> tuple[tuple[str, ...] | None, re.Pattern[str]]:
+        """(needles, the pattern to scan with): `search_lowered` in two parts, for a caller
+        that walks a long table in one loop (handlers.bounces.reasons)."""
+        return self.needles, self._scan
 
 
 def _literal_led(source: str) -> re.Pattern[str] | None:
@@ -113,51 +119,11 @@ def _lead_with_literal(alternative: list, constants: object, depth: int) -> list
 
 
 def _needles(source: str) -> tuple[str, ...] | None:
-    """Literal strings, one of which occurs in every match of `source`, or None.
-
-    Worked out from the parsed pattern: a run of literal characters in a sequence
-    is required, a group requires what its content requires, and an alternation
-    requires one of what each branch requires. None when some branch requires no
-    literal of at least three characters. Plain substring tests are far cheaper than
-    a regex scan of a long alternation, so most rows are ruled out at once.
-    """
-    try:
-        from re import _constants, _parser  # the standard library's own pattern parser
-        found = _required(_parser.parse(source, re.MULTILINE), _constants)
-    except Exception:  # noqa: BLE001 - no gate is always correct
-        return None
-    if not found or min(len(n) for n in found) < 3:
-        return None
-    return tuple(sorted(found))
-
-
-def _required(items: object, constants: object) -> set[str] | None:
-    options: list[set[str]] = []
-    run = ""
-    for op, arg in list(items):  # type: ignore[call-overload]
-        if op is constants.LITERAL:  # type: ignore[attr-defined]
-            run += chr(arg)
-            continue
-        if run:
-            options.append({run})
-            run = ""
-        if op is constants.SUBPATTERN:  # type: ignore[attr-defined]
-            inner = _required(arg[-1], constants)
-        elif op is constants.BRANCH:  # type: ignore[attr-defined]
-            branches = [_required(b, constants) for b in arg[1]]
-            inner = None if any(b is None for b in branches) else set().union(*branches)  # type: ignore[arg-type]
-        elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT) and arg[0] >= 1:  # type: ignore[attr-defined]
-            inner = _required(arg[2], constants)
-        else:
-            inner = None
-        if inner:
-            options.append(inner)
-    if run:
-        options.append({run})
-    usable = [o for o in options if o and min(len(n) for n in o) >= 3]
-    if not usable:
-        return None
-    return max(usable, key=lambda o: (min(len(n) for n in o), -len(o)))
+    """Literal strings, one of which occurs in every match of `source`, or None
+    (handlers.mail.needles.required_literals: None when some branch requires no literal
+    of at least three characters). Plain substring tests are far cheaper than a regex
+    scan of a long alternation, so most rows are ruled out at once."""
+    return required_literals(source, re.MULTILINE)
 
 # One address as MTAs write it in text (RFC 5322 dot-atom, no quoted local parts):
 # surrounding <>, quotes or "rfc822;" are outside the group, and so is a leading

@@ -8,10 +8,11 @@ notice reader (handlers.bounces.text).
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from handlers.bounces import patterns
 from handlers.bounces.status import BounceReason
+from handlers.mail.needles import NeedleFinder
 
 
 R = BounceReason
@@ -98,10 +99,20 @@ def _text_reason(text: str) -> BounceReason | None:
         # expired@ says nothing about why mail to it bounced. (Links stay: a blocklist
         # lookup URL is the reason, rhost-godaddy-02.)
         lowered = _ADDRESS.sub(" ", lowered)
-    for reason, pattern in patterns.REASON_PATTERNS:
-        if pattern.search_lowered(lowered):
+    # Each row as Words.search_lowered reads it, with the needles of all rows found in
+    # one pass (most texts give no reason, so every row's gate is asked about them).
+    rows, finder = _reason_rows()
+    present = finder.present(lowered)
+    for reason, needles, scan in rows:
+        if (needles is None or not present.isdisjoint(needles)) and scan.search(lowered) is not None:
             return reason
     return None
+
+
+@cache
+def _reason_rows() -> tuple[tuple[tuple[BounceReason, tuple[str, ...] | None, re.Pattern[str]], ...], NeedleFinder]:
+    rows = tuple((reason, *pattern.gate_and_scan()) for reason, pattern in patterns.REASON_PATTERNS)
+    return rows, NeedleFinder([n for _reason, needles, _scan in rows for n in needles or ()])
 
 
 def explain(status: str | None, text: str | None, *, default_class: str | None = None,

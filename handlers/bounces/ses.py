@@ -60,11 +60,22 @@ class SesReport:
     bounce_type: str | None = None
 
 
+_ASCII_SPACE = bytes(c for c in range(128) if chr(c).isspace())
+
+
 def notification(msg: Message) -> dict[str, Any] | None:
     """The SES notification object in a mail's text (bare or inside an SNS envelope), or None."""
     if content_type(msg) != "text/plain":
         return None
-    text = decode_bytes(payload_bytes(msg)[:MAX_TEXT]).strip()
+    data = payload_bytes(msg)[:MAX_TEXT]
+    # Every text/plain message is asked (the complaint and bounce readers both look for
+    # SES): a body whose first character is plainly not "{" is no JSON, without decoding
+    # it. Exact: decode_bytes (UTF-8, else Latin-1) keeps ASCII bytes as they are, and
+    # these bytes are the ASCII characters str.strip removes.
+    head = data.lstrip(_ASCII_SPACE)[:1]
+    if not head or (head < b"\x80" and head != b"{"):
+        return None
+    text = decode_bytes(data).strip()
     if not text.startswith("{") or "notificationType" not in text[:4000] and '"Message"' not in text[:4000]:
         return None
     data = _json(text)

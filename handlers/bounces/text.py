@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cache, cached_property
 from datetime import datetime
 from email.message import Message
 from html import unescape
@@ -26,6 +26,7 @@ from typing import Any
 
 from handlers.bounces import patterns as patterns
 from handlers.mail.addresses import normalise
+from handlers.mail.needles import NeedleFinder
 from handlers.bounces.envelope import (UNRELATED, actions_from_rows, apply_envelope, drop_unrelated, forged_original,
                                       null_sender, original_ref, relation)
 from handlers.bounces.original import (ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, addressed_to, inline_original,
@@ -161,7 +162,7 @@ def _read(msg: Message, inside_report: bool, nested: bool = False) -> TextBounce
     lowered = notice.lower()
     # Each form's signature is searched once: the first one found names the form, and the
     # recipients are read by the first detected form that finds any.
-    detected = [f for f in patterns.MTA_FORMS if f.detect.search_lowered(lowered)]
+    detected = _detected_forms(lowered)
     form = detected[0] if detected else None
     # Exim marks its own bounces "Auto-Submitted: auto-replied" (lhost-exim-01), so
     # auto-reply signs only count against a message no MTA form or daemon sender claims.
@@ -231,6 +232,22 @@ def _read(msg: Message, inside_report: bool, nested: bool = False) -> TextBounce
                       original=_original(original_msg) if original_msg is not None else inline_original(copy),
                       notes=tuple(notes), addressed_to=addressed_to(msg), return_path=return_path or None,
                       inline_copy=original_msg is None and bool(copy))
+
+
+def _detected_forms(lowered: str) -> list[patterns.MtaForm]:
+    """The MTA forms whose signature the lower-cased notice carries, in table order: each
+    form's `detect` as Words.search_lowered reads it, with the needles of all forms found
+    in one pass (handlers.mail.needles.NeedleFinder)."""
+    rows, finder = _form_rows()
+    present = finder.present(lowered)
+    return [form for form, needles, scan in rows
+            if (needles is None or not present.isdisjoint(needles)) and scan.search(lowered) is not None]
+
+
+@cache
+def _form_rows() -> tuple[tuple[tuple[patterns.MtaForm, tuple[str, ...] | None, re.Pattern[str]], ...], NeedleFinder]:
+    rows = tuple((form, *form.detect.gate_and_scan()) for form in patterns.MTA_FORMS)
+    return rows, NeedleFinder([n for _form, needles, _scan in rows for n in needles or ()])
 
 
 # The classic VERP form of any return path, `base+local=domain@host` (the last "="

@@ -48,14 +48,15 @@ request names no channel otherwise ("delete my mobile number, I don't want texts
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from handlers.model import ALL, Channel
 from handlers.replies.language import token_spans
-from handlers.replies.phrases import (LEMMA_GAP, LemmaRule, all_unit_words, channel_words, cross_language_cues,
-                                      lemma_rules, lemma_table, number_words, phrases, unit_words)
+from handlers.replies.phrases import (LEMMA_GAP, LEMMA_LISTS, LemmaRule, all_unit_words, channel_words,
+                                      cross_language_cues, lemma_rules, lemma_table, number_words, phrases,
+                                      unit_words)
 
 CHANNELS = (Channel.EMAIL.value, Channel.SMS.value, Channel.PHONE.value, Channel.LETTER.value)
 _QUOTED = re.compile(r"\"[^\"\n]{0,200}\"|“[^”\n]{0,200}”|”[^”\n]{0,200}”|«[^»\n]{0,200}»|„[^“\n]{0,200}“")
@@ -495,6 +496,7 @@ class _Words:
         self.surface = [sentence[a:b].lower() for a, b in self.spans]
         self._lemmas: dict[str, list[str]] = {}
         self._marks: dict[str, dict[int, list[bool]]] = {}
+        self._open: frozenset[int] | None = None
         self._hits: dict[str, list[tuple[str, int, str]]] = {}
 
     def lemmas(self, lang: str) -> list[str]:
@@ -508,12 +510,121 @@ class _Words:
         if list_name in self._hits:
             return self._hits[list_name]
         out = []
-        for lang, rule in lemma_rules(list_name):
+        index = _gate_index()
+        rules = index.rules[list_name]
+        if self._open is None:
+            self._open = index.open_gates(self.surface)
+        opened = self._open
+        for number in index.candidates(list_name, opened):
+            lang, rule, gates = rules[number]
+            if not gates <= opened:
+                continue        # a token no word can match: the rule cannot match
             start = _match_rule(rule, self.surface, self.lemmas(lang), self._marks.setdefault(lang, {}))
             if start is not None:
                 out.append((lang, self.spans[start][0], rule.source))
         self._hits[list_name] = out
         return out
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """What a sentence must contain for one token of a lemma rule (in one language) to
+    match any of its words: one of `words` as a whole word, or a word containing one of
+    `needles`. Exact as a test of "no word matches": a word matches a token by its
+    written form or by its dictionary form (the language's lemma table, else the word
+    itself), as a form, prefix, suffix or part. So the words are the token's forms and
+    written forms plus every inflected form in the table whose dictionary form matches
+    the token; the needles are its prefixes, suffixes and parts, which a matching word
+    as written contains. A class token ("@channel") has no gate."""
+
+    words: frozenset[str]
+    needles: tuple[str, ...]
+
+
+def _gate_of(token: "_Token", table: Mapping[str, str]) -> _Gate | None:
+    if token.classes:
+        return None
+    inflected = {word for word, lemma in table.items()
+                 if lemma in token.forms or (token.prefixes and lemma.startswith(token.prefixes))
+                 or (token.suffixes and lemma.endswith(token.suffixes)) or any(p in lemma for p in token.parts)}
+    return _Gate(frozenset(token.forms | token.written | inflected),
+                 tuple(dict.fromkeys(token.prefixes + token.suffixes + token.parts)))
+
+
+class _GateIndex:
+    """Every lemma rule of every list with the gates of its tokens, indexed so that a
+    sentence costs a look-up per word and one substring test per distinct needle,
+    and a rule is tried (`_match_rule`) only when every one of its gates is open.
+
+    Gates are numbered; `rules[list_name]` is (language, rule, numbers of its gates)
+    in list order. A rule is a candidate when its first gate is open (or it has no
+    gate: only class tokens); the rest of its gates are then checked as a subset.
+    """
+
+    def __init__(self) -> None:
+        numbers: dict[_Gate, int] = {}
+        by_word: dict[str, set[int]] = {}
+        by_needle: dict[str, set[int]] = {}
+        self.rules: dict[str, tuple[tuple[str, LemmaRule, frozenset[int]], ...]] = {}
+        self._by_first: dict[str, dict[int, tuple[int, ...]]] = {}
+        self._ungated: dict[str, tuple[int, ...]] = {}
+        for list_name in LEMMA_LISTS:
+            rows = []
+            by_first: dict[int, list[int]] = {}
+            ungated = []
+            for number, (lang, rule) in enumerate(lemma_rules(list_name)):
+                table = lemma_table(lang)
+                gates = []
+                for token in _tokens_of(rule):
+                    gate = _gate_of(token, table)
+                    if gate is None:
+                        continue
+                    if gate not in numbers:
+                        numbers[gate] = len(numbers)
+                        for word in gate.words:
+                            by_word.setdefault(word, set()).add(numbers[gate])
+                        for needle in gate.needles:
+                            by_needle.setdefault(needle, set()).add(numbers[gate])
+                    gates.append(numbers[gate])
+                rows.append((lang, rule, frozenset(gates)))
+                if gates:
+                    by_first.setdefault(gates[0], []).append(number)
+                else:
+                    ungated.append(number)
+            self.rules[list_name] = tuple(rows)
+            self._by_first[list_name] = {k: tuple(v) for k, v in by_first.items()}
+            self._ungated[list_name] = tuple(ungated)
+        self._by_word = {k: frozenset(v) for k, v in by_word.items()}
+        self._needles = tuple(by_needle)
+        self._by_needle = {k: frozenset(v) for k, v in by_needle.items()}
+
+    def open_gates(self, surface: list[str]) -> frozenset[int]:
+        """The numbers of the gates some word of `surface` (lower-cased words) opens."""
+        opened: set[int] = set()
+        by_word = self._by_word
+        for word in set(surface):
+            found = by_word.get(word)
+            if found is not None:
+                opened |= found
+        # Every word is a substring of the joined words, and no needle holds a space.
+        joined = " ".join(surface)
+        for needle in filter(joined.__contains__, self._needles):
+            opened |= self._by_needle[needle]
+        return frozenset(opened)
+
+    def candidates(self, list_name: str, opened: frozenset[int]) -> list[int]:
+        """Numbers, in list order, of the rules of `list_name` whose first gate is open."""
+        by_first = self._by_first[list_name]
+        found = list(self._ungated[list_name])
+        for gate in opened:
+            found.extend(by_first.get(gate, ()))
+        return sorted(found)
+
+
+@cache
+def _gate_index() -> _GateIndex:
+    """Built once from package data (the rules and the lemma tables)."""
+    return _GateIndex()
 
 
 @lru_cache(maxsize=256)

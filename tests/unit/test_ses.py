@@ -105,3 +105,15 @@ def test_malformed_notifications_are_not_read_and_never_raise(body):
     d = decide(mail(body))
     assert "classifier error" not in d.reason
     assert all(a.type is not ActionType.SUPPRESS for a in d.actions)
+
+
+@pytest.mark.parametrize("lead", ["", "\n\n", " \t\x1c", "\u00a0", "\u2003\n"])
+def test_a_notification_after_any_white_space_is_read(lead):
+    # The reader skips bodies whose first non-blank byte is not "{" without decoding
+    # them; white space that is not ASCII (a no-break space in UTF-8) must not hide one.
+    d = decide(mail(lead + json.dumps(bounce())))
+    assert d.kind is Kind.BOUNCE and d.evidence["report_type"] == "ses-bounce"
+
+
+def test_a_body_that_does_not_open_with_a_brace_is_no_notification():
+    assert read_ses(parse_message(mail("x " + json.dumps(bounce())))) is None
