@@ -221,6 +221,12 @@ class Score:
 # (module, function) of every lru_cache in handlers/ whose key is message content.
 CONTENT_CACHES = ((addresses, "normalise"), (reasons, "_text_reason"), (dsn, "_text_reason"),
                   (intent, "_words"), (intent, "_in_class"), (phrases, "folded_text"))
+try:  # the reply reader's word classes of languages it does not read (a newer tree's module)
+    from handlers.replies import net as _net
+except ImportError:  # pragma: no cover - depends on the tree's age
+    _net = None
+if _net is not None:
+    CONTENT_CACHES += ((_net, "word_classes"),)
 
 WARM_UP = (b"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
            b"To: sender@example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n"
@@ -236,8 +242,9 @@ def clear_content_caches() -> None:
     cache keyed by message content (CONTENT_CACHES). Address normalisation, the reason
     words of diagnostic texts (handlers.bounces.reasons; handlers.bounces.dsn once), the
     reply reader's sentence words and word-class answers (handlers.replies.intent
-    `_words`, `_in_class`) and its folded sentences (handlers.replies.phrases
-    `folded_text`). Caches keyed by package data (`_tokens_of`, the phrase tables) are
+    `_words`, `_in_class`), its folded sentences (handlers.replies.phrases
+    `folded_text`) and its word classes of other languages (handlers.replies.net
+    `word_classes`). Caches keyed by package data (`_tokens_of`, the phrase tables) are
     compiled tables and stay. tests/unit/test_bench_caches.py checks that every bounded
     cache of the readers is listed."""
     for module, name in CONTENT_CACHES:

@@ -35,8 +35,8 @@ from handlers.mail.message import (
     raw_items,
 )
 from handlers.bounces import patterns as patterns
-from handlers.bounces.envelope import (UNRELATED, actions_from_rows, apply_envelope, drop_unrelated, forged_original,
-                                      null_sender, original_ref, relation, sent_to_addresses, verp_hints)
+from handlers.bounces.envelope import (UNRELATED, actions_from_rows, apply_envelope, drop_forged, drop_unrelated,
+                                      forged_original, null_sender, original_ref, relation, sent_to_addresses, verp_hints)
 from handlers.bounces.original import (MAX_VALUE, ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, _cut,
                                       addressed_to, returned_original)
 from handlers.bounces.reasons import explain, notice_context
@@ -856,6 +856,7 @@ def decide_bounce(item: Inbound, report: DsnReport, ctx: Context, now: datetime)
         # Evidence only, and a person looks: see bounce_envelope.forged_original.
         actions, review, reason = (), True, f"{reason}; not acted on: {forged}"
         evidence["forged"] = forged
+        drop_forged(rows, evidence, forged)
     return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=actions, reason=reason, review=review,
                     verified=certain, source=item.source, evidence=evidence)
 

@@ -495,3 +495,17 @@ def drop_unrelated(rows: list[dict[str, Any]], why: str) -> None:
             row["proposed"], row["outcome"] = row["outcome"], None
         if row.get("action") in ("failed", "delayed", "delivered"):
             row["why_none"] = f"{UNRELATED}: {why}; recorded, not acted on"
+
+
+def drop_forged(rows: list[dict[str, Any]], evidence: dict[str, Any], why: str) -> None:
+    """Record a bounce whose returned original is forged (see `forged_original`) as not
+    about mail we sent, in place: every row loses its outcome (kept as `proposed`) with
+    `why_none`, and the evidence says `related: false` with the reason. The message the
+    bounce answers was not sent by us, so none of its recipients is one of ours: the rows
+    are the reading, kept for the reviewer, not a report of our recipients."""
+    for row in rows:
+        if row.get("outcome"):
+            row["proposed"], row["outcome"] = row["outcome"], None
+        if row.get("action") in ("failed", "delayed", "delivered"):
+            row["why_none"] = f"{why}; recorded, not acted on"
+    evidence["related"], evidence["relation"] = False, why

@@ -420,6 +420,36 @@ def _rows(reason: BounceReason, source: str) -> list[tuple[BounceReason, Words]]
     return [(reason, Words("|".join(parts[i:i + CHUNK]))) for i in range(0, len(parts), CHUNK)]
 
 
+# An account, mailbox or address that was disabled, deactivated, closed or discontinued
+# (issue 21: a permanent problem with the address itself), in the languages the other
+# rows read: the noun, at most three short words (a copula: "was", "has been", "er",
+# "wurde", "a été", "on"; no dots, so no host name or IP address), then the participle.
+# Nouns and participles are each language's own; "blocked" and "locked" words are not
+# here, because a site says them of our sender too ("Ihre Adresse wurde gesperrt").
+_BOX_NOUNS = (r"\b(?:account|mailbox|mail box|inbox|(?:e-?mail )?address|konto|kontot|kontoen|"
+              r"(?:e-post)?brevlådan?|postlådan?|(?:e-post)?adressen?|e-postadressa|adressa|postkassen?|"
+              r"postboksen?|e-?mail-?adressen?|postfach|(?:sähkö)?postilaatikko|tili|(?:sähköposti)?osoite|"
+              r"compte|boîte aux lettres|boîte|cuenta|buzón|casella(?: di posta)?|conta|caixa(?: de correio)?|"
+              r"skrzynka|adres|postbus|dirección|indirizzo|endereço)")
+_GAP = r"(?:\s+[^\s.,;:<>@()]{1,20}){0,3}\s+"
+_DISABLED = (r"(?:disabled|deactivated|suspended|inactive|discontinued|"
+             r"inaktiverad|inaktiverat|avaktiverad|avaktiverat|avstängd|avstängt|stängd|stängts?|nedlagd|nedlagt|"
+             r"avslutad|avslutats?|upphört|deaktivert|stengt|stengd|avsluttet|avslutta|opphørt|inaktiv|"
+             r"deaktiveret|lukket|ophørt|afsluttet|stillgelegt|geschlossen|aufgelöst|gekündigt|"
+             r"suljettu|lakkautettu|poistettu käytöstä|passivoitu|deaktivoitu|"
+             r"désactivée?|suspendue?|fermée?|clôturée?|résiliée?|gedeactiveerd|uitgeschakeld|opgeheven|"
+             r"gesloten|inactief|desactivad[ao]|deshabilitad[ao]|suspendid[ao]|cerrad[ao]|dad[ao] de baja|"
+             r"disattivat[ao]|disabilitat[ao]|sospes[ao]|chius[ao]|cessat[ao]|desativad[ao]|desabilitad[ao]|"
+             r"encerrad[ao]|inativ[ao]|wyłączon[eay]|dezaktywowan[eay]|zawieszon[eay]|nieaktywn[eay]|"
+             r"zamknięt[eay]|zlikwidowan[eay])\b")
+# "No longer active" as the languages say it: the address was in use and is not now.
+_NO_LONGER_ACTIVE = (r"no longer (?:active|enabled|in service)|inte längre (?:aktiv|i bruk)|"
+                     r"ikke lenger (?:aktiv|i bruk)|ikkje lenger (?:aktiv|i bruk)|ikke længere (?:aktiv|i brug)|"
+                     r"nicht mehr (?:aktiv|in betrieb|vorhanden)|ei ole enää (?:aktiivinen|käytössä)|ei enää käytössä|"
+                     r"n'est plus (?:active?|utilisée?|en service)|niet (?:meer|langer) actief|"
+                     r"ya no está activ[ao]|non è più (?:attiv[ao]|in uso)|não está mais ativ[ao]|"
+                     r"já não está ativ[ao]|nie jest już aktywn")
+
 REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple(row for reason, p in (
     (R.EXPIRED, r"retry (?:time|timeout) (?:not reached|exceeded)|message (?:has been )?expired|"
                 r"delivery time ?out|too long in (?:the )?queue|was not delivered within|"
@@ -449,7 +479,9 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple(row for reason, 
                   r"(?:address|account|mailbox|service) (?:has been |was |is )?discontinued|"
                   r"(?:account|mailbox|address) (?:is |has been )?(?:terminated|cancell?ed)|"
                   r"deaktivert|deaktiverad|avstängd|suljettu|deaktiviert|désactivée?|"
-                  r"kontot är (?:spärrat|avstängt)|kontoen er (?:sperret|deaktivert)"),
+                  r"kontot är (?:spärrat|avstängt)|kontoen er (?:sperret|deaktivert)|"
+                  r"(?:account|mailbox) (?:was|had been|is now|has now been|got) (?:permanently )?closed|"
+                  + _BOX_NOUNS + _GAP + _DISABLED + "|" + _NO_LONGER_ACTIVE),
     (R.HAS_MOVED, r"has moved|no longer (?:at|with|valid|in use|used|available|here|exists?)|"
                   r"user has (?:moved|changed)|address (?:has )?changed|changed (?:his|her|their) address|"
                   r"forwarding address|is now at|has left|no longer works? here|moved to"),
@@ -496,6 +528,17 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple(row for reason, 
                      r"utente sconosciuto|destinatario sconosciuto|non esiste|usu[áa]rio desconhecido|"
                      r"destinat[áa]rio desconhecido|n[ãa]o existe|nieznany (?:odbiorca|u[żz]ytkownik)|nie istnieje|"
                      r"introuvable|"
+                     # "Does not exist", "no mailbox here" and "not an active address" in the
+                     # languages above that the rows before did not yet say it in (issue 21).
+                     r"finst ikkje|eksisterer ikke|eksisterer ikkje|existerar inte|"
+                     r"ingen (?:sådan |slik |slik ein |sådan en )?(?:e-post)?(?:brevlåda|postlåda|postkasse)|"
+                     r"kein(?:e)? (?:solches )?postfach|postilaatikkoa ei (?:ole|löydy)|ei postilaatikkoa|"
+                     r"aucune boîte|pas de boîte aux lettres|geen (?:mailbox|postbus)|no hay (?:ningún )?buzón|"
+                     r"ningún buzón|nessuna casella|nenhuma caixa|brak skrzynki|"
+                     r"(?:inte|ikke|ikkje) (?:en|ei|ein) aktiv (?:e-post|e-?mail)?-?adress|keine aktive (?:e-mail-)?adresse|"
+                     r"ei ole aktiivinen (?:sähköposti)?osoite|n'est pas une adresse active|geen actief (?:e-?mail)?adres|"
+                     r"no es una dirección activa|non è un indirizzo attivo|não é um endereço ativo|"
+                     r"nie jest aktywnym adresem|"
                      # Lotus Domino/Notes in Japanese: "not found in the (Domino) directory",
                      # "not in the directory's list".
                      r"ディレクトリ(?:に|には)見つかりません|ディレクトリのリストにありません"),
@@ -510,7 +553,11 @@ REASON_PATTERNS: tuple[tuple[BounceReason, Words], ...] = tuple(row for reason, 
                      r"no route to host|"
                      r"(?:illegal|invalid) host|hostname (?:lookup|not found)|host (?:name )?lookup|"
                      r"domain .{0,30} (?:does not|doesn't) accept mail|null mx|"
-                     r"domäne (?:existiert|nicht)|domaine (?:inexistant|introuvable)"),
+                     r"domäne (?:existiert|nicht)|domaine (?:inexistant|introuvable)|"
+                     # An unknown or unroutable domain in the other languages (issue 21).
+                     r"okänd domän|ukjent domene|ukendt domæne|unbekannte domain|"
+                     r"tuntematon (?:verkkotunnus|toimialue)|domaine inconnu|onbekend domein|dominio desconocido|"
+                     r"dominio (?:sconosciuto|inesistente)|dom[íi]nio (?:desconhecido|inexistente)|nieznana domena"),
     # RFC 7504: reply code 521 "host does not accept mail" with 5.3.2, and 556 "domain does
     # not accept mail" with 5.1.10 (a null MX, RFC 7505), are answers about the destination
     # itself, whatever words follow (lhost-dragonfly-16: "521 5.3.2"). A 521 with another
@@ -603,7 +650,18 @@ DELAY_WARNING = Words(
     r"warning message only|(?:do not|don't|not) need to (?:re-?send|send (?:it|this|the message|your message) again)|"
     r"(?:delivery|message|it) will be retried|will be retried (?:for|until|automatically)|"
     r"(?:will|shall) continue (?:to try|trying|to attempt) (?:to deliver|delivery)|has been postponed|"
-    r"delivery attempts will continue|do not resend (?:your|the) (?:original )?message")
+    r"delivery attempts will continue|do not resend (?:your|the) (?:original )?message|"
+    # "Not delivered yet" and "keeps trying" (Exim's delay warning, Gmail's "Delivery
+    # incomplete ... will keep trying"), in each language unsubd's recipients' servers write.
+    r"(?:has|have) not yet been delivered|(?:has|have)n't been delivered yet|not been delivered yet|"
+    r"delivery incomplete|keeps (?:on )?trying|will keep (?:on )?trying|will (?:retry|try again) for|"
+    r"har (?:ännu|än) inte levererats|försöker (?:igen|fortfarande)|fortsätter att försöka|"
+    r"er ennå ikke levert|prøver (?:igjen|fortsatt)|fortsetter å prøve|er endnu ikke (?:blevet )?leveret|"
+    r"forsøger (?:igen|fortsat)|fortsætter med at forsøge|noch nicht zugestellt|"
+    r"wird (?:weiterhin|erneut) versucht|ei ole vielä toimitettu|yritetään uudelleen|"
+    r"n'a pas encore été (?:remis|distribu)|nog niet (?:afgeleverd|bezorgd)|"
+    r"wordt opnieuw geprobeerd|(?:aún|todavía) no se ha entregado|"
+    r"non è ancora stato recapitato|ainda não foi entregue|nie została jeszcze dostarczona")
 PERMANENT_WORDS = Words(
     r"permanent(?:ly)?|fatal error|given up|gave up|could not be delivered|couldn't be delivered|"
     r"did not reach|was not delivered|undeliverable|failed")
@@ -615,7 +673,18 @@ EXISTENCE_WORDS = Words(
     r"(?:address|mailbox|user|recipient|account|adress|adressen|adresse)[^.\n]{0,40}(?:does not|doesn't|do not) exist|"
     r"finns inte|finnes ikke|findes ikke|existiert nicht|n'existe pas|ei ole olemassa|no longer exists?|"
     r"bestaat niet|no existe|non esiste|n[ãa]o existe|nie istnieje|"
-    r"not an active (?:e-?mail )?address|no mailbox here")
+    r"not an active (?:e-?mail )?address|no mailbox here|finst ikkje|eksisterer ikke|eksisterer ikkje|"
+    r"existerar inte|(?:inte|ikke|ikkje) (?:en|ei|ein) aktiv (?:e-post|e-?mail)?-?adress|"
+    r"keine aktive (?:e-mail-)?adresse|ei ole aktiivinen (?:sähköposti)?osoite|n'est pas une adresse active|"
+    r"geen actief (?:e-?mail)?adres|no es una dirección activa|non è un indirizzo attivo|"
+    r"não é um endereço ativo|nie jest aktywnym adresem")
+
+# Words that state the account or mailbox was disabled, deactivated, closed or
+# discontinued, or is no longer active (issue 21): a fact about the address when the
+# receiving server says it in its own 5xx reply (handlers.bounces.text.assess_text); in a
+# notice with no reply code at all they may be a relay's or a filter's paraphrase
+# (sisimai's "suspend", lhost-x2-02), and are not believed on their own.
+ACCOUNT_STATE_WORDS = Words(_BOX_NOUNS + _GAP + _DISABLED + "|" + _NO_LONGER_ACTIVE)
 
 # An account that is disabled, deactivated, closed or suspended, with a permanent
 # failure, is a permanent problem with the address itself (issue 21), unless the text

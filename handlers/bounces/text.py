@@ -27,8 +27,8 @@ from typing import Any
 from handlers.bounces import patterns as patterns
 from handlers.mail.addresses import normalise
 from handlers.mail.needles import NeedleFinder
-from handlers.bounces.envelope import (UNRELATED, actions_from_rows, apply_envelope, drop_unrelated, forged_original,
-                                      null_sender, original_ref, relation)
+from handlers.bounces.envelope import (UNRELATED, actions_from_rows, apply_envelope, drop_forged, drop_unrelated,
+                                      forged_original, null_sender, original_ref, relation)
 from handlers.bounces.original import (ORIGINAL_TYPES, STATUS_TYPES, ReturnedOriginal, addressed_to, inline_original,
                                       returned_original)
 from handlers.bounces.reasons import explain, notice_context, text_reason
@@ -135,7 +135,8 @@ def read_bounce(msg: Message, *, inside_report: bool = False) -> TextBounce | No
     Exim's "pipe to |..." groups in lhost-exim-44, Sun Messaging Server's
     source-routed Final-Recipient in lhost-messagingserver-02).
 
-    The text must say delivery failed: a failure phrase, X-Failed-Recipients, an MTA
+    The text must say delivery failed: a failure phrase, X-Failed-Recipients, a delay
+    warning (bounce_patterns.DELAY_WARNING) from a mail system's From, an MTA
     form naming recipients under bounce-like headers, or, under a daemon sender, a
     bounce subject or a null Return-Path, a reason in words (handlers.bounces.reasons.text_reason)
     in the notice or the subject. A notice that names nobody but returns a message
@@ -184,7 +185,11 @@ def _read(msg: Message, inside_report: bool, nested: bool = False) -> TextBounce
     # Sendmail's "Returned mail: User unknown") say it as well.
     daemon = bool(patterns.BOUNCE_FROM.search(from_) or patterns.BOUNCE_SUBJECT.search(subject)
                   or return_path == "<>")
-    said = bool(x_failed or patterns.FAILURE_PHRASE.search_lowered(lowered))
+    # A delay warning says it too ("has not yet been delivered", "keeps trying": RFC 3464's
+    # `Action: delayed` in words), when a mail system sends it: a person's challenge-response
+    # filter says "not delivered yet" of a message it holds, and is not a delivery notice.
+    said = bool(x_failed or patterns.FAILURE_PHRASE.search_lowered(lowered) or (
+        patterns.BOUNCE_FROM.search(from_) and patterns.DELAY_WARNING.search_lowered(lowered)))
     failed = said or (daemon and text_reason(f"{subject}\n{notice}") is not None)
     if not (failed or (recipients and looks)):
         return None
@@ -208,6 +213,11 @@ def _read(msg: Message, inside_report: bool, nested: bool = False) -> TextBounce
         # sent to whose local part it is, from the returned original's To or our VERP
         # address (issue 21).
         recipients = _local_part_recipients(notice, _sent_to_candidates(msg, original_msg))
+        if not recipients:
+            # The one local part it names is another than ours: the receiving site
+            # rewrote the address (an alias, hMailServer's "RCPT TO:<kristin>" for
+            # kristin.holm@). Our VERP address names the one recipient the message had.
+            recipients = _bare_local_recipient(notice, _verp_candidates(msg))
         via = "local-part" if recipients else via
     if not recipients and original_msg is not None and not nested:
         # The message returned is itself a bounce that names the recipient: a relay
@@ -273,12 +283,54 @@ def _sent_to_candidates(msg: Message, original: Message | None) -> list[str]:
             address = normalise(raw)
             if address and address not in found:
                 found.append(address)
+    for address in _verp_candidates(msg):
+        if address not in found:
+            found.append(address)
+    return found
+
+
+def _verp_candidates(msg: Message) -> list[str]:
+    """The addresses VERP forms in the notice's own To/Delivered-To/... name, without repeats."""
+    found: list[str] = []
     for value in addressed_to(msg):
         for local, domain in _VERP.findall(value):
             address = normalise(f"{local}@{domain}")
             if address and address not in found:
                 found.append(address)
     return found
+
+
+# A bare local part in angle brackets, as an MTA writes a recipient it was given without
+# a domain: "RCPT TO:<kristin>", Sendmail's "<britt>... User unknown", Courier's "<matti>:".
+_BARE_LOCAL = re.compile(r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{2,64})>")
+# Words in angle brackets that are markup or protocol, not a mailbox.
+_NOT_LOCAL = frozenset({"br", "hr", "p", "div", "span", "html", "body", "head", "tr", "td", "li", "ul", "table",
+                        "eot", "eom", "crlf", "cr", "lf", "none", "null", "unknown", "empty", "blank"})
+
+
+def _bare_local_recipient(notice: str, verp: list[str]) -> list[TextRecipient]:
+    """Our VERP recipient, when the notice names exactly one recipient and only by a bare
+    local part in angle brackets (`_BARE_LOCAL`) that is not a system mailbox's.
+
+    RFC 5321 section 3.9: a bounce goes to the return path of the one message it answers,
+    and a VERP return path is made for exactly one recipient, so a notice about one bare
+    local part sent to it is about that recipient, as a DSN group with another local
+    part is (handlers.bounces.dsn.resolve_address, `sole`). Nothing when there is no
+    single VERP address or the notice names two local parts or none.
+    """
+    if len(verp) != 1:
+        return []
+    spans: dict[str, int] = {}
+    for match in _BARE_LOCAL.finditer(notice):
+        local = match.group(1).lower()
+        if local in _SYSTEM_LOCAL or local in _NOT_LOCAL or local.startswith(".") or local.endswith(".") or not any(c.isalpha() for c in local):
+            continue
+        spans.setdefault(local, match.start(1))
+        if len(spans) > 1:
+            return []
+    if len(spans) != 1:
+        return []
+    return _with_diagnostics(notice, [(next(iter(spans.values())), verp[0])], "local-part")
 
 
 def _local_part_recipients(notice: str, candidates: list[str]) -> list[TextRecipient]:
@@ -516,12 +568,15 @@ def assess_text(recipient: TextRecipient, bounce: TextBounce) -> dict[str, Any]:
         status, source = ("4.0.0" if bounce.temporary else "5.0.0"), "text"
     why_soft = None
     if hard and recipient.via == "generic" and source == "text" and not patterns.AT_RCPT.search(
-            f"{text}\n{context}") and not patterns.EXISTENCE_WORDS.search(text[:4000]):
+            f"{text}\n{context}") and not patterns.EXISTENCE_WORDS.search(text[:4000]) and not (
+            reply is not None and reply.group(1) == "5" and patterns.ACCOUNT_STATE_WORDS.search(text[:4000])):
         # The least certain reading: no MTA form we know, no status code, and no sign that
         # the address was refused at RCPT. Words like "unknown user" may then be a filter's
         # after the message was sent (sisimai's "filtered"), so it is counted, not suppressed.
         # A notice that says the address does not exist (EXISTENCE_WORDS: "finns inte",
-        # "finnes ikke", "does not exist") states a fact about the address, and is believed.
+        # "finnes ikke", "does not exist") states a fact about the address, and is believed;
+        # so is a server's own 5xx reply that the account was disabled, deactivated or
+        # closed (ACCOUNT_STATE_WORDS: "550 postkasse nedlagt", "ikke længere aktiv").
         hard, why_soft = False, "an unrecognised notice with no status code and no RCPT stage"
     temporary = bounce.temporary or status.startswith("4.")
     action = "delayed" if bounce.temporary else "failed"
@@ -622,5 +677,6 @@ def decide_text_bounce(item: Inbound, bounce: TextBounce, ctx: Context, now: dat
     if not certain and (forged := forged_original(judged, ctx)):
         actions, review, reason = (), True, f"{reason}; not acted on: {forged}"
         evidence["forged"] = forged
+        drop_forged(rows, evidence, forged)
     return Decision(item_id=item.id, kind=Kind.BOUNCE, actions=actions, reason=reason, review=review,
                     verified=certain, source=item.source, evidence=evidence)

@@ -159,12 +159,20 @@ def _read_headers(msg: Message, text: str) -> str:
         return text[2:] if text.startswith("\r\n") else text[1:]
     blank = _BLANK_LINE.search(text)
     head_end = blank.start() if blank is not None else len(text)
-    if blank is not None and text[0] != "F":
+    # A Unix envelope line ("From sender date", mbox files) is read off first, so that
+    # the fields after it take the fast path too; when it is the block's only line, the
+    # line-by-line reading below handles it.
+    start = text.find("\n") + 1 if text.startswith("From ") else 0
+    if start and (text[start] in " \t" or "\r" in text[:start].rstrip("\r\n")):
+        start = -1      # a continuation after it, or a CR alone ending a line: line by line
+    if blank is not None and 0 <= start <= head_end:
         # The usual case in one regex pass: every line of the block is a field or a
         # continuation, and lines end in LF or CR LF.
-        head = text[:head_end + (2 if text.startswith("\r\n", head_end) else 1)]
+        head = text[start:head_end + (2 if text.startswith("\r\n", head_end) else 1)]
         fields = _fast_fields(head)
         if fields is not None:
+            if start:
+                msg.set_unixfrom(text[:start].rstrip("\r\n"))
             _set_fields(msg, [(name, value.lstrip(" \t").rstrip("\r\n")) for name, value in fields])
             return text[blank.end():]
     lines = _LINES.findall(text, 0, head_end + (2 if text.startswith("\r\n", head_end) else 1))

@@ -20,13 +20,16 @@ from handlers import Inbound, classify
 # Raised after the merge of the earlier holdout (dev, 156 files): recall, precision (rows of
 # decisions that say they are not about mail we sent are recorded, not reported; see
 # bench.bounce_devset), hard/soft, status all 100.0, no delay acted on.
+# Raised after the merge of the second holdout (dev, 214 files, issue 21 second round):
+# every figure 100.0 (a forged original's rows are recorded, not reported); on 157 failed
+# lines and 141 labelled statuses a floor of 99.5 allows no miss.
 FLOORS = {
     "recipient_recall": 99.5,
     "recipient_precision": 99.5,
     "failed_lines_acted_on": 99.5,
-    "hard_soft_agreement": 99.0,
+    "hard_soft_agreement": 99.5,
     "permanent_temporary_agreement": 99.5,
-    "status_agreement": 99.0,
+    "status_agreement": 99.5,
 }
 
 
