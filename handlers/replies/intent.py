@@ -54,6 +54,8 @@ from typing import Iterable, Mapping
 
 from handlers.model import ALL, Channel
 from handlers.replies.language import token_spans
+from handlers.replies.net import (about_someone_else, asks_back, bare_question, clear_request, comes_back, may_request,
+                                  names_contact)
 from handlers.replies.phrases import (LEMMA_GAP, LEMMA_LISTS, LemmaRule, all_unit_words, channel_words,
                                       cross_language_cues, lemma_rules, lemma_table, number_words, phrases,
                                       unit_words)
@@ -125,6 +127,7 @@ class Intent:
     foreign_cues: tuple[str, ...] = ()                    # ... of the cross-language table (languages not read)
     objection: bool = False                               # objects to all contact or all processing for marketing
     rectification: bool = False                           # asks to correct what is held (GDPR art. 16)
+    net: tuple[str, ...] = ()                             # cue words of handlers.replies.net: may be a request
 
 
 def sentences(text: str) -> list[str]:
@@ -186,8 +189,12 @@ def _clean(sentence: str) -> str:
     return " ".join(_QUOTED.sub(" ", sentence).split())
 
 
-def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]]) -> Intent:
+def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]],
+                subject_first: bool = False) -> Intent:
     """Read intent from `texts` (the subject when it is the sender's own, then new text).
+
+    `subject_first`: the first text is the Subject (the safety net, handlers.replies.net,
+    reads a refusal alone there as a possible request).
 
     `unit_names` maps a unit key to the names and aliases that refer to it. Returns
     an Intent; empty or unreadable text gives Intent(optout=False). Never raises on
@@ -202,12 +209,17 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
     found: list[_Found] = []
     conflicts: list[str] = []
     nocontact_sentences: list[str] = []
-    for text in texts:
+    net_sentences: list[tuple[str, bool, bool]] = []
+    comeback: list[str] = []
+    by_net: list[str] = []
+    for text_index, text in enumerate(texts):
         text_sentences = sentences((text or "")[:MAX_TEXT])
         for position, raw in enumerate(text_sentences):
             sentence = _clean(raw)
             if not sentence:
                 continue
+            in_subject = subject_first and text_index == 0
+            previous = _clean(text_sentences[position - 1]) if position else ""
             intent.addresses += tuple(a.lower() for a in addresses_in(raw))
             flags = _flags(sentence)
             lemma_ok = position < LEMMA_SENTENCES and len(sentence) <= LEMMA_CHARS
@@ -220,6 +232,17 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
             hits, negated_hits = _request_hits(sentence, words)
             if negated_hits and not hits:
                 flags["negated"] = True
+            if not hits and not negated_hits and lemma_ok and not any(flags.values()) \
+                    and (cue := clear_request(sentence, previous)) is not None \
+                    and phrases("past").search(sentence) is None \
+                    and (_names_something(sentence, unit_names) or phrases("optout_object").any(sentence)):
+                # Read by rule (handlers.replies.net): a verb of refusal, or "no longer",
+                # with a word for what we send, in a sentence that asks for itself, names
+                # a channel, a unit or a list ("Inga fler nyheter om parkeringen" names
+                # none: a person reads it) and reports nothing done before. No phrase
+                # says so: a lower confidence (DOUBT_NET), the same scope rules.
+                hits = [("net", cue)]
+                by_net.append(sentence)
             if not hits and (past := phrases("past").search(sentence)) is not None \
                     and _request_hits(sentence, words, past=False)[0]:
                 # "Ich hatte es abbestellt", "Eg sa det opp i fjor": a report of an opt-out
@@ -234,17 +257,27 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
                 # "... but do keep sending me the invitations": keeping something beside
                 # an opt-out narrows it; it is no request to be subscribed again.
                 flags["resubscribe"] = False
+            if hits and about_someone_else(sentence):
+                # "hun er afmeldt", "Han ber om at ...": a request phrase said of someone
+                # else (and of no first person) is reported or on their behalf: review.
+                flags["third_party"] = True
             for name, value in flags.items():
                 if value:
                     setattr(intent, name, True)
             if hits and words is not None and words.hits("nocontact_lemmas"):
                 intent.objection = True
                 nocontact_sentences.append(sentence)
+            if position < LEMMA_SENTENCES and len(sentence) <= LEMMA_CHARS:
+                # The net reads every sentence (a skipped one still lends its objects to
+                # the next); one said not to ("I do NOT want to unsubscribe") or a
+                # look-alike ("stop the presses") fires nothing.
+                net_sentences.append((sentence, in_subject, flags["negated"] or flags["lookalike"]))
             if hits and not (flags["negated"] or flags["lookalike"] or flags["question"] or flags["resubscribe"]):
                 optout_sentences.append(sentence)
                 intent.matched.append(hits[0][1])
                 langs.append(hits[0][0])
-                found.append(_Found(sentence, position, len(text_sentences)))
+                found.append(_Found(sentence, position, len(text_sentences), question=bare_question(sentence),
+                                    net=hits[0][0] == "net"))
             else:
                 if not (flags["negated"] or flags["lookalike"]):
                     cue = phrases("request_cue").search(sentence)
@@ -262,12 +295,15 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
                     conflicts.append(sentence)
             if flags["resubscribe"]:
                 optin_sentences.append(sentence)
+            if not hits and (flags["resubscribe"] or (lemma_ok and asks_back(sentence))):
+                comeback.append(sentence)
             if flags["erasure"]:
                 if sentence not in optout_sentences:
                     optout_sentences.append(sentence)
                     found.append(_Found(sentence, position, len(text_sentences), erasure=True))
     intent.addresses = tuple(dict.fromkeys(intent.addresses))
     intent.languages = tuple(dict.fromkeys(langs))
+    intent.net = may_request(net_sentences)
     if optin_sentences:
         # "Please do not add me back" is no opt-in: any negation in such a sentence
         # leaves it to a person.
@@ -279,7 +315,10 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]])
         return intent
     intent.optout = True
     _scope(intent, optout_sentences, other_sentences, unit_names, nocontact_sentences)
-    intent.confidence, intent.doubts = _confidence(found, conflicts, unit_names)
+    intent.confidence, intent.doubts = _confidence(found, conflicts, unit_names, comeback)
+    if by_net and all(f.net for f in found if not f.erasure):
+        intent.confidence = round(max(intent.confidence - DOUBT_NET, 0.05), 2)
+        intent.doubts += ("read by word classes (handlers.replies.net), not by a phrase",)
     return intent
 
 
@@ -291,6 +330,8 @@ class _Found:
     position: int                 # 0-based sentence index within its text
     of: int                       # how many sentences that text has
     erasure: bool = False         # an erasure request (no opt-out phrase needed)
+    question: bool = False        # a question that asks nothing of us (net.bare_question)
+    net: bool = False             # read by the safety net's word classes, not by a phrase
 
 
 # How the confidence of an opt-out request is lowered (handlers.model: high >= 0.85,
@@ -302,10 +343,16 @@ DOUBT_LATE = 0.15
 DOUBT_LANGUAGES = 0.15
 DOUBT_WEAK = 0.3
 DOUBT_CONFLICT = 0.3
+# Enough for review alone: a false opt-out is worse than a review.
+DOUBT_QUESTION = 0.4
+# A request read only by the safety net's word classes: acted on alone (0.80), under
+# review with any other doubt.
+DOUBT_NET = 0.15
+DOUBT_COMEBACK = 0.4
 
 
-def _confidence(found: list[_Found], conflicts: list[str],
-                unit_names: Mapping[str, tuple[str, ...]]) -> tuple[float, tuple[str, ...]]:
+def _confidence(found: list[_Found], conflicts: list[str], unit_names: Mapping[str, tuple[str, ...]],
+                comeback: list[str] = ()) -> tuple[float, tuple[str, ...]]:
     """(confidence, doubts) of an opt-out read from `found` request sentences.
 
     A clear phrase early in the sender's own words (Subject or the first sentences),
@@ -314,14 +361,16 @@ def _confidence(found: list[_Found], conflicts: list[str],
     every request sentence (a Norwegian "ikke flere sms" also reads as Danish, so
     one language matching all is enough); every request uses only a weak phrase
     ("remove me", "stop") naming no list, channel or unit; another sentence is
-    negated or asks to stay subscribed.
+    negated or asks to stay subscribed. Each alone sends the request to review: every
+    request sentence is a question that asks nothing of us ("Min datter er afmeldt?");
+    another sentence asks to come back ("Kan de leggje meg til på nytt?").
     """
     doubts: list[str] = []
     value = BASE
     if not any(f.position < EARLY or f.of <= LONG for f in found):
         value -= DOUBT_LATE
         doubts.append("request only late in a long text")
-    phrased = [f for f in found if not f.erasure]
+    phrased = [f for f in found if not f.erasure and not f.net]
     if phrased:
         common = set.intersection(*(_languages_of(f.sentence) for f in phrased))
         if not common:
@@ -333,6 +382,12 @@ def _confidence(found: list[_Found], conflicts: list[str],
     if conflicts:
         value -= DOUBT_CONFLICT
         doubts.append("another sentence says not to, or asks to stay")
+    if found and all(f.question for f in found):
+        value -= DOUBT_QUESTION
+        doubts.append("asked as a question about a state, not as a request")
+    if comeback:
+        value -= DOUBT_COMEBACK
+        doubts.append("another sentence asks to come back")
     return round(max(value, 0.05), 2), tuple(doubts)
 
 
@@ -454,6 +509,9 @@ def _scope(intent: Intent, optout_sentences: list[str], other_sentences: list[st
         for clause in keeping:
             kept_channels |= channels_in(clause)
             kept_units |= units_in(clause, unit_names)
+    if not named_channels and any(names_contact(s) for s in optout_sentences):
+        # "undlader enhver form for henvendelse": contact of any kind, no channel named.
+        everything = True
     if numbers and not named_channels:
         # "Delete my phone number": a number is the phone channel when nothing else is
         # named; beside a named channel ("..., I don't want texts") that channel says it.
@@ -740,8 +798,10 @@ def _match_rule(rule: LemmaRule, surface: list[str], lemma_list: list[str],
 def _resubscribe_asked(sentence: str) -> bool:
     """Whether a re-subscribe phrase stands in a request clause of `sentence`, not only
     in a keeping clause ("but do keep sending me the invitations")."""
-    request, _keeping = _split_keep(sentence)
-    for clause in request:
+    request, keeping = _split_keep(sentence)
+    # "..., men no vil eg gjerne få det att": a clause that wants something again asks to
+    # come back; keeping goes on, it does not come back (handlers.replies.net.comes_back).
+    for clause in request + [c for c in keeping if comes_back(c)]:
         if phrases("resubscribe").any(clause):
             return True
         if len(clause) <= LEMMA_CHARS and _words(clause).hits("resubscribe_lemmas"):

@@ -38,6 +38,17 @@ _BLOCKQUOTE = re.compile(r"<blockquote\b.*", re.IGNORECASE | re.DOTALL)
 # the text after every "<div" of a body without ">".
 _GMAIL_QUOTE = re.compile(r"<div[^<>]{0,2000}class=\"?gmail_quote.*", re.IGNORECASE | re.DOTALL)
 _UNDERSCORES = re.compile(r"^\s*_{8,}\s*$")
+# A bulk sender's own instruction to answer with a keyword ("Reply STOP", "svar AVMELD",
+# "Vastaa LOPETA", "Antworten Sie mit ABMELDEN"): a verb of answering or sending, then
+# a word of refusal in capitals within KEYWORD_REACH words of it. It is the sender's footer, not a request
+# of the person who writes to us; the whole line goes, like a newsletter footer.
+_ANSWER_VERBS = frozenset(("reply", "answer", "text", "send", "sms", "svar", "svara", "svare", "svarer", "svarar",
+                           "send", "sende", "skicka", "skriv", "vastaa", "vastaamalla", "lähetä", "tekstaa",
+                           "antworten", "antworte", "antwort", "sende", "senden", "schreiben", "schreibe", "simsen",
+                           "répondez", "répondre", "envoyez", "responde", "responda", "envía", "odpowiedz",
+                           "wyślij", "rispondi", "rispondere", "invia", "antwoord", "stuur", "vasta", "saada"))
+_KEYWORD_WORD = re.compile(r"[^\W\d_]+")
+KEYWORD_REACH = 4
 _DASHES = re.compile(r"^\s*-{5,}.*-{5,}\s*$")
 
 
@@ -139,7 +150,7 @@ def new_text(body: str) -> str:
             continue
         if _ends_new_text(lines, index, signoff=bool(kept)):
             break
-        if phrases("app_signature").any(text) or phrases("footer").any(text):
+        if phrases("app_signature").any(text) or phrases("footer").any(text) or keyword_instruction(text):
             continue
         kept.append(text)
         size += len(text) + 1       # the newline that joins it: 300,000 empty lines are text too
@@ -186,3 +197,29 @@ def _is_header_block_start(lines: list[str], index: int) -> bool:
         return False
     following = [line.strip() for line in lines[index + 1:index + 5]]
     return any(phrases("header_block").any(line) and not from_like.match(line) for line in following)
+
+
+def keyword_instruction(line: str) -> bool:
+    """Whether `line` tells the reader to answer with a keyword in capitals ("Reply STOP",
+    "svar AVMELD", "Antworten Sie mit ABMELDEN"): a bulk sender's footer (see _ANSWER_VERBS).
+    The keyword is a word of refusal of the safety net's classes (handlers.replies.net), so
+    "send me the PDF" is no such line. A scan of the line's words: linear."""
+    words = _KEYWORD_WORD.findall(line)
+    # The keyword stands out in capitals from the instruction around it: a line shouted
+    # all in capitals ("SLUTA SKICKA SKRÄPPOST TILL MIG!!!") is the person's own.
+    verbs = [i for i, word in enumerate(words) if word.lower() in _ANSWER_VERBS and not word.isupper()]
+    if not verbs:
+        return False
+    for index, word in enumerate(words):
+        if len(word) >= 2 and word.isupper() and _refuses(word.lower()):
+            # The keyword after the verb ("Reply STOP") or, in German, before it ("mit
+            # ABMELDEN antworten"); bisect would do, but a line holds few answer verbs.
+            if any(abs(index - verb) <= KEYWORD_REACH for verb in verbs):
+                return True
+    return False
+
+
+def _refuses(word: str) -> bool:
+    from handlers.replies.net import word_classes
+
+    return any(name in ("strong", "refusal") for name, _entry in word_classes(word))

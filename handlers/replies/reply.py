@@ -153,7 +153,7 @@ def _decide(item: Inbound, report: ReplyReport, ctx: Context, now: datetime) -> 
     mailbox = getattr(getattr(route, "mailbox", None), "value", None)
     sender = report.sender
     texts = [t for t in (report.own_subject, report.text) if t]
-    intent = read_intent(texts, ctx.unit_names)
+    intent = read_intent(texts, ctx.unit_names, subject_first=bool(report.own_subject))
     evidence: dict[str, Any] = {
         "from": sender.address, "from_problem": sender.problem, "mailbox": mailbox,
         "unit_mailbox": getattr(route, "unit", None), "subject": report.subject[:200],
@@ -206,7 +206,7 @@ def _decide(item: Inbound, report: ReplyReport, ctx: Context, now: datetime) -> 
 
     if report.forwarded:
         if not (intent.optout or intent.erasure or intent.cues or intent.foreign_cues or intent.question
-                or intent.third_party):
+                or intent.third_party or intent.net):
             # Nothing request-like in the sender's own words ("have a look at item two"):
             # an ordinary forward, recorded, not queued.
             return Decision(kind=Kind.REPLY, confidence=MEDIUM,
@@ -373,6 +373,11 @@ def _not_optout(intent: Intent, base: dict[str, Any], identified: Identified | N
     if intent.resubscribe:
         return Decision(kind=Kind.REPLY, review=True, confidence=MEDIUM,
                         reason="asks to be subscribed (needs a verified sender)", **base)
+    if intent.net:
+        # The safety net (handlers.replies.net): words of refusal beside words for what
+        # we send, read by class, not by phrase. Not read with confidence: a person reads it.
+        return Decision(kind=Kind.REPLY, review=True, confidence=LOW,
+                        reason=f"may be a request: {', '.join(intent.net[:3])}", **base)
     if intent.negated:
         return Decision(kind=Kind.REPLY, confidence=MEDIUM, reason="mentions unsubscribing but does not ask for it",
                         **base)

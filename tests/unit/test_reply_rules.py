@@ -708,3 +708,209 @@ def test_stop_these_goes_to_review_and_stop_the_presses_is_ordinary() -> None:
     assert these.review and these.actions == (), these.reason
     presses = decide(mail("Fel datum i inbjudan.", subject="Stoppa pressarna!"))
     assert not presses.review and presses.actions == (), presses.reason
+
+
+# --- issue 21, generalisation: the safety net (handlers.replies.net) --------------------
+# Sentences written here, not taken from the development set: each states a class the net
+# reads (a verb of refusal + what we send, a verb and its particle, "no longer" + what we
+# send, a compound, a typing error) or a near miss it must leave alone.
+
+from handlers.replies import net  # noqa: E402
+from handlers.replies.quotes import keyword_instruction, new_text  # noqa: E402
+
+
+@pytest.mark.parametrize("sentence", [
+    "Kan ni sluta posta tidningen till mig?",                     # sv: verb + object
+    "Plocka bort mig ur adresslistan.",                           # sv: verb ... particle + compound list
+    "Utskicken vill jag inte ha längre.",                         # sv: object first, "inte ... längre"
+    "Dere kan godt fjerne meg fra utsendelseslista.",             # nb: verb + compound
+    "Eg orkar ikkje fleire tekstmeldingar frå dykk.",             # nn: negation + more + object
+    "Tag venligst min adresse af forsendelseslisten.",            # da: verb ... particle
+    "Voisitteko poistaa minut postituslistalta?",                 # fi: polite question with a request marker
+    "Älkää lähettäkö enää kirjeitä.",                             # fi: negative imperative + enää + object
+    "Bitte nehmen Sie mich aus Ihrem Mailverteiler heraus.",      # de: separable verb + compound
+    "Ich möchte keine Rundschreiben mehr.",                       # de: kein ... mehr + compound
+    "Please leave me out of the mailouts from now on.",           # en: verb ... particle + object
+    "Kindly quit texting me.",                                    # en: refusal verb + our verb
+    "Avsluuta mina utskick, tack.",                               # sv: a typing error in the verb stem
+])
+def test_the_net_fires_on_requests_by_class(sentence: str) -> None:
+    assert net.may_request([(sentence, False, False)]), sentence
+
+
+@pytest.mark.parametrize("sentence", [
+    "Tack för mejlet, vi ses på mottagningen!",                   # thanks, an object, no refusal
+    "Stop by the alumni desk when you are on campus.",            # "stop by" is an idiom
+    "Could you remove the photo from the gallery?",               # remove, but nothing we send
+    "Please cancel my place at the dinner.",                      # cancel, nothing we send
+    "I don't want to miss it!",                                   # negation + want, no object
+    "Sluta aldrig skicka nyhetsbrevet!",                          # sv: never stop: negation scope
+    "Jeg slutter å lese avisen på papir.",                        # nb: own doing (å lese), not ours
+    "Eg er ikkje student lenger, men framleis alumn.",            # nn: a state (copula), not a request
+    "Lena får inga utskick.",                                     # sv: "inga X" inside a statement
+    "Har dere sendt brevet ennå?",                                # nb: a question, no refusal
+    "Ich habe mich zur Veranstaltung angemeldet.",                # de: "angemeldet" is no "abgemeldet"
+    "Vi har mottatt e-posten din og svarer snart.",               # nb: "svarer" is no typo of "spare"
+])
+def test_the_net_leaves_near_misses_alone(sentence: str) -> None:
+    assert not net.may_request([(sentence, False, False)]), sentence
+
+
+def test_the_net_reads_the_object_of_the_sentence_before() -> None:
+    # "Both of them you can stop": the refusal points back at the channels just named.
+    pair = [("Jeg får både brev og SMS fra dere.", False, False), ("Begge deler kan dere slutte med.", False, False)]
+    assert net.may_request(pair)
+    assert not net.may_request(pair[1:])
+
+
+def test_a_refusal_alone_counts_in_the_subject_only() -> None:
+    assert net.may_request([("Stopp takk", True, False)])
+    assert not net.may_request([("Stopp takk", False, False)])
+    assert not net.may_request([("Stoppa pressarna!", True, False)])      # an idiom with its own object
+
+
+def test_a_skipped_sentence_fires_nothing() -> None:
+    assert not net.may_request([("Sluta skicka mejl.", False, True)])
+
+
+@pytest.mark.parametrize("word,expected", [("unsubscirbe", "strong"), ("avregistera", "strong"),
+                                           ("avsliutte", "refusal"), ("irtisamoan", "strong")])
+def test_typing_errors_in_long_cue_words_are_tolerated(word: str, expected: str) -> None:
+    assert expected in dict(net.word_classes(word))
+
+
+@pytest.mark.parametrize("word", ["anmeldung", "delte", "svarer", "fremover", "slutade"])
+def test_typing_error_tolerance_does_not_reach_other_words(word: str) -> None:
+    classes = dict(net.word_classes(word))
+    assert "strong" not in classes and "refusal" not in classes, classes
+
+
+@pytest.mark.parametrize("body,cue", [
+    ("Jeg gidder ikke flere av disse utsendingene.", "ikke"),          # nb
+    ("Meitä ei kiinnosta, lopettakaa viestien lähettäminen.", "lopettakaa"),  # fi
+    ("Wir wollen Ihre Post nicht mehr bekommen, danke.", "nicht"),   # de
+])
+def test_unread_requests_go_to_review_with_the_cue_words_never_silently(body: str, cue: str) -> None:
+    decision = decide(mail(body + QUOTE_EN))
+    assert decision.review or decision.actions, decision.reason
+    if not decision.actions:
+        assert "may be a request" in decision.reason and cue in decision.reason.lower(), decision.reason
+
+
+@pytest.mark.parametrize("body,channels", [
+    ("Kan ni sluta posta papperstidningen till mig.", ("letter",)),
+    ("Dere kan godt stoppe tekstmeldingene.", ("sms",)),
+    ("Eg vil ikkje ha fleire tekstmeldingar frå dykk.", ("sms",)),
+])
+def test_a_clear_refusal_of_a_channel_is_acted_on_for_that_channel(body: str, channels: tuple[str, ...]) -> None:
+    units, got = acted(body + QUOTE_SV)
+    assert units == "all" and got == channels
+
+
+@pytest.mark.parametrize("line", [
+    "Ingen flere tilbud? Svar STOPP til 1999.",          # nb
+    "Haluatko lopettaa? Vastaa POIS.",                   # fi
+    "Keine Werbung mehr? Einfach mit ABMELDEN antworten.",  # de: verb after the keyword
+    "Text STOP to 60000 to opt out.",                    # en
+])
+def test_a_bulk_senders_keyword_instruction_is_its_footer(line: str) -> None:
+    assert keyword_instruction(line) or keyword_instruction(" ".join(reversed(line.split()))), line
+    assert new_text("Vinn en bil!\n" + line).strip() == "Vinn en bil!"
+
+
+@pytest.mark.parametrize("line", ["Please send me the PDF of the talk.", "Svar gjerne til NTNU innen fredag.",
+                                  "I replied to the RSVP already."])
+def test_capitals_after_a_verb_of_answering_are_no_keyword_instruction(line: str) -> None:
+    assert not keyword_instruction(line)
+
+
+@pytest.mark.parametrize("body", [
+    "Broren min sier at han er avmeldt nyhetsbrevet. Stemmer det?",      # nb: someone else, reported
+    "Min søster skriver at hun er afmeldt nyhedsbrevet ved en fejl.",    # da
+    "Mein Vater sagt, er sei vom Newsletter abgemeldet worden.",         # de (er: "he")
+])
+def test_a_request_word_said_of_someone_else_is_never_acted_on(body: str) -> None:
+    decision = decide(mail(body + QUOTE_EN))
+    assert not [a for a in decision.actions if not decision.review], decision.reason
+
+
+def test_a_question_about_a_state_is_never_acted_on() -> None:
+    decision = decide(mail("Er jeg avmeldt nyhetsbrevet nå?" + QUOTE_EN, subject="Avmeldt?"))
+    assert decision.review or not decision.actions, decision.reason
+    assert not (decision.actions and not decision.review), decision.reason
+
+
+def test_a_polite_question_is_still_a_request() -> None:
+    assert acted("Vil dere melde meg av nyhetsbrevet?" + QUOTE_SV) == ("all", ("email",))
+
+
+def test_an_opt_out_beside_a_wish_to_come_back_is_not_acted_on() -> None:
+    body = "Jeg meldte meg av nyhetsbrevet i fjor. Kan dere sette meg på lista igjen?"
+    decision = decide(mail(body + QUOTE_SV))
+    assert not [a for a in decision.actions if a.type.value == "unsubscribe" and not decision.review], decision.reason
+    assert decision.review or decision.actions, decision.reason
+
+
+@pytest.mark.parametrize("body", ["Could someone drop me a line about the mentoring programme?",
+                                  "Send us a note when the programme is out."])
+def test_a_verb_with_two_objects_is_no_removal(body: str) -> None:
+    decision = decide(mail(body + QUOTE_EN))
+    assert decision.actions == (), decision.reason
+
+
+def test_the_net_costs_linear_time() -> None:
+    import time
+
+    def cost(n: int) -> float:
+        words = " ".join(f"sluuta{i % 97} brevv{i % 89} inte{i % 7}" for i in range(n))
+        sentences = [(s, False, False) for s in (words[k:k + 500] for k in range(0, len(words), 500))]
+        start = time.perf_counter()
+        net.may_request(sentences)
+        return time.perf_counter() - start
+
+    cost(200)
+    small, large = cost(2_000), cost(20_000)
+    assert large < 30 * small + 0.05, (small, large)
+
+
+@pytest.mark.parametrize("body", ["SLUTT Å SENDE MEG E-POST!!", "STOP SENDING ME THESE, REPLY STOP DOES NOTHING"])
+def test_a_shouted_request_is_no_keyword_instruction(body: str) -> None:
+    decision = decide(mail(body + QUOTE_EN))
+    assert decision.review or decision.actions, decision.reason
+
+
+@pytest.mark.parametrize("body", ["Jeg sluttet i jobben i fjor, men leser gjerne nyhetsbrevet.",
+                                  "Ich habe aufgehört zu rauchen, aber den Newsletter lese ich gern."])
+def test_a_refusal_and_an_object_in_different_clauses_are_not_acted_on(body: str) -> None:
+    decision = decide(mail(body + QUOTE_EN))
+    assert not (decision.actions and not decision.review), decision.reason
+
+
+@pytest.mark.parametrize("body", ["Kan ni ta bort bilden på mig från nyhetsbrevet?",
+                                  "Bitte entfernen Sie mein Foto aus dem Newsletter.",
+                                  "The talk is cancelled, please remove the link from the newsletter.",
+                                  "Unsubscribe links in the newsletter are broken, FYI.",
+                                  "Vi har slutat använda den gamla mejladressen."])
+def test_a_refusal_that_governs_something_else_is_never_acted_on(body: str) -> None:
+    # The verb's object is a photo, a link, an address no longer used: not us. A person
+    # may read it (the net), nothing is acted on.
+    decision = decide(mail(body + QUOTE_EN))
+    assert not (decision.actions and not decision.review), decision.reason
+
+
+@pytest.mark.parametrize("body", ["Ich möchte nicht mehr als einen Newsletter im Monat.",
+                                  "Jeg vil ikke ha mer enn ett brev i året."])
+def test_more_than_limits_and_is_never_acted_on(body: str) -> None:
+    decision = decide(mail(body + QUOTE_EN))
+    assert decision.review, decision.reason          # a person reads it; nothing acted on
+
+
+def test_contact_of_any_kind_read_by_the_net_is_every_channel() -> None:
+    body = "Undertegnede beder om at I fremover undlader enhver henvendelse til mig."
+    assert acted(body + QUOTE_SV) == ("all", "all")
+
+
+@pytest.mark.parametrize("body,channels", [("Tekstbeskederne må I gerne holde op med at sende.", ("sms",)),
+                                           ("Kirjeet voitte jättää pois.", ("letter",))])
+def test_an_object_put_first_is_still_governed_by_the_verb(body: str, channels: tuple[str, ...]) -> None:
+    assert acted(body + QUOTE_SV) == ("all", channels)
