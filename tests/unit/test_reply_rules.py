@@ -914,3 +914,43 @@ def test_contact_of_any_kind_read_by_the_net_is_every_channel() -> None:
                                            ("Kirjeet voitte jättää pois.", ("letter",))])
 def test_an_object_put_first_is_still_governed_by_the_verb(body: str, channels: tuple[str, ...]) -> None:
     assert acted(body + QUOTE_SV) == ("all", channels)
+
+
+# --- the writer's own list: "I'll take you off my list" is an offer, not a request --------
+# Cold sales mail to the reply address closes with the seller's offer to stop writing. The
+# one removed is the reader ("you") and the list is the writer's ("my"); in a request it is
+# the other way round ("take me off your list"). Sentences written for this test.
+
+@pytest.mark.parametrize("body", [
+    "We build booking systems for universities. Not for you? Just say so and I'll remove you from my list.",
+    "Vi säljer mässmontrar. Hör av dig om du inte vill ha fler mejl, så stryker jag dig från min utskickslista.",
+    "Vi leverer kaffeautomater. Si fra om du ikke vil ha mer e-post, så fjerner jeg deg fra lista mi.",
+    "Vi sel programvare for timeplanar. Sei frå om du ikkje vil ha fleire e-postar, så fjernar eg deg frå lista mi.",
+    "Vi tilbyder konferencelokaler. Skriv blot, hvis du ikke vil have flere mails, så fjerner jeg dig fra min liste.",
+    "Myymme messuosastoja. Jos ette halua enempää viestejä, kertokaa, niin poistan teidät listaltani.",
+    "Wir verkaufen Messestände. Wenn Sie keine weiteren E-Mails möchten, nehme ich Sie gern aus meinem Verteiler.",
+])
+def test_the_writers_offer_to_take_the_reader_off_the_writers_list_is_no_request(body: str) -> None:
+    decision = decide(mail(body, subject="Ett förslag / a proposal"))
+    assert not [a for a in decision.actions if a.type.value == "unsubscribe"], decision.reason
+
+
+@pytest.mark.parametrize("body", [
+    "I haven't asked to be unsubscribed! Why has the newsletter stopped coming?",
+    "Jag har aldrig bett om att bli avregistrerad, varför kommer inga nyhetsbrev?",
+    "Jeg har ikke bedt om å bli avmeldt. Hvorfor får jeg ikke nyhetsbrevet?",
+    "Jeg har aldrig bedt om at blive afmeldt, så hvorfor kommer nyhedsbrevet ikke?",
+    "Eine Abmeldung wünsche ich nicht, bitte schicken Sie mir den Newsletter wieder.",
+])
+def test_saying_one_did_not_ask_to_be_removed_is_no_request(body: str) -> None:
+    decision = decide(mail(body + QUOTE_EN))
+    assert not [a for a in decision.actions if a.type.value == "unsubscribe"], decision.reason
+
+
+@pytest.mark.parametrize("body", [
+    "Please take me off your list, I get too much mail already.",
+    "Ta bort mig från er utskickslista, tack.",
+    "Nehmen Sie mich bitte aus Ihrem Verteiler.",
+])
+def test_a_request_to_be_taken_off_your_list_still_acts(body: str) -> None:
+    acted(body + QUOTE_EN)
