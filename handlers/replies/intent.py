@@ -297,7 +297,9 @@ def read_intent(texts: Iterable[str], unit_names: Mapping[str, tuple[str, ...]],
                 optin_sentences.append(sentence)
             if not hits and (flags["resubscribe"] or (lemma_ok and asks_back(sentence))):
                 comeback.append(sentence)
-            if flags["erasure"]:
+            # "Eine Löschung wünsche ich nicht": a negated erasure is no erasure (its
+            # sentence is a conflict above, so the message goes to a person at most).
+            if flags["erasure"] and not flags["negated"]:
                 if sentence not in optout_sentences:
                     optout_sentences.append(sentence)
                     found.append(_Found(sentence, position, len(text_sentences), erasure=True))

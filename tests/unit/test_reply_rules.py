@@ -954,3 +954,13 @@ def test_saying_one_did_not_ask_to_be_removed_is_no_request(body: str) -> None:
 ])
 def test_a_request_to_be_taken_off_your_list_still_acts(body: str) -> None:
     acted(body + QUOTE_EN)
+
+
+@pytest.mark.parametrize("body", [
+    "Bitte schicken Sie mir eine Kopie meiner Daten. Eine Löschung wünsche ich ausdrücklich nicht.",
+    "Skicka gärna en kopia av mina uppgifter. Radering vill jag inte ha, jag vill ha kvar nyhetsbrevet.",
+    "Send meg gjerne en oversikt over dataene mine. Sletting ønsker jeg ikke.",
+])
+def test_a_negated_erasure_is_no_erasure(body: str) -> None:
+    decision = decide(mail(body, subject="Mina uppgifter / Meine Daten"))
+    assert not [a for a in decision.actions if a.type.value == "unsubscribe"], decision.reason
