@@ -24,6 +24,7 @@ import uuid
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
+from handlers.mail.needles import trie_source
 from handlers.model import Action, ActionType, Decision, Kind
 from handlers.tokens import Keyring
 
@@ -192,21 +193,7 @@ def _trie(words: set[str], flags: int) -> re.Pattern[str] | None:
     words = {w for w in words if w}
     if not words:
         return None
-    root: dict[str, Any] = {}
-    for word in words:
-        node = root
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def build(node: dict[str, Any]) -> str:
-        alts = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items()) if ch]
-        if not alts:
-            return ""
-        group = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        return f"(?:{group})?" if "" in node else group
-
-    return re.compile(build(root), flags)
+    return re.compile(trie_source(words), flags)
 
 
 def scrub_json(value: Any, addresses: Sequence[str]) -> Any:
